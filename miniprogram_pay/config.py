@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -117,7 +117,7 @@ class Settings:
         # stored unwrapped even when the host forgot to wrap it.
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type == "Secret" or f.name in _SECRET_FIELDS:
+            if f.name in _SECRET_FIELDS:
                 object.__setattr__(self, f.name, _secret(value))
         if self.admin_api_key is not None and not isinstance(self.admin_api_key, Secret):
             object.__setattr__(self, "admin_api_key", _secret(self.admin_api_key))
@@ -134,7 +134,9 @@ class Settings:
         if self.adyen_checkout_url:
             return self.adyen_checkout_url.rstrip("/")
         if self.adyen_environment == "live":
-            return ADYEN_LIVE_URL.format(prefix=self.adyen_live_prefix, version=self.adyen_api_version)
+            return ADYEN_LIVE_URL.format(
+                prefix=self.adyen_live_prefix, version=self.adyen_api_version
+            )
         return ADYEN_TEST_URL.format(version=self.adyen_api_version)
 
     @property
@@ -172,7 +174,9 @@ class Settings:
         ]
         if missing:
             raise ConfigurationError(
-                "Missing required settings: " + ", ".join(missing) + ". Set them in the environment."
+                "Missing required settings: "
+                + ", ".join(missing)
+                + ". Set them in the environment."
             )
         return cls(**values)  # type: ignore[arg-type]
 
@@ -222,7 +226,7 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
-_ENV_FIELDS: dict[str, tuple[str, object]] = {
+_ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "ADYEN_API_KEY": ("adyen_api_key", _str),
     "ADYEN_MERCHANT_ACCOUNT": ("adyen_merchant_account", _str),
     "ADYEN_HMAC_KEYS": ("adyen_hmac_keys", _parse_keys),
@@ -274,9 +278,15 @@ def _validate_adyen(s: Settings) -> None:
             "Copy the live URL prefix from Developers > API URLs in your Customer Area.",
         )
     if s.adyen_api_version < 67:
-        _fail("ADYEN_API_VERSION", f"{s.adyen_api_version} is too old", "Use 67 or later (71 is tested).")
+        _fail(
+            "ADYEN_API_VERSION",
+            f"{s.adyen_api_version} is too old",
+            "Use 67 or later (71 is tested).",
+        )
     if not s.adyen_return_url or len(s.adyen_return_url) > 8000:
-        _fail("ADYEN_RETURN_URL", "must be a URL of 1 to 8000 characters", "Adyen requires returnUrl.")
+        _fail(
+            "ADYEN_RETURN_URL", "must be a URL of 1 to 8000 characters", "Adyen requires returnUrl."
+        )
     if len(s.adyen_country_code) != 2 or not s.adyen_country_code.isalpha():
         _fail("ADYEN_COUNTRY_CODE", "must be a two-letter ISO 3166 code", "Use CN for WeChat Pay.")
 

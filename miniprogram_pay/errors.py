@@ -85,7 +85,8 @@ class MiniProgramPayError(Exception):
         return {"error": error}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, status={self.status}, message={self.message!r})"
+        name = type(self).__name__
+        return f"{name}(code={self.code!r}, status={self.status}, message={self.message!r})"
 
 
 class ConfigurationError(MiniProgramPayError):

@@ -1,0 +1,135 @@
+"""Plain, immutable snapshots the repository hands out (never live ORM rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.reconcile import Decision
+from miniprogram_pay.domain.states import PaymentState
+
+__all__ = [
+    "AppliedEvent",
+    "EventRecord",
+    "InboxItem",
+    "NotificationRecord",
+    "OutboxEvent",
+    "PaymentRecord",
+    "ProviderAnswer",
+    "StoredNotification",
+    "TransitionRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    id: int
+    reference: str
+    openid: str
+    amount: Amount
+    state: PaymentState
+    psp_reference: str | None
+    result_code: str | None
+    refusal_reason: str | None
+    payment_data: str | None
+    wechat_params: dict[str, str] | None
+    action: dict[str, Any] | None
+    idempotency_key: str
+    conflicts: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    from_state: PaymentState | None
+    to_state: PaymentState
+    source: str
+    event_kind: str
+    event_key: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    key: str
+    source: str
+    kind: str
+    success: bool | None
+    outcome: str
+    conflict: str | None
+    reason: str | None
+    psp_reference: str | None
+    amount_value: int | None
+    amount_currency: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAnswer:
+    """What an Adyen /payments answer gives us to keep for the Mini Program."""
+
+    payment_data: str | None = None
+    wechat_params: dict[str, str] | None = None
+    action: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    payment: PaymentRecord
+    decision: Decision | None
+    duplicate: bool
+    transition: TransitionRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A webhook item ready to be stored: the fields we index, and the raw JSON as received."""
+
+    dedup_key: str
+    psp_reference: str
+    merchant_reference: str
+    event_code: str
+    success: bool
+    amount_value: int | None
+    amount_currency: str | None
+    reason: str | None
+    raw_json: str
+    status: str = "received"
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotification:
+    id: int
+    dedup_key: str
+    new: bool
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    id: int
+    status: str
+    detail: str | None
+    applied: AppliedEvent | None = None
+    merchant_reference: str | None = None
+    event_code: str | None = None
+    success: bool | None = None
+    deliveries: int = 0
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    event_id: str
+    reference: str
+    from_state: PaymentState | None
+    to_state: PaymentState
+    source: str
+    attempts: int
+    created_at: datetime

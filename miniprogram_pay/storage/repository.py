@@ -1,0 +1,697 @@
+"""The payment repository: every read and write of payments, events, the inbox and the outbox.
+
+Applying an event is one atomic unit: lock the payment row, decide with the pure
+domain, write the state, the event log, the history and the outbox row, commit.
+The lock is ``SELECT ... FOR UPDATE`` on PostgreSQL and SQLite's single
+``BEGIN IMMEDIATE`` writer; a version column is checked on every update as well,
+so a backend without either could never lose an update silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from miniprogram_pay.domain.events import (
+    EventSource,
+    PaymentEvent,
+    summary_result_code,
+    webhook_event,
+)
+from miniprogram_pay.domain.machine import PaymentMachine
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.reconcile import Decision, Outcome, PaymentView, decide
+from miniprogram_pay.domain.states import PaymentState
+from miniprogram_pay.errors import NotFoundError, StorageError
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.records import (
+    AppliedEvent,
+    EventRecord,
+    InboxItem,
+    NotificationRecord,
+    OutboxEvent,
+    PaymentRecord,
+    ProviderAnswer,
+    StoredNotification,
+    TransitionRecord,
+)
+from miniprogram_pay.storage.tables import (
+    NotificationRow,
+    OutboxRow,
+    PaymentEventRow,
+    PaymentRow,
+    TransitionRow,
+    utcnow,
+)
+
+__all__ = ["PaymentRepository"]
+
+logger = logging.getLogger("miniprogram_pay.storage")
+
+T = TypeVar("T")
+
+WRITE_ATTEMPTS = 6
+LEASE_SECONDS = 30.0
+
+
+class _VersionConflictError(Exception):
+    """The row changed under us: retry the whole unit of work."""
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _payment_record(row: PaymentRow) -> PaymentRecord:
+    assert row.id is not None
+    return PaymentRecord(
+        id=row.id,
+        reference=row.reference,
+        openid=row.openid,
+        amount=Amount(row.amount_value, row.currency),
+        state=PaymentState(row.state),
+        psp_reference=row.psp_reference,
+        result_code=row.result_code,
+        refusal_reason=row.refusal_reason,
+        payment_data=row.payment_data,
+        wechat_params=_loads(row.wechat_params),
+        action=_loads(row.action),
+        idempotency_key=row.idempotency_key,
+        conflicts=row.conflicts,
+        version=row.version,
+        created_at=_aware(row.created_at) or row.created_at,
+        updated_at=_aware(row.updated_at) or row.updated_at,
+    )
+
+
+def _view(row: PaymentRow) -> PaymentView:
+    decisive = None
+    if row.decisive_rank is not None and row.decisive_weight is not None and row.decisive_key:
+        decisive = (row.decisive_rank, row.decisive_weight, row.decisive_key)
+    return PaymentView(
+        state=PaymentState(row.state),
+        amount=Amount(row.amount_value, row.currency),
+        psp_reference=row.psp_reference,
+        decisive=decisive,
+    )
+
+
+class PaymentRepository:
+    """Async access to the package's tables. One per process; safe for concurrent use."""
+
+    def __init__(self, database: Database, machine: PaymentMachine | None = None) -> None:
+        self.db = database
+        self._machine = machine or PaymentMachine()
+
+    # -- units of work -------------------------------------------------------------
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run ``work`` in a write transaction, retrying lock and version conflicts."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    return await work(session)
+            except _VersionConflictError:
+                logger.info("version conflict, retrying (attempt %d)", attempt + 1)
+            except OperationalError as exc:
+                if not _is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
+                    raise StorageError("the database is unavailable; retry shortly") from exc
+                logger.warning("transient database error, retrying (attempt %d)", attempt + 1)
+            except DBAPIError as exc:
+                if isinstance(exc, IntegrityError) or not _is_transient(exc):
+                    raise
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise StorageError("the database is busy; retry shortly") from exc
+            await asyncio.sleep(0.005 * 2**attempt)
+        raise StorageError("the database is busy; retry shortly")
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self.db.read() as session:
+                yield session
+        except OperationalError as exc:
+            raise StorageError("the database is unavailable; retry shortly") from exc
+
+    # -- payments ------------------------------------------------------------------
+
+    async def create_payment(
+        self, *, reference: str, openid: str, amount: Amount, idempotency_key: str
+    ) -> tuple[PaymentRecord, bool]:
+        """Record a payment as Created. Returns ``(payment, created)``.
+
+        A reference that already exists returns the stored payment and ``False``:
+        the unique constraint, not a prior read, decides who was first.
+        """
+
+        async def work(session: AsyncSession) -> PaymentRecord:
+            now = utcnow()
+            row = PaymentRow(
+                reference=reference,
+                openid=openid,
+                amount_value=amount.value,
+                currency=amount.currency,
+                state=PaymentState.CREATED.value,
+                idempotency_key=idempotency_key,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            await session.flush()
+            assert row.id is not None
+            session.add(
+                TransitionRow(
+                    payment_id=row.id,
+                    from_state=None,
+                    to_state=PaymentState.CREATED.value,
+                    source=EventSource.PAYMENTS.value,
+                    event_kind="Created",
+                    event_key="created",
+                    at=now,
+                )
+            )
+            return _payment_record(row)
+
+        try:
+            return await self._write(work), True
+        except IntegrityError:
+            existing = await self.get(reference)
+            if existing is None:  # pragma: no cover - the row that won cannot vanish
+                raise StorageError("payment reference collided but is not readable") from None
+            return existing, False
+
+    async def get(self, reference: str) -> PaymentRecord | None:
+        async with self._reading() as session:
+            row = (
+                await session.exec(select(PaymentRow).where(PaymentRow.reference == reference))
+            ).first()
+            return _payment_record(row) if row else None
+
+    async def get_by_payment_data(self, payment_data: str) -> PaymentRecord | None:
+        async with self._reading() as session:
+            stmt = select(PaymentRow).where(PaymentRow.payment_data == payment_data)
+            row = (await session.exec(stmt)).first()
+            return _payment_record(row) if row else None
+
+    async def history(self, payment_id: int) -> list[TransitionRecord]:
+        async with self._reading() as session:
+            stmt = (
+                select(TransitionRow)
+                .where(TransitionRow.payment_id == payment_id)
+                .order_by(col(TransitionRow.id))
+            )
+            rows = (await session.exec(stmt)).all()
+        return [
+            TransitionRecord(
+                from_state=PaymentState(r.from_state) if r.from_state else None,
+                to_state=PaymentState(r.to_state),
+                source=r.source,
+                event_kind=r.event_kind,
+                event_key=r.event_key,
+                at=_aware(r.at) or r.at,
+            )
+            for r in rows
+        ]
+
+    async def events(self, payment_id: int) -> list[EventRecord]:
+        async with self._reading() as session:
+            stmt = (
+                select(PaymentEventRow)
+                .where(PaymentEventRow.payment_id == payment_id)
+                .order_by(col(PaymentEventRow.id))
+            )
+            rows = (await session.exec(stmt)).all()
+        return [
+            EventRecord(
+                key=r.key,
+                source=r.source,
+                kind=r.kind,
+                success=r.success,
+                outcome=r.outcome,
+                conflict=r.conflict,
+                reason=r.reason,
+                psp_reference=r.psp_reference,
+                amount_value=r.amount_value,
+                amount_currency=r.amount_currency,
+                at=_aware(r.at) or r.at,
+            )
+            for r in rows
+        ]
+
+    async def stale_payments(
+        self, *, older_than_seconds: int, limit: int = 100
+    ) -> list[PaymentRecord]:
+        """Payments still Created or Pending whose last change is older than the bound."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        async with self._reading() as session:
+            stmt = (
+                select(PaymentRow)
+                .where(
+                    col(PaymentRow.state).in_(
+                        [PaymentState.CREATED.value, PaymentState.PENDING.value]
+                    )
+                )
+                .where(col(PaymentRow.updated_at) < cutoff)
+                .order_by(col(PaymentRow.updated_at))
+                .limit(limit)
+            )
+            return [_payment_record(r) for r in (await session.exec(stmt)).all()]
+
+    async def count_by_state(self) -> dict[str, int]:
+        async with self._reading() as session:
+            stmt = select(PaymentRow.state, func.count()).group_by(PaymentRow.state)
+            return {state: int(n) for state, n in (await session.exec(stmt)).all()}
+
+    async def apply(
+        self, reference: str, event: PaymentEvent, *, answer: ProviderAnswer | None = None
+    ) -> AppliedEvent:
+        """Apply one event to the payment ``reference`` atomically; a repeat changes nothing."""
+
+        async def work(session: AsyncSession) -> AppliedEvent:
+            row = await self._lock_payment(session, reference)
+            if row is None:
+                raise NotFoundError("no payment with this reference")
+            return await self._apply_locked(session, row, event, answer)
+
+        return await self._write(work)
+
+    async def _lock_payment(self, session: AsyncSession, reference: str) -> PaymentRow | None:
+        stmt = select(PaymentRow).where(PaymentRow.reference == reference).with_for_update()
+        row = (await session.exec(stmt)).first()
+        if row is not None:
+            # Writes go through versioned UPDATE statements; a detached row keeps
+            # the ORM from flushing a second, unchecked UPDATE at commit.
+            session.expunge(row)
+        return row
+
+    async def _apply_locked(
+        self,
+        session: AsyncSession,
+        row: PaymentRow,
+        event: PaymentEvent,
+        answer: ProviderAnswer | None,
+    ) -> AppliedEvent:
+        assert row.id is not None
+        seen = select(PaymentEventRow.id).where(
+            PaymentEventRow.payment_id == row.id, PaymentEventRow.key == event.key
+        )
+        if (await session.exec(seen)).first() is not None:
+            if answer is not None:
+                await self._attach_answer(session, row, answer)
+            return AppliedEvent(payment=_payment_record(row), decision=None, duplicate=True)
+        decision = decide(_view(row), event, self._machine)
+        now = utcnow()
+        session.add(_event_row(row.id, event, decision, now))
+        changes = _changes(row, event, decision, answer, now)
+        transition = None
+        if decision.moved:
+            transition = self._record_transition(session, row, event, decision, now)
+        await self._update_versioned(session, row, changes)
+        return AppliedEvent(
+            payment=_payment_record(row), decision=decision, duplicate=False, transition=transition
+        )
+
+    async def _attach_answer(
+        self, session: AsyncSession, row: PaymentRow, answer: ProviderAnswer
+    ) -> None:
+        changes = _answer_changes(row, answer)
+        if changes:
+            changes["updated_at"] = utcnow()
+            await self._update_versioned(session, row, changes)
+
+    def _record_transition(
+        self,
+        session: AsyncSession,
+        row: PaymentRow,
+        event: PaymentEvent,
+        decision: Decision,
+        now: datetime,
+    ) -> TransitionRecord:
+        assert row.id is not None
+        from_state = PaymentState(row.state)
+        to_state = decision.new_state
+        session.add(
+            TransitionRow(
+                payment_id=row.id,
+                from_state=from_state.value,
+                to_state=to_state.value,
+                source=event.source.value,
+                event_kind=event.kind,
+                event_key=event.key,
+                at=now,
+            )
+        )
+        # The outbox row commits with the change: the host hears of every change
+        # that happened, even if this process dies right after the commit.
+        session.add(
+            OutboxRow(
+                event_id=f"mpp_{row.id}_{to_state.value.lower()}",
+                payment_id=row.id,
+                reference=row.reference,
+                from_state=from_state.value,
+                to_state=to_state.value,
+                source=event.source.value,
+                status="pending",
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+        return TransitionRecord(
+            from_state, to_state, event.source.value, event.kind, event.key, now
+        )
+
+    async def _update_versioned(
+        self, session: AsyncSession, row: PaymentRow, changes: dict[str, Any]
+    ) -> None:
+        if not changes:
+            return
+        stmt = (
+            update(PaymentRow)
+            .where(col(PaymentRow.id) == row.id, col(PaymentRow.version) == row.version)
+            .values(**changes, version=row.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        result = await session.exec(stmt)
+        if result.rowcount != 1:
+            raise _VersionConflictError
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.version += 1
+
+    # -- inbox (webhook notifications) ----------------------------------------------
+
+    async def store_notifications(self, items: Sequence[InboxItem]) -> list[StoredNotification]:
+        """Durably store webhook items; a redelivered item is recognised by its unique key."""
+
+        async def work(session: AsyncSession) -> list[StoredNotification]:
+            now = utcnow()
+            return [await self._upsert_notification(session, item, now) for item in items]
+
+        return await self._write(work)
+
+    async def _upsert_notification(
+        self, session: AsyncSession, item: InboxItem, now: datetime
+    ) -> StoredNotification:
+        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        values = {
+            "dedup_key": item.dedup_key,
+            "psp_reference": item.psp_reference,
+            "merchant_reference": item.merchant_reference,
+            "event_code": item.event_code,
+            "success": item.success,
+            "amount_value": item.amount_value,
+            "amount_currency": item.amount_currency,
+            "reason": item.reason,
+            "raw": item.raw_json,
+            "status": item.status,
+            "detail": item.detail,
+            "attempts": 0,
+            "deliveries": 1,
+            "received_at": now,
+            "next_attempt_at": now,
+        }
+        table = NotificationRow.__table__  # type: ignore[attr-defined]
+        stmt = (
+            insert(table)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["dedup_key"],
+                set_={"deliveries": table.c.deliveries + 1},
+            )
+            .returning(table.c.id, table.c.deliveries, table.c.status)
+        )
+        notification_id, deliveries, status = (await session.execute(stmt)).one()
+        return StoredNotification(
+            id=int(notification_id), dedup_key=item.dedup_key, new=deliveries == 1, status=status
+        )
+
+    async def apply_notification(self, notification_id: int) -> NotificationRecord | None:
+        """Apply one stored notification to its payment in one transaction.
+
+        Returns None when the item is not waiting (already applied, or being
+        applied by another worker right now).
+        """
+
+        async def work(session: AsyncSession) -> NotificationRecord | None:
+            stmt = (
+                select(NotificationRow)
+                .where(NotificationRow.id == notification_id)
+                .where(col(NotificationRow.status).in_(["received", "failed"]))
+                .with_for_update(skip_locked=True)
+            )
+            note = (await session.exec(stmt)).first()
+            if note is None:
+                return None
+            return await self._apply_notification_locked(session, note)
+
+        return await self._write(work)
+
+    async def _apply_notification_locked(
+        self, session: AsyncSession, note: NotificationRow
+    ) -> NotificationRecord:
+        payment = await self._lock_payment(session, note.merchant_reference)
+        applied: AppliedEvent | None = None
+        now = utcnow()
+        if payment is None:
+            status, detail = "orphan", "no payment with this merchantReference"
+        else:
+            applied = await self._apply_locked(session, payment, _notification_event(note), None)
+            status, detail = "applied", None
+        await session.exec(
+            update(NotificationRow)
+            .where(col(NotificationRow.id) == note.id)
+            .values(status=status, detail=detail, applied_at=now, attempts=note.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
+        return NotificationRecord(id=note.id or 0, status=status, detail=detail, applied=applied)
+
+    async def record_notification_failure(
+        self, notification_id: int, *, error: str, max_attempts: int, backoff_seconds: float
+    ) -> str:
+        """Record that applying failed, in its own transaction so it survives the rollback."""
+
+        async def work(session: AsyncSession) -> str:
+            note = await session.get(NotificationRow, notification_id)
+            if note is None or note.status not in ("received", "failed"):
+                return note.status if note else "missing"
+            attempts = note.attempts + 1
+            status = "parked" if attempts >= max_attempts else "failed"
+            note.attempts = attempts
+            note.status = status
+            note.detail = error[:255]
+            note.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds)
+            session.add(note)
+            return status
+
+        return await self._write(work)
+
+    async def due_notifications(self, *, limit: int = 50) -> list[int]:
+        """Ids of stored items not yet applied whose next attempt is due, oldest first."""
+        async with self._reading() as session:
+            stmt = (
+                select(NotificationRow.id)
+                .where(col(NotificationRow.status).in_(["received", "failed"]))
+                .where(col(NotificationRow.next_attempt_at) <= utcnow())
+                .order_by(col(NotificationRow.id))
+                .limit(limit)
+            )
+            return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+
+    async def notifications(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        async with self._reading() as session:
+            stmt = select(NotificationRow).order_by(col(NotificationRow.id).desc()).limit(limit)
+            if status is not None:
+                stmt = stmt.where(NotificationRow.status == status)
+            rows = (await session.exec(stmt)).all()
+        return [
+            NotificationRecord(
+                id=r.id or 0,
+                status=r.status,
+                detail=r.detail,
+                merchant_reference=r.merchant_reference,
+                event_code=r.event_code,
+                success=r.success,
+                deliveries=r.deliveries,
+                attempts=r.attempts,
+            )
+            for r in rows
+        ]
+
+    # -- outbox (state changes for the host) ------------------------------------------
+
+    async def claim_outbox(
+        self, *, limit: int = 20, lease_seconds: float = LEASE_SECONDS
+    ) -> list[OutboxEvent]:
+        """Lease due outbox rows to this worker; another worker skips them until the lease ends."""
+
+        async def work(session: AsyncSession) -> list[OutboxEvent]:
+            now = utcnow()
+            stmt = (
+                select(OutboxRow)
+                .where(OutboxRow.status == "pending")
+                .where(col(OutboxRow.next_attempt_at) <= now)
+                .order_by(col(OutboxRow.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.exec(stmt)).all()
+            leased = now + timedelta(seconds=lease_seconds)
+            for r in rows:
+                r.next_attempt_at = leased
+                r.attempts += 1
+                session.add(r)
+            return [_outbox_event(r) for r in rows]
+
+        return await self._write(work)
+
+    async def outbox_delivered(self, outbox_id: int) -> None:
+        async def work(session: AsyncSession) -> None:
+            await session.exec(
+                update(OutboxRow)
+                .where(col(OutboxRow.id) == outbox_id)
+                .values(status="delivered", delivered_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+        await self._write(work)
+
+    async def outbox_failed(
+        self, outbox_id: int, *, error: str, retry_in_seconds: float, park: bool
+    ) -> None:
+        async def work(session: AsyncSession) -> None:
+            await session.exec(
+                update(OutboxRow)
+                .where(col(OutboxRow.id) == outbox_id)
+                .values(
+                    status="parked" if park else "pending",
+                    last_error=error[:255],
+                    next_attempt_at=utcnow() + timedelta(seconds=retry_in_seconds),
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+        await self._write(work)
+
+    async def outbox_counts(self) -> dict[str, int]:
+        async with self._reading() as session:
+            stmt = select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
+            return {status: int(n) for status, n in (await session.exec(stmt)).all()}
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    markers = ("locked", "busy", "deadlock", "could not serialize", "connection", "timeout")
+    return any(m in text for m in markers)
+
+
+def _event_row(
+    payment_id: int, event: PaymentEvent, decision: Decision, now: datetime
+) -> PaymentEventRow:
+    return PaymentEventRow(
+        payment_id=payment_id,
+        key=event.key,
+        source=event.source.value,
+        kind=event.kind[:64],
+        success=event.success,
+        outcome=decision.outcome.value,
+        conflict=decision.conflict.value if decision.conflict else None,
+        reason=event.reason[:255] if event.reason else None,
+        psp_reference=event.psp_reference,
+        amount_value=event.amount_value,
+        amount_currency=event.amount_currency,
+        at=now,
+    )
+
+
+def _changes(
+    row: PaymentRow,
+    event: PaymentEvent,
+    decision: Decision,
+    answer: ProviderAnswer | None,
+    now: datetime,
+) -> dict[str, Any]:
+    changes: dict[str, Any] = _answer_changes(row, answer) if answer else {}
+    if decision.fills_psp_reference:
+        changes["psp_reference"] = event.psp_reference
+    if decision.outcome is Outcome.CONFLICT:
+        changes["conflicts"] = row.conflicts + 1
+    if decision.moved:
+        changes["state"] = decision.new_state.value
+    if decision.takes_summary and decision.precedence is not None:
+        rank, weight, key = decision.precedence
+        changes.update(
+            decisive_rank=rank,
+            decisive_weight=weight,
+            decisive_key=key,
+            decisive_source=event.source.value,
+            result_code=summary_result_code(event)[:32],
+            refusal_reason=_reason_for(decision, event),
+        )
+    if changes:
+        changes["updated_at"] = now
+    return changes
+
+
+def _reason_for(decision: Decision, event: PaymentEvent) -> str | None:
+    failed = decision.implied in (PaymentState.REFUSED, PaymentState.ERROR)
+    return event.reason[:255] if failed and event.reason else None
+
+
+def _answer_changes(row: PaymentRow, answer: ProviderAnswer | None) -> dict[str, Any]:
+    """What an Adyen /payments answer adds; stored once, never overwritten."""
+    if answer is None:
+        return {}
+    changes: dict[str, Any] = {}
+    if answer.payment_data and not row.payment_data:
+        changes["payment_data"] = answer.payment_data
+    if answer.wechat_params and not row.wechat_params:
+        changes["wechat_params"] = json.dumps(answer.wechat_params, sort_keys=True)
+    if answer.action and not row.action:
+        changes["action"] = json.dumps(answer.action, sort_keys=True)
+    return changes
+
+
+def _notification_event(note: NotificationRow) -> PaymentEvent:
+    return webhook_event(
+        note.event_code,
+        note.success,
+        dedup_key=note.dedup_key,
+        psp_reference=note.psp_reference,
+        amount_value=note.amount_value,
+        amount_currency=note.amount_currency,
+        reason=note.reason,
+    )
+
+
+def _outbox_event(row: OutboxRow) -> OutboxEvent:
+    return OutboxEvent(
+        id=row.id or 0,
+        event_id=row.event_id,
+        reference=row.reference,
+        from_state=PaymentState(row.from_state) if row.from_state else None,
+        to_state=PaymentState(row.to_state),
+        source=row.source,
+        attempts=row.attempts,
+        created_at=_aware(row.created_at) or row.created_at,
+    )

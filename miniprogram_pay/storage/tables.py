@@ -1,0 +1,145 @@
+"""The tables this package owns, all prefixed ``mpp_``.
+
+Uniqueness is the database's job: a payment reference, a state entered by a
+payment, an event applied to a payment and a received notification each have a
+unique key, so a redelivery or a race is rejected by the database itself rather
+than by a check-then-insert.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "NotificationRow",
+    "OutboxRow",
+    "PaymentEventRow",
+    "PaymentRow",
+    "TransitionRow",
+    "metadata",
+    "utcnow",
+]
+
+metadata = SQLModel.metadata
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PaymentRow(SQLModel, table=True):
+    __tablename__ = "mpp_payment"
+    __table_args__ = (Index("ix_mpp_payment_state_updated", "state", "updated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(max_length=80, unique=True)
+    openid: str = Field(max_length=128, index=True)
+    amount_value: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    state: str = Field(max_length=16)
+    psp_reference: str | None = Field(default=None, max_length=64, index=True)
+    result_code: str | None = Field(default=None, max_length=32)
+    refusal_reason: str | None = Field(default=None, max_length=255)
+    decisive_rank: int | None = None
+    decisive_weight: int | None = None
+    decisive_key: str | None = Field(default=None, max_length=80)
+    decisive_source: str | None = Field(default=None, max_length=16)
+    payment_data: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    wechat_params: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    action: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    idempotency_key: str = Field(max_length=64)
+    details_attempts: int = 0
+    conflicts: int = 0
+    version: int = 0
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class TransitionRow(SQLModel, table=True):
+    """Append-only history. A payment enters each state at most once (it only moves up)."""
+
+    __tablename__ = "mpp_transition"
+    __table_args__ = (UniqueConstraint("payment_id", "to_state", name="uq_mpp_transition_state"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: int = Field(foreign_key="mpp_payment.id", index=True)
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str = Field(max_length=16)
+    source: str = Field(max_length=16)
+    event_kind: str = Field(max_length=64)
+    event_key: str = Field(max_length=80)
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PaymentEventRow(SQLModel, table=True):
+    """Every fact applied to a payment, once, with what it did (conflicts included)."""
+
+    __tablename__ = "mpp_payment_event"
+    __table_args__ = (UniqueConstraint("payment_id", "key", name="uq_mpp_payment_event_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: int = Field(foreign_key="mpp_payment.id", index=True)
+    key: str = Field(max_length=80)
+    source: str = Field(max_length=16)
+    kind: str = Field(max_length=64)
+    success: bool | None = None
+    outcome: str = Field(max_length=16)
+    conflict: str | None = Field(default=None, max_length=40)
+    reason: str | None = Field(default=None, max_length=255)
+    psp_reference: str | None = Field(default=None, max_length=64)
+    amount_value: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    amount_currency: str | None = Field(default=None, max_length=8)
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class NotificationRow(SQLModel, table=True):
+    """The inbox: each webhook item as received, before and after it is applied."""
+
+    __tablename__ = "mpp_notification"
+    __table_args__ = (Index("ix_mpp_notification_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedup_key: str = Field(max_length=64, unique=True)
+    psp_reference: str = Field(max_length=64, index=True)
+    merchant_reference: str = Field(max_length=255, index=True)
+    event_code: str = Field(max_length=64)
+    success: bool
+    amount_value: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    amount_currency: str | None = Field(default=None, max_length=8)
+    reason: str | None = Field(default=None, max_length=255)
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16)
+    detail: str | None = Field(default=None, max_length=255)
+    attempts: int = 0
+    deliveries: int = 1
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    applied_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class OutboxRow(SQLModel, table=True):
+    """State changes waiting to be told to the host, written with the change itself."""
+
+    __tablename__ = "mpp_outbox"
+    __table_args__ = (Index("ix_mpp_outbox_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=64, unique=True)
+    payment_id: int = Field(foreign_key="mpp_payment.id", index=True)
+    reference: str = Field(max_length=80)
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str = Field(max_length=16)
+    source: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    delivered_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
