@@ -15,7 +15,7 @@ from typing import Any
 
 from miniprogram_pay.errors import SignatureError
 
-__all__ = ["signing_string", "sign_item", "verify_item"]
+__all__ = ["sign_item", "signing_string", "verify_item"]
 
 _SIGNED_FIELDS = (
     "pspReference",
