@@ -64,6 +64,7 @@ T = TypeVar("T")
 
 WRITE_ATTEMPTS = 6
 LEASE_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 600.0
 
 
 class _VersionConflictError(Exception):
@@ -485,7 +486,7 @@ class PaymentRepository:
         return NotificationRecord(id=note.id or 0, status=status, detail=detail, applied=applied)
 
     async def record_notification_failure(
-        self, notification_id: int, *, error: str, max_attempts: int, backoff_seconds: float
+        self, notification_id: int, *, error: str, max_attempts: int, backoff_seconds: float = 1.0
     ) -> str:
         """Record that applying failed, in its own transaction so it survives the rollback."""
 
@@ -498,7 +499,8 @@ class PaymentRepository:
             note.attempts = attempts
             note.status = status
             note.detail = error[:255]
-            note.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds)
+            delay = min(backoff_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+            note.next_attempt_at = utcnow() + timedelta(seconds=delay)
             session.add(note)
             return status
 

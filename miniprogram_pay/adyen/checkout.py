@@ -1,0 +1,256 @@
+"""Adyen Checkout API client: POST /payments and /payments/details.
+
+One ``Idempotency-Key`` per logical operation is made by the caller *before* it
+calls us and is sent unchanged on every retry, so a retry after a timeout returns
+Adyen's first result instead of creating a second payment. Only timeouts,
+connection errors and 5xx are retried; every failure is translated into
+``miniprogram_pay.errors`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from miniprogram_pay.config import Secret, Settings
+from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
+
+__all__ = ["AdyenCheckoutClient", "default_backoff"]
+
+logger = logging.getLogger("miniprogram_pay.adyen")
+
+MAX_IDEMPOTENCY_KEY_CHARS = 64
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 8.0
+# Adyen's free-text error message is useful to operators but unbounded; keep it short.
+MAX_ADYEN_MESSAGE_CHARS = 200
+
+_Outcome = httpx.Response | httpx.RequestError
+_RETRYABLE_TRANSPORT_ERRORS = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+def _jitter(delay: float) -> float:
+    """Spread retries of many clients over [delay/2, delay] so they do not stampede."""
+    # Jitter needs no cryptographic randomness.
+    return delay * random.uniform(0.5, 1.0)  # noqa: S311
+
+
+def default_backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): exponential, capped, jittered."""
+    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    return _jitter(delay)
+
+
+def _check_idempotency_key(key: str) -> None:
+    # A bad key is a bug in our own caller (keys are generated server-side), so
+    # this is a ValueError rather than a client-facing error.
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ValueError(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    if not (key.isascii() and key.isprintable()):
+        raise ValueError("idempotency_key must be printable ASCII")
+
+
+def _is_retryable(outcome: _Outcome) -> bool:
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code >= 500
+    # Safe to resend even when the request may have reached Adyen: the
+    # Idempotency-Key makes Adyen return the first result.
+    return isinstance(
+        outcome, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError
+    )
+
+
+def _transport_error(path: str, exc: httpx.RequestError, attempts: int) -> AdyenError:
+    if isinstance(exc, httpx.TimeoutException):
+        return AdyenTimeoutError(f"Adyen did not answer {path} in time after {attempts} attempt(s)")
+    return AdyenUnavailableError(
+        f"could not reach Adyen for {path} ({type(exc).__name__}) after {attempts} attempt(s)"
+    )
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = json.loads(response.content)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _optional_str(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _rejected(path: str, response: httpx.Response) -> AdyenError:
+    body = _json_object(response) or {}
+    error_code = _optional_str(body, "errorCode")
+    detail = (_optional_str(body, "message") or "no message")[:MAX_ADYEN_MESSAGE_CHARS]
+    return AdyenError(
+        f"Adyen rejected {path} ({error_code or 'no errorCode'}): {detail}",
+        code="adyen_rejected",
+        status=502,
+        psp_reference=_optional_str(body, "pspReference"),
+        error_code=error_code,
+        http_status=response.status_code,
+    )
+
+
+def _conflict(path: str, response: httpx.Response) -> AdyenError:
+    body = _json_object(response) or {}
+    error = AdyenError(
+        f"Adyen reports {path} already processed or in progress; retry later",
+        code="adyen_conflict",
+        status=409,
+        psp_reference=_optional_str(body, "pspReference"),
+        error_code=_optional_str(body, "errorCode"),
+        http_status=409,
+    )
+    # The same request with the same key will succeed once Adyen finishes the first one.
+    error.retryable = True
+    return error
+
+
+def _status_error(path: str, response: httpx.Response, attempts: int) -> AdyenError:
+    status = response.status_code
+    if status >= 500:
+        return AdyenUnavailableError(
+            f"Adyen answered {status} on {path} after {attempts} attempt(s)", http_status=status
+        )
+    if status in (401, 403):
+        return AdyenError(
+            f"Adyen refused our credentials ({status}); check the API key and its roles",
+            code="adyen_auth_failed",
+            status=502,
+            http_status=status,
+        )
+    if status in (400, 422):
+        return _rejected(path, response)
+    if status == 409:
+        return _conflict(path, response)
+    return AdyenError(f"Adyen answered {status} on {path}", status=502, http_status=status)
+
+
+def _interpret(path: str, outcome: _Outcome, attempts: int) -> dict[str, Any]:
+    if isinstance(outcome, httpx.RequestError):
+        raise _transport_error(path, outcome, attempts) from outcome
+    if not outcome.is_success:
+        raise _status_error(path, outcome, attempts)
+    body = _json_object(outcome)
+    if body is None:
+        raise AdyenError(
+            f"Adyen answered {outcome.status_code} on {path} without a JSON object",
+            code="adyen_bad_response",
+            status=502,
+            http_status=outcome.status_code,
+        )
+    return body
+
+
+class AdyenCheckoutClient:
+    """Async client for the two Checkout endpoints a Mini Program payment needs.
+
+    Example::
+
+        async with httpx.AsyncClient() as http:
+            adyen = AdyenCheckoutClient.from_settings(settings, http)
+            result = await adyen.create_payment(request_body, idempotency_key=str(uuid4()))
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: Secret,
+        http: httpx.AsyncClient,
+        timeout_seconds: float = 10.0,
+        max_retries: int = 2,
+        backoff: Callable[[int], float] = default_backoff,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if timeout_seconds <= 0 or max_retries < 0:
+            raise ValueError("timeout_seconds must be > 0 and max_retries >= 0")
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._http = http
+        self._timeout = httpx.Timeout(timeout_seconds)
+        self._max_retries = max_retries
+        self._backoff = backoff
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> AdyenCheckoutClient:
+        return cls(
+            base_url=settings.checkout_url,
+            api_key=settings.adyen_api_key,
+            http=http,
+            timeout_seconds=settings.adyen_timeout_seconds,
+            max_retries=settings.adyen_max_retries,
+        )
+
+    def __repr__(self) -> str:
+        return f"AdyenCheckoutClient(base_url={self._base_url!r})"
+
+    async def create_payment(
+        self, body: Mapping[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """POST /payments; returns Adyen's JSON object (see ``responses.parse_payment_result``)."""
+        return await self._post("/payments", body, idempotency_key)
+
+    async def submit_details(
+        self, body: Mapping[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """POST /payments/details with the Mini Program's ``paymentStatus`` and ``paymentData``."""
+        return await self._post("/payments/details", body, idempotency_key)
+
+    async def _post(self, path: str, body: Mapping[str, Any], key: str) -> dict[str, Any]:
+        _check_idempotency_key(key)
+        content = json.dumps(dict(body), separators=(",", ":")).encode("utf-8")
+        headers = self._headers(key)
+        attempts = self._max_retries + 1
+        attempt = 1
+        while True:
+            outcome = await self._attempt(path, content, headers, attempt)
+            if attempt == attempts or not _is_retryable(outcome):
+                return _interpret(path, outcome, attempt)
+            await self._sleep(self._backoff(attempt))
+            attempt += 1
+
+    def _headers(self, key: str) -> dict[str, str]:
+        return {
+            "X-API-Key": self._api_key.reveal(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Idempotency-Key": key,
+        }
+
+    async def _attempt(
+        self, path: str, content: bytes, headers: dict[str, str], attempt: int
+    ) -> _Outcome:
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(
+                self._base_url + path, content=content, headers=headers, timeout=self._timeout
+            )
+        except httpx.RequestError as exc:
+            _log_attempt(path, type(exc).__name__, started, attempt)
+            return exc
+        _log_attempt(path, str(response.status_code), started, attempt)
+        return response
+
+
+def _log_attempt(path: str, status: str, started: float, attempt: int) -> None:
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    logger.info(
+        "adyen POST %s status=%s elapsed_ms=%.0f attempt=%d", path, status, elapsed_ms, attempt
+    )

@@ -1,0 +1,157 @@
+"""Normalise Adyen /payments and /payments/details responses.
+
+Adyen has moved the ``wx.requestPayment`` parameters between API versions: the
+top-level ``redirect.data`` (older API, the seed document), ``action.data`` (a
+redirect action) or ``action.sdkData`` (an SDK action). ``parse_payment_result``
+accepts all three and always yields one shape. Anything of the wrong type raises
+``AdyenError(code="adyen_bad_response")`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from miniprogram_pay.errors import AdyenError
+
+__all__ = ["WECHAT_PARAM_KEYS", "PaymentResult", "parse_payment_result"]
+
+# The parameters wx.requestPayment takes, and nothing else: extra keys from Adyen
+# are dropped so the Mini Program never sees something we did not vet.
+WECHAT_PARAM_KEYS = ("timeStamp", "package", "paySign", "appId", "signType", "nonceStr")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    """The parts of a /payments or /payments/details response this package uses."""
+
+    result_code: str | None
+    psp_reference: str | None
+    merchant_reference: str | None
+    refusal_reason: str | None
+    refusal_reason_code: str | None
+    amount_value: int | None
+    amount_currency: str | None
+    payment_data: str | None
+    wechat_params: dict[str, str] | None
+    action: dict[str, Any] | None
+
+
+class _BadResponse(Exception):
+    """Internal: the response is malformed; translated once at the boundary."""
+
+
+def _bad(problem: str) -> AdyenError:
+    return AdyenError(
+        f"Adyen response is malformed: {problem}", code="adyen_bad_response", status=502
+    )
+
+
+def _opt_str(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise _BadResponse(f"{name} is not a string")
+
+
+def _opt_mapping(body: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    value = body.get(name)
+    if value is None or isinstance(value, Mapping):
+        return value
+    raise _BadResponse(f"{name} is not an object")
+
+
+def _amount(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    amount = _opt_mapping(body, "amount")
+    if amount is None:
+        return None, None
+    value = amount.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _BadResponse("amount.value is not an integer")
+    return value, _opt_str(amount, "currency")
+
+
+def _places(body: Mapping[str, Any], action: Mapping[str, Any] | None) -> Iterator[object]:
+    redirect = _opt_mapping(body, "redirect")
+    for holder, key in ((redirect, "data"), (action, "data"), (action, "sdkData")):
+        if holder is not None and holder.get(key) is not None:
+            yield holder[key]
+
+
+def _decode_place(place: object) -> Mapping[str, Any] | None:
+    # Some shapes carry the parameters as a JSON string rather than an object.
+    if isinstance(place, str):
+        try:
+            place = json.loads(place)
+        except (ValueError, RecursionError):
+            return None
+    return place if isinstance(place, Mapping) else None
+
+
+def _param(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if key == "timeStamp" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def _extract_params(place: object) -> dict[str, str] | None:
+    data = _decode_place(place)
+    if data is None:
+        return None
+    params = {key: _param(data, key) for key in WECHAT_PARAM_KEYS}
+    if any(value is None for value in params.values()):
+        return None
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _wechat_params(
+    body: Mapping[str, Any], action: Mapping[str, Any] | None
+) -> dict[str, str] | None:
+    places = list(_places(body, action))
+    for place in places:
+        params = _extract_params(place)
+        if params is not None:
+            return params
+    if places:
+        raise _BadResponse("no complete wx.requestPayment parameters where Adyen puts them")
+    return None
+
+
+def _parse(body: Mapping[str, Any]) -> PaymentResult:
+    action = _opt_mapping(body, "action")
+    payment_data = _opt_str(body, "paymentData")
+    if payment_data is None and action is not None:
+        payment_data = _opt_str(action, "paymentData")
+    value, currency = _amount(body)
+    return PaymentResult(
+        result_code=_opt_str(body, "resultCode"),
+        psp_reference=_opt_str(body, "pspReference"),
+        merchant_reference=_opt_str(body, "merchantReference"),
+        refusal_reason=_opt_str(body, "refusalReason"),
+        refusal_reason_code=_opt_str(body, "refusalReasonCode"),
+        amount_value=value,
+        amount_currency=currency,
+        payment_data=payment_data,
+        wechat_params=_wechat_params(body, action),
+        action=dict(action) if action is not None else None,
+    )
+
+
+def parse_payment_result(body: Mapping[str, Any]) -> PaymentResult:
+    """Normalise a /payments or /payments/details response body.
+
+    Example::
+
+        result = parse_payment_result(await adyen.create_payment(...))
+        if result.result_code == "Pending" and result.wechat_params:
+            ...  # hand result.wechat_params to wx.requestPayment
+    """
+    if not isinstance(body, Mapping):
+        raise _bad("the body is not an object")
+    try:
+        return _parse(body)
+    except _BadResponse as exc:
+        raise _bad(str(exc)) from exc

@@ -1,0 +1,263 @@
+"""The plugin: ``create_app`` (a mountable ASGI app) and ``MiniProgramPayMiddleware``.
+
+A mounted app's lifespan never runs in Starlette, so the plugin starts itself
+on its first request (under a lock, once). Hosts that want the background
+workers running before the first request, and resources closed on shutdown,
+add one line: ``lifespan=pay.lifespan`` (or enter it from their own lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
+from miniprogram_pay.config import Settings
+from miniprogram_pay.errors import ConfigurationError
+from miniprogram_pay.http.errors import exception_handlers
+from miniprogram_pay.http.ratelimit import RateLimiter
+from miniprogram_pay.http.routes import routes
+from miniprogram_pay.services.hooks import OrderResolver, StateChangeHook
+from miniprogram_pay.services.payments import PaymentService
+from miniprogram_pay.services.workers import Workers
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.wechat.client import WeChatClient
+from miniprogram_pay.wechat.sessions import SessionTokens
+
+__all__ = ["MiniProgramPay", "MiniProgramPayMiddleware", "create_app"]
+
+logger = logging.getLogger("miniprogram_pay")
+
+
+class MiniProgramPay:
+    """The plugin as an ASGI app. Build it with ``create_app``.
+
+    Example::
+
+        pay = create_app(Settings.from_env(), order_resolver=resolve_order)
+        app = Starlette(routes=[Mount("/pay", app=pay)], lifespan=pay.lifespan)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        order_resolver: OrderResolver | None = None,
+        on_state_change: StateChangeHook | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        database: Database | None = None,
+        run_workers: bool = True,
+    ) -> None:
+        if order_resolver is None and not settings.allow_client_amount:
+            raise ConfigurationError(
+                "No order_resolver was given and MINIPROGRAM_PAY_ALLOW_CLIENT_AMOUNT is false: "
+                "nothing could decide a payment's amount. Pass order_resolver= to create_app "
+                "(production), or set ALLOW_CLIENT_AMOUNT=true (demos and the sandbox only)."
+            )
+        self.settings = settings
+        self.order_resolver = order_resolver
+        self.on_state_change = on_state_change
+        self.run_workers = run_workers
+        self.tokens = SessionTokens(
+            settings.session_secret, ttl_seconds=settings.session_ttl_seconds
+        )
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.hmac_keys = settings.hmac_key_bytes()
+        self._given_http = http_client
+        self._given_db = database
+        self._started = False
+        self._lock = asyncio.Lock()
+        self._router = Starlette(routes=routes, exception_handlers=exception_handlers)
+
+    # Resources exist only after start(); these are set there.
+    database: Database
+    repository: PaymentRepository
+    service: PaymentService
+    workers: Workers
+    wechat: WeChatClient
+    adyen: AdyenCheckoutClient
+    _http: httpx.AsyncClient
+
+    async def start(self) -> None:
+        """Open the database, the HTTP client and the workers. Idempotent."""
+        async with self._lock:
+            if self._started:
+                return
+            self.database = self._given_db or Database(
+                self.settings.database_url, schema=self.settings.database_schema
+            )
+            await self.database.create_all()
+            self._http = self._given_http or httpx.AsyncClient(
+                timeout=self.settings.adyen_timeout_seconds,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            )
+            self._build_services()
+            if self.run_workers:
+                self.workers.start()
+                self.workers.kick()  # pick up anything a previous process left behind
+            self._started = True
+            logger.info(
+                "miniprogram-pay started (%s, %s)",
+                self.database.dialect,
+                self.settings.adyen_environment,
+            )
+
+    def _build_services(self) -> None:
+        self.repository = PaymentRepository(self.database)
+        self.adyen = AdyenCheckoutClient.from_settings(self.settings, self._http)
+        self.wechat = WeChatClient.from_settings(self.settings, self._http)
+        self.workers = Workers(
+            apply_notification=self._apply_notification,
+            repository=self.repository,
+            on_state_change=self.on_state_change,
+        )
+        self.service = PaymentService(
+            settings=self.settings,
+            repository=self.repository,
+            adyen=self.adyen,
+            order_resolver=self.order_resolver,
+            on_committed_change=self.workers.kick,
+        )
+
+    async def _apply_notification(self, notification_id: int) -> None:
+        await self.service.apply_notification(notification_id)
+
+    async def stop(self) -> None:
+        """Stop the workers and close what the plugin opened (not what the host passed in)."""
+        async with self._lock:
+            if not self._started:
+                return
+            await self.workers.stop()
+            if self._given_http is None:
+                await self._http.aclose()
+            if self._given_db is None:
+                await self.database.dispose()
+            self._started = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Start on startup, stop on shutdown; pass as ``lifespan=`` or enter it in yours."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def apply_stored(self, notification_ids: Sequence[int]) -> None:
+        """Apply webhook items that were just stored (after the answer was sent)."""
+        for notification_id in notification_ids:
+            await self.service.apply_notification(notification_id)
+        self.workers.kick()
+
+    async def drain(self) -> None:
+        """Apply every due webhook item and deliver every due state change now."""
+        await self.start()
+        await self.workers.drain()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._serve_lifespan(receive, send)
+            return
+        if not self._started:
+            await self.start()
+        scope["miniprogram_pay"] = self
+        await self._router(scope, receive, send)
+
+    async def _serve_lifespan(self, receive: Receive, send: Send) -> None:
+        # Only reached when the plugin is the top-level app (a Mount never forwards lifespan).
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(
+    settings: Settings,
+    *,
+    order_resolver: OrderResolver | None = None,
+    on_state_change: StateChangeHook | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    database: Database | None = None,
+) -> MiniProgramPay:
+    """Build the plugin: an ASGI app to mount (``Mount("/pay", app=...)``) or to serve alone.
+
+    ``order_resolver`` decides each payment's reference and amount from the host's
+    orders. ``on_state_change`` is told of every committed state change, at least
+    once, with a stable ``event_id``.
+    """
+    return MiniProgramPay(
+        settings,
+        order_resolver=order_resolver,
+        on_state_change=on_state_change,
+        http_client=http_client,
+        database=database,
+    )
+
+
+class MiniProgramPayMiddleware:
+    """The plugin as ASGI middleware: its routes under ``prefix``, everything else to the host.
+
+    Example (FastAPI)::
+
+        app = FastAPI()
+        app.add_middleware(MiniProgramPayMiddleware, settings=settings, prefix="/pay",
+                           order_resolver=resolve_order)
+
+    It sees the host's lifespan events, so it starts and stops the plugin's
+    resources with the host.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, settings: Settings, prefix: str = "/pay", **options: Any
+    ) -> None:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ConfigurationError("MiniProgramPayMiddleware prefix must look like '/pay'.")
+        self.app = app
+        self.prefix = prefix
+        self.plugin = create_app(settings, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            return
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
+            child = dict(scope)
+            child["root_path"] = scope.get("root_path", "") + self.prefix
+            await self.plugin(child, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.plugin.start()
+            return message
+
+        return wrapped
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def wrapped(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.plugin.stop()
+            await send(message)
+
+        return wrapped

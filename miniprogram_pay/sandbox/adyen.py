@@ -1,0 +1,177 @@
+"""Simulated Adyen Checkout: ``POST /adyen/v{N}/payments`` and ``/payments/details``.
+
+Each call runs the same pipeline: an injected fault that rejects up front,
+``X-API-Key``, JSON, ``Idempotency-Key``, the real work, then a fault that
+fires after the work (the payment exists, the idempotent answer is stored).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from miniprogram_pay.sandbox.config import ResponseStyle
+from miniprogram_pay.sandbox.faults import Fault, render_fault
+from miniprogram_pay.sandbox.idempotency import MAX_KEY_LENGTH, Lookup, fingerprint
+from miniprogram_pay.sandbox.responses import json_response, service_error, unauthorized
+from miniprogram_pay.sandbox.scenarios import UnknownScenarioError
+from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment
+from miniprogram_pay.sandbox.validation import (
+    PAYMENT_METHOD_TYPE,
+    RequestInvalid,
+    parse_details,
+    parse_payment,
+)
+
+__all__ = ["adyen_routes", "details_body", "payment_body"]
+
+Endpoint = Literal["payments", "details"]
+Processed = tuple[Response, Fault | None]
+Process = Callable[[Any], Awaitable[Processed]]
+WX_PARAM_NAMES = ("appId", "timeStamp", "nonceStr", "package", "signType", "paySign")
+
+
+def payment_body(payment: SandboxPayment, style: ResponseStyle) -> dict[str, Any]:
+    """The /payments answer, with the wx.requestPayment parameters where ``style`` puts them."""
+    wx = {name: payment.wx_params[name] for name in WX_PARAM_NAMES}
+    action: dict[str, Any] = {
+        "paymentMethodType": PAYMENT_METHOD_TYPE,
+        "paymentData": payment.payment_data,
+        "type": "sdk" if style == "sdk" else "redirect",
+    }
+    body: dict[str, Any] = {
+        "resultCode": "Pending",
+        "pspReference": payment.psp_reference,
+        "merchantReference": payment.merchant_reference,
+        "action": action,
+    }
+    if style == "redirect":
+        # The seed document's pre-v67 shape: top-level paymentData and redirect.data.
+        body["paymentData"] = payment.payment_data
+        body["redirect"] = {"data": wx, "method": "GET"}
+    elif style == "sdk":
+        action["sdkData"] = wx
+    else:
+        action["data"] = wx
+    return body
+
+
+def details_body(payment: SandboxPayment) -> dict[str, Any]:
+    """A PaymentDetailsResponse for the payment's settled result."""
+    body: dict[str, Any] = {
+        "resultCode": payment.result_code,
+        "pspReference": payment.psp_reference,
+        "merchantReference": payment.merchant_reference,
+        "amount": payment.amount,
+        "additionalData": {"wechatpay.openid": payment.openid},
+    }
+    if payment.refusal_reason is not None:
+        body["refusalReason"] = payment.refusal_reason
+    return body
+
+
+def _invalid(exc: RequestInvalid) -> Processed:
+    return service_error(exc.status, exc.code, exc.message, exc.error_type), None
+
+
+class AdyenSimulator:
+    """The Checkout endpoints bound to one ``Sandbox``."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.config = sandbox.config
+
+    async def payments(self, request: Request) -> Response:
+        return await self._handle(request, "payments", self._create_payment)
+
+    async def details(self, request: Request) -> Response:
+        return await self._handle(request, "details", self._submit_details)
+
+    async def _handle(self, request: Request, endpoint: Endpoint, process: Process) -> Response:
+        fault = self.sandbox.faults.take(endpoint)
+        if fault is not None and not fault.processed:
+            return await self._render(fault, None)
+        if not self._authorized(request):
+            return unauthorized()
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return service_error(400, "000", "Unable to parse message.", "validation")
+        response, late_fault = await self._idempotent(request, endpoint, body, process)
+        fault = fault or late_fault
+        return response if fault is None else await self._render(fault, response)
+
+    def _authorized(self, request: Request) -> bool:
+        received = request.headers.get("x-api-key", "").encode("utf-8", "replace")
+        return hmac.compare_digest(received, self.config.api_key.encode("utf-8"))
+
+    async def _render(self, fault: Fault, real: Response | None) -> Response:
+        return await render_fault(
+            fault, real=real, timeout_seconds=self.config.timeout_fault_seconds
+        )
+
+    async def _idempotent(
+        self, request: Request, endpoint: Endpoint, body: Any, process: Process
+    ) -> Processed:
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return await process(body)
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return _invalid(RequestInvalid(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} chars."))
+        store = self.sandbox.idempotency
+        lookup, replay = store.begin(endpoint, key, fingerprint(body))
+        if lookup is Lookup.REPLAY and replay is not None:
+            return replay, None
+        if lookup is Lookup.MISMATCH:
+            message = "Idempotency-Key was already used with a different request body."
+            return _invalid(RequestInvalid(message))
+        if lookup is Lookup.IN_PROGRESS:
+            message = "request already processed or in progress"
+            return _invalid(RequestInvalid(message, code="704", status=409))
+        try:
+            response, fault = await process(body)
+        except BaseException:
+            # Cancelled or crashed before an answer existed: let a retry run afresh.
+            store.abandon(endpoint, key)
+            raise
+        store.finish(endpoint, key, response)
+        return response, fault
+
+    async def _create_payment(self, body: Any) -> Processed:
+        try:
+            payment_request = parse_payment(body, self.config)
+            scenario = self.sandbox.scenario_for(payment_request.reference)
+        except RequestInvalid as exc:
+            return _invalid(exc)
+        except UnknownScenarioError as exc:
+            return _invalid(RequestInvalid(str(exc)))
+        payment = self.sandbox.create_payment(payment_request, scenario)
+        body_out = payment_body(payment, self.config.response_style)
+        return json_response(body_out), self.sandbox.first_call_fault(payment)
+
+    async def _submit_details(self, body: Any) -> Processed:
+        try:
+            details_request = parse_details(body)
+        except RequestInvalid as exc:
+            return _invalid(exc)
+        payment = self.sandbox.payment_by_data(details_request.payment_data)
+        if payment is None:
+            return _invalid(RequestInvalid("Invalid payment data: no such payment."))
+        payment.details_calls += 1
+        await self.sandbox.settle(payment, details_request.payment_status)
+        return json_response(details_body(payment)), None
+
+
+def adyen_routes(sandbox: Sandbox) -> list[Route]:
+    """Routes under ``/adyen/v{N}``: any API version answers the same (v71 shapes)."""
+    simulator = AdyenSimulator(sandbox)
+    return [
+        Route("/adyen/v{version:int}/payments", simulator.payments, methods=["POST"]),
+        Route("/adyen/v{version:int}/payments/details", simulator.details, methods=["POST"]),
+    ]

@@ -1,0 +1,164 @@
+"""The control API under ``/_sandbox/``: steer scenarios and faults, inspect, reset.
+
+Unauthenticated by design: the sandbox only ever listens on a developer's
+machine or a CI box. Never expose it publicly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from miniprogram_pay.sandbox.faults import FAULT_KINDS, FAULT_TARGETS
+from miniprogram_pay.sandbox.responses import json_response
+from miniprogram_pay.sandbox.scenarios import SCENARIOS, UnknownScenarioError, is_payment_status
+from miniprogram_pay.sandbox.state import Sandbox
+
+__all__ = ["control_routes"]
+
+DEFAULT_DRAIN_SECONDS = 10.0
+
+
+class BadControlRequest(Exception):
+    pass
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise BadControlRequest("the body must be a JSON object")
+    return body
+
+
+def _bad(message: str, status: int = 400) -> Response:
+    return json_response({"error": message}, status)
+
+
+class ControlApi:
+    """JSON endpoints over one ``Sandbox``."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    async def list_scenarios(self, request: Request) -> Response:
+        scenarios = [{"name": s.name, "summary": s.summary} for s in SCENARIOS.values()]
+        return json_response(
+            {
+                "scenarios": scenarios,
+                "default": self.sandbox.config.default_scenario,
+                "overrides": self.sandbox.scenario_overrides,
+            }
+        )
+
+    async def set_scenario(self, request: Request) -> Response:
+        body = await _json_object(request)
+        reference, scenario = body.get("reference"), body.get("scenario")
+        if not isinstance(reference, str) or not isinstance(scenario, str):
+            raise BadControlRequest("send {'reference': str, 'scenario': str}")
+        try:
+            self.sandbox.set_scenario(reference, scenario)
+        except UnknownScenarioError as exc:
+            raise BadControlRequest(str(exc)) from None
+        return json_response({"reference": reference, "scenario": scenario})
+
+    async def list_faults(self, request: Request) -> Response:
+        return json_response({"faults": [f.to_dict() for f in self.sandbox.faults.pending()]})
+
+    async def add_fault(self, request: Request) -> Response:
+        body = await _json_object(request)
+        kind, target = str(body.get("kind")), str(body.get("target", "any"))
+        if kind not in FAULT_KINDS or target not in FAULT_TARGETS:
+            raise BadControlRequest(
+                f"kind must be one of {FAULT_KINDS}, target one of {FAULT_TARGETS}"
+            )
+        count, processed, delay = (
+            body.get("count", 1),
+            body.get("processed"),
+            body.get("delay_seconds"),
+        )
+        if type(count) is not int or count < 1 or not isinstance(processed, bool | None):
+            raise BadControlRequest("count must be an integer >= 1, processed a boolean")
+        if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+            raise BadControlRequest("delay_seconds must be a number >= 0")
+        fault = self.sandbox.inject_fault(
+            kind,  # type: ignore[arg-type]  # checked against FAULT_KINDS above
+            count=count,
+            target=target,  # type: ignore[arg-type]
+            processed=processed,
+            delay_seconds=None if delay is None else float(delay),
+        )
+        return json_response(fault.to_dict(), 201)
+
+    async def clear_faults(self, request: Request) -> Response:
+        self.sandbox.faults.clear()
+        return json_response({"faults": []})
+
+    async def list_payments(self, request: Request) -> Response:
+        return json_response({"payments": [p.to_dict() for p in self.sandbox.payments.values()]})
+
+    async def get_payment(self, request: Request) -> Response:
+        payment = self.sandbox.payments.get(request.path_params["psp_reference"])
+        if payment is None:
+            return _bad("no such payment", 404)
+        return json_response(payment.to_dict())
+
+    async def complete_payment(self, request: Request) -> Response:
+        """Settle a payment without a details call (the shopper closed the Mini Program)."""
+        payment = self.sandbox.payments.get(request.path_params["psp_reference"])
+        if payment is None:
+            return _bad("no such payment", 404)
+        status = (await _json_object(request)).get("paymentStatus", "requestPayment:ok")
+        if not is_payment_status(status):
+            raise BadControlRequest("paymentStatus must start with 'requestPayment:'")
+        await self.sandbox.settle(payment, status)
+        return json_response(payment.to_dict())
+
+    async def list_webhooks(self, request: Request) -> Response:
+        return json_response({"deliveries": [d.to_dict() for d in self.sandbox.deliveries]})
+
+    async def drain(self, request: Request) -> Response:
+        timeout = (await _json_object(request)).get("timeout_seconds", DEFAULT_DRAIN_SECONDS)
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise BadControlRequest("timeout_seconds must be a positive number")
+        try:
+            await self.sandbox.drain(float(timeout))
+        except TimeoutError as exc:
+            return _bad(str(exc), 504)
+        return json_response({"drained": True})
+
+    async def reset(self, request: Request) -> Response:
+        await self.sandbox.reset()
+        return json_response({"reset": True})
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return _bad(str(exc))
+
+
+EXCEPTION_HANDLERS = {BadControlRequest: _bad_request}
+
+
+def control_routes(sandbox: Sandbox) -> list[Route]:
+    """Routes under ``/_sandbox/`` (``/_sandbox/wechat/pay`` lives with the WeChat simulator)."""
+    api = ControlApi(sandbox)
+    payment = "/_sandbox/payments/{psp_reference}"
+    return [
+        Route("/_sandbox/scenarios", api.list_scenarios, methods=["GET"]),
+        Route("/_sandbox/scenarios", api.set_scenario, methods=["POST"]),
+        Route("/_sandbox/faults", api.list_faults, methods=["GET"]),
+        Route("/_sandbox/faults", api.add_fault, methods=["POST"]),
+        Route("/_sandbox/faults", api.clear_faults, methods=["DELETE"]),
+        Route("/_sandbox/payments", api.list_payments, methods=["GET"]),
+        Route(payment, api.get_payment, methods=["GET"]),
+        Route(payment + "/complete", api.complete_payment, methods=["POST"]),
+        Route("/_sandbox/webhooks", api.list_webhooks, methods=["GET"]),
+        Route("/_sandbox/drain", api.drain, methods=["POST"]),
+        Route("/_sandbox/reset", api.reset, methods=["POST"]),
+    ]

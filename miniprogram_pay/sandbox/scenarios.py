@@ -1,0 +1,185 @@
+"""Scenarios: what happens to a payment after the shopper acts, as data.
+
+A scenario decides the ``/payments/details`` answer for ``requestPayment:ok``,
+the webhooks that follow, and the delivery quirks (signing key, duplicates,
+timing). The module is pure: no I/O, so the table is easy to read and test.
+
+A payment's scenario comes from, in order: an override set through the
+control API, ``sbx-<scenario>`` inside its reference, the configured default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "SCENARIOS",
+    "Outcome",
+    "Scenario",
+    "UnknownScenarioError",
+    "WebhookStep",
+    "outcome_for",
+    "scenario_in_reference",
+]
+
+Signing = Literal["primary", "rotated", "bad"]
+FirstCallFault = Literal["500", "timeout"]
+
+REFERENCE_MARKER = "sbx-"
+CANCEL_STATUS = "requestPayment:fail cancel"
+OK_STATUS = "requestPayment:ok"
+FAIL_PREFIX = "requestPayment:fail"
+
+
+class UnknownScenarioError(ValueError):
+    """A scenario name that the sandbox does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookStep:
+    """One notification to send: ``success`` becomes the string "true"/"false"."""
+
+    event_code: str
+    success: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """How a payment behaves once the shopper has paid (``requestPayment:ok``)."""
+
+    name: str
+    summary: str
+    result_on_ok: str = "Authorised"
+    refusal_reason: str | None = None
+    webhooks_on_ok: tuple[WebhookStep, ...] = (WebhookStep("AUTHORISATION", True),)
+    signing: Signing = "primary"
+    copies: int = 1
+    webhooks_before_details: bool = False
+    first_payments_call_fault: FirstCallFault | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The details answer and the webhooks that a shopper's action leads to."""
+
+    result_code: str
+    refusal_reason: str | None
+    webhooks: tuple[WebhookStep, ...]
+
+
+_AUTH_OK = WebhookStep("AUTHORISATION", True)
+
+
+def _auth_failed(reason: str) -> WebhookStep:
+    return WebhookStep("AUTHORISATION", False, reason)
+
+
+_SCENARIO_LIST = (
+    Scenario("authorised", "Details Authorised; AUTHORISATION success=true."),
+    Scenario(
+        "refused",
+        "Details Refused; AUTHORISATION success=false.",
+        result_on_ok="Refused",
+        refusal_reason="Not enough balance",
+        webhooks_on_ok=(_auth_failed("Not enough balance"),),
+    ),
+    Scenario(
+        "error",
+        "Details Error; AUTHORISATION success=false.",
+        result_on_ok="Error",
+        refusal_reason="Acquirer Error",
+        webhooks_on_ok=(_auth_failed("Acquirer Error"),),
+    ),
+    Scenario(
+        "pending-then-webhook",
+        "Details Pending; AUTHORISATION success=true after webhook_delay_seconds.",
+        result_on_ok="Pending",
+    ),
+    Scenario(
+        "webhook-before-details",
+        "AUTHORISATION success=true is delivered (retries included) before details answers.",
+        webhooks_before_details=True,
+    ),
+    Scenario(
+        "duplicate-webhooks",
+        "Details Authorised; the same notification 3 times, the first two concurrently.",
+        copies=3,
+    ),
+    Scenario(
+        "failure-then-success",
+        "Details Pending; AUTHORISATION success=false, then success=true.",
+        result_on_ok="Pending",
+        webhooks_on_ok=(_auth_failed("Refused"), _AUTH_OK),
+    ),
+    Scenario(
+        "success-then-failure",
+        "Details Authorised; AUTHORISATION success=true, then success=false.",
+        webhooks_on_ok=(_AUTH_OK, _auth_failed("Refused")),
+    ),
+    Scenario(
+        "rotated-key", "Details Authorised; webhook signed with hmac_keys[1].", signing="rotated"
+    ),
+    Scenario(
+        "bad-signature",
+        "Details Authorised; webhook with a wrong HMAC signature, retried like Adyen.",
+        signing="bad",
+    ),
+    Scenario(
+        "adyen-5xx-once",
+        "First /payments call creates the payment, then answers 500; the idempotent retry works.",
+        first_payments_call_fault="500",
+    ),
+    Scenario(
+        "adyen-timeout-once",
+        "First /payments call creates the payment, then hangs; the idempotent retry succeeds.",
+        first_payments_call_fault="timeout",
+    ),
+    Scenario(
+        "offer-closed",
+        "Details Pending; then OFFER_CLOSED success=true (the shopper never paid).",
+        result_on_ok="Pending",
+        webhooks_on_ok=(WebhookStep("OFFER_CLOSED", True),),
+    ),
+)
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIO_LIST}
+
+# Longest first, so "sbx-pending-then-webhook" never stops at a shorter name.
+_NAMES_LONGEST_FIRST = sorted(SCENARIOS, key=len, reverse=True)
+
+
+def scenario_in_reference(reference: str) -> str | None:
+    """The scenario named by ``sbx-<scenario>`` in a payment reference, if any.
+
+    Raises ``UnknownScenarioError`` when the marker is there but names nothing
+    known: a typo should fail loudly rather than run the default silently.
+    """
+    start = reference.find(REFERENCE_MARKER)
+    if start < 0:
+        return None
+    rest = reference[start + len(REFERENCE_MARKER) :]
+    for name in _NAMES_LONGEST_FIRST:
+        if rest.startswith(name):
+            return name
+    raise UnknownScenarioError(f"reference {reference!r} names no known sandbox scenario")
+
+
+def outcome_for(scenario: Scenario, payment_status: str) -> Outcome:
+    """Map the Mini Program's ``res.errMsg`` and the scenario to an outcome.
+
+    A shopper cancel is Cancelled in every scenario (AUTHORISATION success=false,
+    reason "Cancelled"); any other failure is Refused with WeChat's detail.
+    """
+    if payment_status == OK_STATUS:
+        return Outcome(scenario.result_on_ok, scenario.refusal_reason, scenario.webhooks_on_ok)
+    if payment_status == CANCEL_STATUS:
+        return Outcome("Cancelled", None, (_auth_failed("Cancelled"),))
+    detail = payment_status.removeprefix(FAIL_PREFIX).strip() or "Refused"
+    return Outcome("Refused", detail, (_auth_failed(detail),))
+
+
+def is_payment_status(value: object) -> bool:
+    """True for a ``wx.requestPayment`` errMsg (``requestPayment:...``)."""
+    return isinstance(value, str) and value.startswith("requestPayment:")

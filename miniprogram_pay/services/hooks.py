@@ -1,0 +1,50 @@
+"""The host's extension points: how it tells us the order, and how we tell it of changes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.states import PaymentState
+
+__all__ = ["Order", "OrderRequest", "OrderResolver", "StateChange", "StateChangeHook"]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What the Mini Program asked to pay: its JSON body and the authenticated shopper."""
+
+    body: Mapping[str, Any]
+    openid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """The host's answer: which order this is and what it costs (never the client's word)."""
+
+    reference: str
+    amount: Amount
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One committed state change, delivered at least once.
+
+    ``event_id`` is stable across redeliveries (a payment enters each state at
+    most once), so the host de-duplicates on it.
+    """
+
+    event_id: str
+    reference: str
+    previous: PaymentState | None
+    state: PaymentState
+    source: str
+    occurred_at: datetime
+    attempt: int
+
+
+OrderResolver = Callable[[OrderRequest], Awaitable[Order]]
+StateChangeHook = Callable[[StateChange], Awaitable[None]]

@@ -1,0 +1,319 @@
+"""The payment flows: start a payment, submit the Mini Program's result, take webhooks.
+
+Each public method reads as its steps. HTTP is not known here: the edge parses
+requests into the small input types below and renders what comes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
+from miniprogram_pay.adyen.responses import PaymentResult, parse_payment_result
+from miniprogram_pay.adyen.webhooks import NotificationBatch, NotificationItem
+from miniprogram_pay.config import Settings
+from miniprogram_pay.domain.events import EventSource, result_event
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.states import PaymentState
+from miniprogram_pay.errors import (
+    AdyenError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UpstreamError,
+)
+from miniprogram_pay.services.hooks import Order, OrderRequest, OrderResolver
+from miniprogram_pay.storage.records import (
+    AppliedEvent,
+    InboxItem,
+    PaymentRecord,
+    ProviderAnswer,
+    StoredNotification,
+)
+from miniprogram_pay.storage.repository import PaymentRepository
+
+__all__ = ["DetailsInput", "PaymentInput", "PaymentService", "mask"]
+
+logger = logging.getLogger("miniprogram_pay.payments")
+
+PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
+
+
+def mask(openid: str) -> str:
+    """An openid as it may appear in logs."""
+    return openid[:4] + "…" + openid[-2:] if len(openid) > 8 else "…"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInput:
+    """A validated POST /payments body."""
+
+    body: Mapping[str, Any]
+    reference: str | None
+    amount: Amount | None
+
+
+@dataclass(frozen=True, slots=True)
+class DetailsInput:
+    """A validated POST /payments/details body."""
+
+    reference: str | None
+    payment_data: str | None
+    payment_status: str
+
+
+class PaymentService:
+    """Starts payments, submits details and ingests webhooks against one repository."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        repository: PaymentRepository,
+        adyen: AdyenCheckoutClient,
+        order_resolver: OrderResolver | None,
+        on_committed_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.adyen = adyen
+        self.order_resolver = order_resolver
+        self._changed = on_committed_change
+
+    # -- POST /payments --------------------------------------------------------------
+
+    async def start_payment(self, openid: str, request: PaymentInput) -> PaymentRecord:
+        """Record the payment, ask Adyen for it once, keep and return the answer."""
+        order = await self._resolve_order(openid, request)
+        payment = await self._record(openid, order)
+        if payment.wechat_params is not None or payment.state.is_final:
+            # Adyen already answered for this reference: hand back what it said
+            # (a prepay_id lives about two hours) rather than pay twice.
+            return payment
+        result = await self._call_adyen_payments(payment)
+        applied = await self._apply_result(payment.reference, EventSource.PAYMENTS, result)
+        return applied.payment
+
+    async def _resolve_order(self, openid: str, request: PaymentInput) -> Order:
+        if self.order_resolver is not None:
+            order = await self.order_resolver(OrderRequest(body=request.body, openid=openid))
+            if request.amount is not None and request.amount != order.amount:
+                raise InvalidRequestError(
+                    "the amount is decided by the merchant's order, not by the client",
+                    code="client_amount_refused",
+                )
+            _check_reference(order.reference)
+            return order
+        if request.amount is None:
+            raise InvalidRequestError("amount is required", code="missing_amount")
+        return Order(reference=request.reference or _new_reference(), amount=request.amount)
+
+    async def _record(self, openid: str, order: Order) -> PaymentRecord:
+        self._check_limits(order.amount)
+        payment, created = await self.repository.create_payment(
+            reference=order.reference,
+            openid=openid,
+            amount=order.amount,
+            idempotency_key=str(uuid.uuid4()),
+        )
+        if not created and (payment.openid != openid or payment.amount != order.amount):
+            raise ConflictError(
+                "this reference is already used by another payment", code="reference_conflict"
+            )
+        if created:
+            logger.info(
+                "payment %s created for %s (%s)", order.reference, mask(openid), order.amount
+            )
+            self._changed()
+        return payment
+
+    def _check_limits(self, amount: Amount) -> None:
+        low, high = self.settings.amount_limit(amount.currency)
+        if not low <= amount.value <= high:
+            raise InvalidRequestError(
+                f"amount must be between {low} and {high} minor units of {amount.currency}",
+                code="amount_out_of_range",
+            )
+
+    async def _call_adyen_payments(self, payment: PaymentRecord) -> PaymentResult:
+        body = {
+            "amount": payment.amount.to_adyen(),
+            "merchantAccount": self.settings.adyen_merchant_account,
+            "reference": payment.reference,
+            "returnUrl": self.settings.adyen_return_url,
+            "countryCode": self.settings.adyen_country_code,
+            "paymentMethod": {
+                "type": PAYMENT_METHOD_TYPE,
+                "openid": payment.openid,
+                "appId": self.settings.wechat_app_id,
+            },
+        }
+        try:
+            answer = await self.adyen.create_payment(body, idempotency_key=payment.idempotency_key)
+        except AdyenError as exc:
+            await self._record_rejection(payment, exc)
+            raise
+        return parse_payment_result(answer)
+
+    async def _record_rejection(self, payment: PaymentRecord, exc: AdyenError) -> None:
+        """A definitive refusal by Adyen (4xx) is an Error; a timeout or 5xx tells nothing."""
+        if exc.retryable or exc.code == "adyen_conflict":
+            return  # state stays Created: we do not know yet, and a retry reuses the key
+        event = result_event(EventSource.PAYMENTS, "Error", reason=exc.message[:255])
+        applied = await self.repository.apply(payment.reference, event)
+        self._note(applied)
+
+    async def _apply_result(
+        self, reference: str, source: EventSource, result: PaymentResult
+    ) -> AppliedEvent:
+        if result.result_code is None:
+            raise AdyenError("Adyen's answer has no resultCode", code="adyen_bad_response")
+        event = result_event(
+            source,
+            result.result_code,
+            psp_reference=result.psp_reference,
+            reason=result.refusal_reason,
+            amount_value=result.amount_value,
+            amount_currency=result.amount_currency,
+        )
+        answer = ProviderAnswer(
+            payment_data=result.payment_data,
+            wechat_params=result.wechat_params,
+            action=result.action,
+        )
+        applied = await self.repository.apply(reference, event, answer=answer)
+        self._note(applied)
+        return applied
+
+    def _note(self, applied: AppliedEvent) -> None:
+        if applied.transition is not None:
+            t = applied.transition
+            logger.info(
+                "payment %s: %s -> %s (%s %s)",
+                applied.payment.reference,
+                t.from_state,
+                t.to_state,
+                t.source,
+                t.event_kind,
+            )
+            self._changed()
+        elif applied.decision is not None and applied.decision.conflict is not None:
+            logger.warning(
+                "payment %s: conflict %s (%s %s); state stays %s",
+                applied.payment.reference,
+                applied.decision.conflict,
+                applied.decision.implied,
+                "event",
+                applied.payment.state,
+            )
+
+    # -- POST /payments/details -------------------------------------------------------
+
+    async def submit_details(self, openid: str, request: DetailsInput) -> PaymentRecord:
+        """Send the Mini Program's ``res.errMsg`` to Adyen with the stored paymentData."""
+        payment = await self._owned_payment(openid, request)
+        if payment.payment_data is None:
+            raise ConflictError(
+                "this payment has not been started at Adyen yet", code="payment_not_started"
+            )
+        if payment.state is PaymentState.AUTHORISED:
+            return payment  # the webhook already settled it; nothing can lower it
+        body = {
+            "paymentData": payment.payment_data,
+            "details": {"paymentStatus": request.payment_status},
+        }
+        key = _details_key(payment.idempotency_key, request.payment_status)
+        answer = await self.adyen.submit_details(body, idempotency_key=key)
+        applied = await self._apply_result(
+            payment.reference, EventSource.DETAILS, parse_payment_result(answer)
+        )
+        return applied.payment
+
+    async def _owned_payment(self, openid: str, request: DetailsInput) -> PaymentRecord:
+        payment = None
+        if request.reference is not None:
+            payment = await self.repository.get(request.reference)
+        elif request.payment_data is not None:
+            payment = await self.repository.get_by_payment_data(request.payment_data)
+        if payment is None or payment.openid != openid:
+            # Someone else's payment looks exactly like a missing one.
+            raise NotFoundError("no such payment", code="payment_not_found")
+        return payment
+
+    # -- POST /webhooks/adyen ---------------------------------------------------------
+
+    async def store_webhook(self, batch: NotificationBatch) -> list[StoredNotification]:
+        """Store every (already verified) item durably; applying them comes after."""
+        items = [self._inbox_item(batch, item) for item in batch.items]
+        stored = await self.repository.store_notifications(items)
+        for note, item in zip(stored, batch.items, strict=True):
+            logger.info(
+                "webhook %s %s success=%s for %s stored as #%d (%s)",
+                item.event_code,
+                item.psp_reference,
+                item.success,
+                item.merchant_reference,
+                note.id,
+                "new" if note.new else "redelivery",
+            )
+        return stored
+
+    def _inbox_item(self, batch: NotificationBatch, item: NotificationItem) -> InboxItem:
+        status, detail = "received", None
+        if item.merchant_account != self.settings.adyen_merchant_account:
+            status, detail = "ignored", "merchant account is not ours"
+        elif batch.live != self.settings.is_live:
+            status, detail = "ignored", "live flag does not match this environment"
+        return InboxItem(
+            dedup_key=item.dedup_key,
+            psp_reference=item.psp_reference,
+            merchant_reference=item.merchant_reference,
+            event_code=item.event_code,
+            success=item.success,
+            amount_value=item.amount_value,
+            amount_currency=item.amount_currency,
+            reason=item.reason,
+            raw_json=json.dumps(item.raw, sort_keys=True, separators=(",", ":")),
+            status=status,
+            detail=detail,
+        )
+
+    async def apply_notification(self, notification_id: int) -> None:
+        """Apply one stored item; a failure is recorded outside the failed transaction."""
+        try:
+            record = await self.repository.apply_notification(notification_id)
+        except Exception as exc:
+            status = await self.repository.record_notification_failure(
+                notification_id,
+                error=type(exc).__name__,
+                max_attempts=self.settings.inbox_max_attempts,
+            )
+            logger.exception("webhook #%d could not be applied (%s)", notification_id, status)
+            return
+        if record is not None and record.applied is not None:
+            self._note(record.applied)
+        elif record is not None:
+            logger.warning("webhook #%d is %s: %s", notification_id, record.status, record.detail)
+
+
+def _new_reference() -> str:
+    return "mpp-" + secrets.token_hex(10)
+
+
+def _check_reference(reference: str) -> None:
+    if not 1 <= len(reference) <= 80:
+        raise UpstreamError("the order resolver returned an invalid reference", code="order_error")
+
+
+def _details_key(payment_key: str, payment_status: str) -> str:
+    # One key per (payment, Mini Program outcome): a retry of the same outcome
+    # reuses it, a later different outcome (cancel, then pay) gets its own.
+    digest = hashlib.sha256(payment_status.encode("utf-8")).hexdigest()[:16]
+    return f"{payment_key}-{digest}"

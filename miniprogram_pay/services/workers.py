@@ -1,0 +1,129 @@
+"""Background work: apply stored webhooks, deliver state changes to the host.
+
+Both loops are safe to run in every worker process at once: inbox items are
+taken with ``SKIP LOCKED`` and outbox rows are leased, so each is handled by
+one worker at a time, and a crashed worker's share is picked up when its lease
+ends or the process restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from miniprogram_pay.services.hooks import StateChange, StateChangeHook
+from miniprogram_pay.storage.records import OutboxEvent
+from miniprogram_pay.storage.repository import PaymentRepository
+
+__all__ = ["Workers", "outbox_backoff"]
+
+logger = logging.getLogger("miniprogram_pay.workers")
+
+POLL_SECONDS = 1.0
+OUTBOX_MAX_ATTEMPTS = 12
+MAX_BACKOFF_SECONDS = 300.0
+
+
+def outbox_backoff(attempt: int) -> float:
+    """Seconds before retrying a failed delivery: exponential, capped, jittered."""
+    base: float = min(0.5 * 2.0 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return base * (0.75 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+
+
+class Workers:
+    """The inbox and outbox loops of one process."""
+
+    def __init__(
+        self,
+        *,
+        apply_notification: Callable[[int], Awaitable[None]],
+        repository: PaymentRepository,
+        on_state_change: StateChangeHook | None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.apply_notification = apply_notification
+        self.repository = repository
+        self.on_state_change = on_state_change
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def kick(self) -> None:
+        """Something was committed: look at the inbox and outbox now, not at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(), name="miniprogram-pay-workers")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("background pass failed; retrying at the next poll")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    async def run_once(self) -> int:
+        """One pass over due inbox items and outbox rows; returns how many were handled."""
+        handled = 0
+        for notification_id in await self.repository.due_notifications():
+            await self.apply_notification(notification_id)
+            handled += 1
+        for event in await self.repository.claim_outbox():
+            await self._deliver(event)
+            handled += 1
+        return handled
+
+    async def drain(self, *, max_passes: int = 100) -> None:
+        """Run passes until nothing is due (tests and shutdown)."""
+        for _ in range(max_passes):
+            if await self.run_once() == 0:
+                return
+
+    async def _deliver(self, event: OutboxEvent) -> None:
+        if self.on_state_change is None:
+            await self.repository.outbox_delivered(event.id)
+            return
+        change = StateChange(
+            event_id=event.event_id,
+            reference=event.reference,
+            previous=event.from_state,
+            state=event.to_state,
+            source=event.source,
+            occurred_at=event.created_at,
+            attempt=event.attempts,
+        )
+        try:
+            await self.on_state_change(change)
+        except Exception as exc:
+            park = event.attempts >= OUTBOX_MAX_ATTEMPTS
+            logger.exception(
+                "on_state_change failed for %s (attempt %d%s)",
+                event.event_id,
+                event.attempts,
+                ", parked" if park else "",
+            )
+            await self.repository.outbox_failed(
+                event.id,
+                error=type(exc).__name__,
+                retry_in_seconds=outbox_backoff(event.attempts),
+                park=park,
+            )
+            return
+        await self.repository.outbox_delivered(event.id)
