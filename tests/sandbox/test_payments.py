@@ -1,0 +1,224 @@
+"""POST /adyen/v{N}/payments: auth, validation, response shapes, idempotency."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from miniprogram_pay.sandbox import md5_pay_sign, verify_pay_sign
+from tests.sandbox.helpers import ADYEN, Harness, missing, payment_request, wx_params
+
+UNAUTHORIZED = {
+    "status": 401,
+    "errorCode": "000",
+    "message": "HTTP Status Response - Unauthorized",
+    "errorType": "security",
+}
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+async def test_a_missing_or_wrong_api_key_gets_adyens_401(
+    harness: Harness, headers: dict[str, str]
+) -> None:
+    response = await harness.client.post(
+        f"{ADYEN}/payments", json=payment_request(), headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
+    assert harness.sandbox.payments == {}
+
+
+async def test_details_checks_the_api_key_too(harness: Harness) -> None:
+    response = await harness.client.post(f"{ADYEN}/payments/details", json={})
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
+
+
+WALLET = {"type": "wechatpayMiniProgram", "openid": "oX", "appId": "wxsandbox0000000001"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_code"),
+    [
+        ({"amount": missing()}, "100"),
+        ({"amount": "1130"}, "137"),
+        ({"amount": {"currency": "CN", "value": 1}}, "137"),
+        ({"amount": {"currency": "cny", "value": 1}}, "137"),
+        ({"amount": {"currency": "CNY", "value": 0}}, "137"),
+        ({"amount": {"currency": "CNY", "value": -5}}, "137"),
+        ({"amount": {"currency": "CNY", "value": 11.3}}, "137"),
+        ({"amount": {"currency": "CNY", "value": True}}, "137"),
+        ({"amount": {"currency": "CNY", "value": "1130"}}, "137"),
+        ({"reference": missing()}, "130"),
+        ({"reference": ""}, "130"),
+        ({"reference": "x" * 81}, "000"),
+        ({"returnUrl": missing()}, "14_030"),
+        ({"returnUrl": ""}, "14_030"),
+        ({"returnUrl": "https://x/" + "a" * 8000}, "000"),
+        ({"paymentMethod": missing()}, "000"),
+        ({"paymentMethod": {**WALLET, "type": "wechatpayQR"}}, "000"),
+        ({"paymentMethod": {**WALLET, "extra": "field"}}, "000"),
+        ({"paymentMethod": {"type": "wechatpayMiniProgram", "appId": WALLET["appId"]}}, "000"),
+        ({"paymentMethod": {**WALLET, "appId": "wxsomeoneelse"}}, "000"),
+        ({"reference": "order-sbx-nonsense"}, "000"),
+    ],
+)
+async def test_invalid_requests_get_422_service_errors(
+    harness: Harness, overrides: dict[str, Any], error_code: str
+) -> None:
+    response = await harness.post_payment(**overrides)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["errorCode"] == error_code
+    assert body["errorType"] == "validation"
+    assert body["status"] == 422
+    assert re.fullmatch(r"\d{16}", body["pspReference"])
+    assert harness.sandbox.payments == {}
+
+
+async def test_return_url_missing_uses_adyens_message(harness: Harness) -> None:
+    body = (await harness.post_payment(returnUrl=missing())).json()
+    assert body["message"] == "Return URL is missing."
+
+
+@pytest.mark.parametrize("account", ["SomeoneElse", None])
+async def test_a_foreign_merchant_account_is_a_403_security_error(
+    harness: Harness, account: str | None
+) -> None:
+    response = await harness.post_payment(merchantAccount=account if account else missing())
+    assert response.status_code == 403
+    assert response.json()["errorType"] == "security"
+    assert response.json()["errorCode"] == "901"
+
+
+async def test_a_body_that_is_not_json_is_a_400(harness: Harness) -> None:
+    response = await harness.client.post(
+        f"{ADYEN}/payments", content=b"{not json", headers={"X-API-Key": "sandbox-api-key"}
+    )
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "000"
+
+
+async def test_success_is_pending_with_signed_wx_params_in_action_data(harness: Harness) -> None:
+    response = await harness.post_payment(reference="order-42")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["resultCode"] == "Pending"
+    assert body["merchantReference"] == "order-42"
+    assert re.fullmatch(r"[1-9]\d{15}", body["pspReference"])
+    action = body["action"]
+    assert action["type"] == "redirect"
+    assert action["paymentMethodType"] == "wechatpayMiniProgram"
+    assert action["paymentData"]
+    params = action["data"]
+    assert set(params) == {"appId", "timeStamp", "nonceStr", "package", "signType", "paySign"}
+    assert params["appId"] == "wxsandbox0000000001"
+    assert params["signType"] == "MD5"
+    assert re.fullmatch(r"\d{10}", params["timeStamp"])
+    assert len(params["nonceStr"]) == 32
+    assert re.fullmatch(r"prepay_id=wx\d{14}[0-9a-f]{20}", params["package"])
+
+
+@pytest.mark.parametrize("style", ["redirect", "action", "sdk"])
+async def test_paysign_verifies_with_wechats_md5_algorithm(
+    harness_factory: Callable[..., Harness], style: str
+) -> None:
+    harness = harness_factory(response_style=style)
+    params = wx_params((await harness.post_payment()).json())
+    key = harness.sandbox.config.paysign_key
+    assert params["paySign"] == md5_pay_sign(params, key)
+    assert verify_pay_sign(params, key)
+
+
+async def test_redirect_style_is_the_seed_shape(harness_factory: Callable[..., Harness]) -> None:
+    body = (await harness_factory(response_style="redirect").post_payment()).json()
+    assert body["paymentData"] == body["action"]["paymentData"]
+    assert body["action"] == {
+        "paymentMethodType": "wechatpayMiniProgram",
+        "paymentData": body["paymentData"],
+        "type": "redirect",
+    }
+    assert body["redirect"]["method"] == "GET"
+    assert body["redirect"]["data"]["package"].startswith("prepay_id=wx")
+
+
+async def test_sdk_style_puts_the_params_in_sdk_data(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    body = (await harness_factory(response_style="sdk").post_payment()).json()
+    assert body["action"]["type"] == "sdk"
+    assert set(body["action"]) == {"type", "paymentMethodType", "paymentData", "sdkData"}
+    assert "redirect" not in body and "paymentData" not in body
+
+
+@pytest.mark.parametrize("version", [67, 71, 72])
+async def test_any_api_version_prefix_answers(harness: Harness, version: int) -> None:
+    response = await harness.client.post(
+        f"http://sandbox.test/adyen/v{version}/payments",
+        json=payment_request(),
+        headers={"X-API-Key": "sandbox-api-key"},
+    )
+    assert response.status_code == 200
+
+
+async def test_the_sandbox_records_the_payment(harness: Harness) -> None:
+    body = (await harness.post_payment(reference="order-7")).json()
+    payment = harness.sandbox.payments[body["pspReference"]]
+    assert payment.merchant_reference == "order-7"
+    assert payment.amount == {"currency": "CNY", "value": 1130}
+    assert payment.openid == "oSandboxShopper000000000000"
+    assert payment.scenario == "authorised"
+    assert payment.result_code == "Pending"
+
+
+async def test_same_idempotency_key_and_body_replays_the_bytes(harness: Harness) -> None:
+    first = await harness.post_payment(key="key-1")
+    second = await harness.post_payment(key="key-1")
+    assert second.status_code == first.status_code == 200
+    assert second.content == first.content
+    assert len(harness.sandbox.payments) == 1
+
+
+async def test_key_order_and_whitespace_do_not_make_a_different_body(harness: Harness) -> None:
+    first = await harness.post_payment(key="key-1")
+    reordered = dict(reversed(list(payment_request().items())))
+    second = await harness.post_payment(reordered, key="key-1")
+    assert second.content == first.content
+
+
+async def test_same_key_with_another_body_is_a_422(harness: Harness) -> None:
+    await harness.post_payment(key="key-1")
+    response = await harness.post_payment(key="key-1", reference="order-2")
+    assert response.status_code == 422
+    assert "different request body" in response.json()["message"]
+    assert len(harness.sandbox.payments) == 1
+
+
+async def test_without_a_key_each_call_is_a_new_payment(harness: Harness) -> None:
+    await harness.post_payment()
+    await harness.post_payment()
+    assert len(harness.sandbox.payments) == 2
+
+
+async def test_a_validation_error_is_replayed_too(harness: Harness) -> None:
+    first = await harness.post_payment(key="k", returnUrl=missing())
+    second = await harness.post_payment(key="k", returnUrl=missing())
+    assert first.status_code == 422
+    assert second.content == first.content
+
+
+async def test_an_overlong_idempotency_key_is_rejected(harness: Harness) -> None:
+    response = await harness.post_payment(key="k" * 65)
+    assert response.status_code == 422
+    assert harness.sandbox.payments == {}
+
+
+async def test_keys_are_scoped_per_endpoint(harness: Harness) -> None:
+    created = (await harness.post_payment(key="shared")).json()
+    details = await harness.post_details(created["action"]["paymentData"], key="shared")
+    assert details.status_code == 200
+    assert details.json()["resultCode"] == "Authorised"

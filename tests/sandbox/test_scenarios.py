@@ -1,0 +1,216 @@
+"""Each scenario's details answer and webhook sequence, verified like a merchant would."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from miniprogram_pay.sandbox import SCENARIOS, SandboxConfig
+from miniprogram_pay.sandbox.scenarios import (
+    UnknownScenarioError,
+    outcome_for,
+    scenario_in_reference,
+)
+from tests.sandbox.helpers import Harness
+
+# scenario -> (details resultCode, [(eventCode, success), ...] in delivery order)
+EXPECTED: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "authorised": ("Authorised", [("AUTHORISATION", "true")]),
+    "refused": ("Refused", [("AUTHORISATION", "false")]),
+    "error": ("Error", [("AUTHORISATION", "false")]),
+    "pending-then-webhook": ("Pending", [("AUTHORISATION", "true")]),
+    "webhook-before-details": ("Authorised", [("AUTHORISATION", "true")]),
+    "duplicate-webhooks": ("Authorised", [("AUTHORISATION", "true")] * 3),
+    "failure-then-success": ("Pending", [("AUTHORISATION", "false"), ("AUTHORISATION", "true")]),
+    "success-then-failure": (
+        "Authorised",
+        [("AUTHORISATION", "true"), ("AUTHORISATION", "false")],
+    ),
+    "rotated-key": ("Authorised", [("AUTHORISATION", "true")]),
+    "bad-signature": ("Authorised", [("AUTHORISATION", "true")]),
+    "adyen-5xx-once": ("Authorised", [("AUTHORISATION", "true")]),
+    "adyen-timeout-once": ("Authorised", [("AUTHORISATION", "true")]),
+    "offer-closed": ("Pending", [("OFFER_CLOSED", "true")]),
+}
+
+
+def test_every_scenario_is_covered() -> None:
+    assert set(EXPECTED) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPECTED))
+async def test_scenario_result_and_webhook_sequence(harness: Harness, scenario: str) -> None:
+    created = await harness.post_payment(reference=f"order-9-sbx-{scenario}", key="k")
+    if scenario == "adyen-5xx-once":
+        assert created.status_code == 500
+        created = await harness.post_payment(reference=f"order-9-sbx-{scenario}", key="k")
+    # adyen-timeout-once: the harness's timeout fault is 10 ms, so the late answer arrives.
+    assert created.status_code == 200
+    payment = next(iter(harness.sandbox.payments.values()))
+    details = await harness.post_details(payment.payment_data)
+    result_code, webhooks = EXPECTED[scenario]
+    assert details.json()["resultCode"] == result_code
+    await harness.sandbox.drain(2)
+    sent = [(d.event_code, d.success) for d in harness.sandbox.deliveries]
+    assert sent == webhooks
+    assert len(harness.sandbox.payments) == 1
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reason"), [("refused", "Not enough balance"), ("error", "Acquirer Error")]
+)
+async def test_failures_carry_a_refusal_reason(
+    harness: Harness, scenario: str, reason: str
+) -> None:
+    body = await harness.pay(f"order-sbx-{scenario}")
+    assert body["refusalReason"] == reason
+    await harness.sandbox.drain(2)
+    assert harness.sandbox.deliveries[0].reason == reason
+
+
+async def test_webhooks_are_signed_and_authenticated(harness: Harness) -> None:
+    await harness.pay("order-1")
+    await harness.sandbox.drain(2)
+    [received] = harness.receiver.received
+    assert received.auth_ok
+    assert received.key_index == 0
+    assert received.item["merchantAccountCode"] == "SandboxMerchantCN"
+    assert received.item["paymentMethod"] == "wechatpayMiniProgram"
+    assert received.item["amount"] == {"currency": "CNY", "value": 1130}
+    assert received.item["eventDate"]
+    delivery = harness.sandbox.deliveries[0]
+    assert delivery.accepted
+    assert delivery.notification["live"] == "false"
+    assert [(a.number, a.status_code) for a in delivery.attempts] == [(1, 200)]
+
+
+async def test_live_config_marks_notifications_live(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = harness_factory(live=True)
+    await harness.pay("order-1")
+    await harness.sandbox.drain(2)
+    assert harness.sandbox.deliveries[0].notification["live"] == "true"
+
+
+async def test_rotated_key_verifies_only_with_the_second_key(harness: Harness) -> None:
+    await harness.pay("order-sbx-rotated-key")
+    await harness.sandbox.drain(2)
+    assert [r.key_index for r in harness.receiver.received] == [1]
+
+
+async def test_rotated_key_needs_two_keys(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory(hmac_keys=(SandboxConfig().hmac_keys[0],))
+    response = await harness.post_payment(reference="order-sbx-rotated-key")
+    assert response.status_code == 422
+    assert "two hmac_keys" in response.json()["message"]
+
+
+async def test_bad_signature_is_rejected_and_retried_like_adyen(harness: Harness) -> None:
+    body = await harness.pay("order-sbx-bad-signature")
+    assert body["resultCode"] == "Authorised"
+    await harness.sandbox.drain(2)
+    [delivery] = harness.sandbox.deliveries
+    assert delivery.state == "failed"
+    assert [a.status_code for a in delivery.attempts] == [401, 401, 401, 401]
+    assert all(r.key_index is None and r.auth_ok for r in harness.receiver.received)
+
+
+async def test_webhook_before_details_is_accepted_before_the_answer(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = harness_factory(webhook_delay_seconds=0.02)
+    await harness.pay("order-sbx-webhook-before-details")
+    # No drain: the delivery must already be done when details answered.
+    assert [d.state for d in harness.sandbox.deliveries] == ["accepted"]
+    assert len(harness.receiver.received) == 1
+
+
+async def test_ordinary_webhooks_arrive_after_the_details_answer(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = harness_factory(webhook_delay_seconds=0.02)
+    await harness.pay("order-1")
+    assert harness.receiver.received == []
+    await harness.sandbox.drain(2)
+    assert len(harness.receiver.received) == 1
+
+
+async def test_duplicates_are_identical_and_partly_concurrent(harness: Harness) -> None:
+    harness.receiver.delay_seconds = 0.02
+    await harness.pay("order-sbx-duplicate-webhooks")
+    await harness.sandbox.drain(2)
+    deliveries = harness.sandbox.deliveries
+    assert [d.copy for d in deliveries] == [1, 2, 3]
+    assert all(d.accepted for d in deliveries)
+    assert deliveries[0].notification == deliveries[1].notification == deliveries[2].notification
+    assert harness.receiver.peak_in_flight == 2
+
+
+async def test_failure_then_success_waits_for_each_delivery(harness: Harness) -> None:
+    harness.receiver.scripted.extend([500])
+    await harness.pay("order-sbx-failure-then-success")
+    await harness.sandbox.drain(2)
+    first, second = harness.sandbox.deliveries
+    # The false notification is retried to acceptance before the true one is sent.
+    assert [a.status_code for a in first.attempts] == [500, 200]
+    assert first.attempts[-1].at <= second.attempts[0].at
+    assert (first.success, second.success) == ("false", "true")
+
+
+async def test_pending_then_webhook_waits_the_configured_delay(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = harness_factory(webhook_delay_seconds=0.05)
+    body = await harness.pay("order-sbx-pending-then-webhook")
+    assert body["resultCode"] == "Pending"
+    await asyncio.sleep(0.01)
+    assert harness.receiver.received == []
+    await harness.sandbox.drain(2)
+    assert [r.item["success"] for r in harness.receiver.received] == ["true"]
+
+
+async def test_scenario_set_through_the_control_api(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/_sandbox/scenarios", json={"reference": "order-77", "scenario": "refused"}
+    )
+    assert response.status_code == 200
+    assert (await harness.pay("order-77"))["resultCode"] == "Refused"
+
+
+async def test_override_applies_to_an_existing_unsettled_payment(harness: Harness) -> None:
+    created = (await harness.post_payment(reference="order-5")).json()
+    harness.sandbox.set_scenario("order-5", "error")
+    details = await harness.post_details(created["action"]["paymentData"])
+    assert details.json()["resultCode"] == "Error"
+
+
+async def test_default_scenario_from_config(harness_factory: Callable[..., Harness]) -> None:
+    harness = harness_factory(default_scenario="refused")
+    assert (await harness.pay("order-1"))["resultCode"] == "Refused"
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("order-17-sbx-refused", "refused"),
+        ("sbx-refused-2", "refused"),
+        ("x-sbx-pending-then-webhook", "pending-then-webhook"),
+        ("order-17", None),
+        ("sbx-adyen-5xx-once", "adyen-5xx-once"),
+    ],
+)
+def test_scenario_in_reference(reference: str, expected: str | None) -> None:
+    assert scenario_in_reference(reference) == expected
+
+
+def test_an_unknown_scenario_marker_is_an_error() -> None:
+    with pytest.raises(UnknownScenarioError):
+        scenario_in_reference("order-sbx-typo")
+
+
+def test_outcome_for_cancel_overrides_the_scenario() -> None:
+    outcome = outcome_for(SCENARIOS["refused"], "requestPayment:fail cancel")
+    assert outcome.result_code == "Cancelled"
