@@ -1,0 +1,594 @@
+"""The ``miniprogram-pay`` command (also ``python -m miniprogram_pay``).
+
+```
+miniprogram-pay serve [--sandbox] [--host H] [--port P] [--workers N]
+miniprogram-pay demo [--scenario NAME | --all] [--action ok|cancel|fail] [--style S]
+miniprogram-pay webhook send --event AUTHORISATION --success false --reference R
+miniprogram-pay db upgrade
+```
+
+Errors are one line on stderr (``error: <message>``) and a non-zero exit code:
+1 for a failure (or a demo payment that did not end as expected), 2 for bad
+usage, 130 when interrupted. See ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import importlib
+import inspect
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from miniprogram_pay.config import DEFAULT_DATABASE_URL, ENV_PREFIX
+from miniprogram_pay.errors import MiniProgramPayError
+
+__all__ = ["main"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_WEBHOOK_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/pay/webhooks/adyen"
+SCHEMA_MODULE = "miniprogram_pay.storage.schema"
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+LABEL_WIDTH = 26
+
+
+class CommandError(MiniProgramPayError):
+    """A command cannot do what was asked; the message says why and what to do."""
+
+    code = "command_failed"
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+class Printer:
+    """Short aligned lines on stdout, safe to call from the servers' thread."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def line(self, label: str, text: str = "") -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            print(f"  {label:<{LABEL_WIDTH}}{text}".rstrip(), flush=True)
+
+    def plain(self, text: str = "") -> None:
+        with self._lock:
+            print(text, flush=True)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(ENV_PREFIX + name) or None
+
+
+def _redact_url(url: str) -> str:
+    """A database URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the package's own logger on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["miniprogram_pay"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def _create_tables(database_url: str, schema: str | None) -> None:
+    """Create missing tables once, before several workers race to do it."""
+    from miniprogram_pay.storage.engine import Database
+
+    async def create() -> None:
+        database = Database(database_url, schema=schema)
+        try:
+            await database.create_all()
+        finally:
+            await database.dispose()
+
+    asyncio.run(create())
+
+
+def cmd_serve(args: argparse.Namespace, out: Printer) -> int:
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    if args.sandbox:
+        return _serve_sandboxed(args, out)
+    return _serve_plain(args, out)
+
+
+def _serve_plain(args: argparse.Namespace, out: Printer) -> int:
+    import uvicorn
+
+    from miniprogram_pay.app import create_app
+    from miniprogram_pay.config import Settings
+    from miniprogram_pay.host import create_host_app, log_state_change
+
+    settings = Settings.from_env()  # a bad configuration fails here, in one line
+    log_config = _log_config(args.log_level)
+    out.plain(f"miniprogram-pay: API at http://{args.host}:{args.port}/pay")
+    if args.workers == 1:
+        app = create_host_app(create_app(settings, on_state_change=log_state_change))
+        uvicorn.run(app, host=args.host, port=args.port, log_config=log_config)
+        return 0
+    _create_tables(settings.database_url, settings.database_schema)
+    uvicorn.run(
+        "miniprogram_pay.host:create_host_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config,
+    )
+    return 0
+
+
+def _serve_sandboxed(args: argparse.Namespace, out: Printer) -> int:
+    from miniprogram_pay.sandbox.server import SandboxedServers, free_port
+
+    port = args.port
+    if args.workers > 1 and port == 0:
+        port = free_port(args.host)  # uvicorn's workers bind the port themselves
+    sandbox_port = args.sandbox_port
+    if sandbox_port is None:
+        sandbox_port = port + 1 if port else 0
+    servers = SandboxedServers(
+        host=args.host,
+        port=port,
+        sandbox_port=sandbox_port,
+        response_style=args.style,
+        merchant=args.workers == 1,
+        log_config=_log_config(args.log_level),
+        log_level=args.log_level,
+    )
+    ready = _banner(servers, args, out)
+    if args.workers == 1:
+        servers.run(on_ready=ready)
+        return 0
+    return _serve_sandboxed_workers(servers, args, port, ready)
+
+
+def _serve_sandboxed_workers(
+    servers: Any, args: argparse.Namespace, port: int, ready: Callable[[], None]
+) -> int:
+    import uvicorn
+
+    # The workers are new processes: they read the same settings (one session secret) from here.
+    os.environ.update(servers.environment)
+    _create_tables(servers.settings.database_url, servers.settings.database_schema)
+    servers.start_in_thread()
+    ready()
+    try:
+        uvicorn.run(
+            "miniprogram_pay.sandbox.server:create_sandboxed_app",
+            factory=True,
+            host=args.host,
+            port=port,
+            workers=args.workers,
+            log_config=_log_config(args.log_level),
+        )
+    finally:
+        servers.close()
+    return 0
+
+
+def _banner(servers: Any, args: argparse.Namespace, out: Printer) -> Callable[[], None]:
+    def ready() -> None:
+        out.plain("miniprogram-pay serve --sandbox")
+        out.line("api", servers.api_url)
+        out.line("sandbox", f"{servers.sandbox_url} (Adyen /adyen/v71, WeChat /wechat, /_sandbox)")
+        out.line("webhooks", servers.api_url + "/webhooks/adyen")
+        out.line("database", _redact_url(servers.database_url))
+        out.line("workers", str(args.workers))
+        if servers.admin_api_key == _sandbox_admin_key():
+            out.line("admin key", f"{servers.admin_api_key} (header X-Admin-Key)")
+        out.plain("ready (Ctrl-C to stop)")
+
+    return ready
+
+
+def _sandbox_admin_key() -> str:
+    from miniprogram_pay.sandbox.server import ADMIN_API_KEY
+
+    return ADMIN_API_KEY
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, out: Printer) -> int:
+    from miniprogram_pay.sandbox.scenarios import SCENARIOS
+
+    if args.scenario not in SCENARIOS:
+        raise CommandError(f"unknown scenario {args.scenario!r}; known: {', '.join(SCENARIOS)}")
+    _quiet_package_logs()
+    with tempfile.TemporaryDirectory(prefix="miniprogram-pay-demo-") as tmp:
+        database_url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
+        return _demo_with_database(args, out, database_url)
+
+
+def _quiet_package_logs() -> None:
+    """The demo tells its own story: only the package's errors reach stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.ERROR)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("miniprogram_pay")
+    package.addHandler(handler)
+    package.propagate = False
+
+
+def _demo_with_database(args: argparse.Namespace, out: Printer, database_url: str) -> int:
+    from miniprogram_pay.sandbox.server import SandboxedServers
+
+    watch = _StateWatcher(out)
+    # The demo ignores MINIPROGRAM_PAY_* variables: it always plays against fresh sandbox values.
+    servers = SandboxedServers(
+        environ={},
+        database_url=database_url,
+        response_style=args.style,
+        on_state_change=watch.hook,
+    )
+    with servers:
+        out.plain("miniprogram-pay demo: a shopper pays in a Mini Program, against the sandbox")
+        out.line("merchant API", servers.api_url)
+        out.line("sandbox", f"{servers.sandbox_url} (responses in {args.style!r} style)")
+        out.line("database", _redact_url(database_url))
+        play = _play_all if args.all else _play_one
+        return asyncio.run(play(args, out, servers, watch))
+
+
+class _StateWatcher:
+    """``on_state_change`` for the demo: prints the changes of the payment being played."""
+
+    def __init__(self, out: Printer) -> None:
+        self.out = out
+        self.prefix: str | None = None
+
+    async def hook(self, change: Any) -> None:
+        if self.prefix is not None and change.reference.startswith(self.prefix):
+            previous = change.previous.value if change.previous else "(new)"
+            self.out.line("   state", f"{previous} -> {change.state.value} ({change.source})")
+
+
+def _shopper(client: Any, servers: Any, say: Callable[[str, str], None]) -> Any:
+    from miniprogram_pay.sandbox.shopper import Shopper
+
+    return Shopper(
+        client,
+        api_url=servers.api_url,
+        sandbox_url=servers.sandbox_url,
+        admin_api_key=servers.admin_api_key,
+        say=say,
+    )
+
+
+async def _play_one(
+    args: argparse.Namespace, out: Printer, servers: Any, watch: _StateWatcher
+) -> int:
+    import httpx
+
+    from miniprogram_pay.sandbox.scenarios import SCENARIOS
+
+    out.line("scenario", f"{args.scenario}: {SCENARIOS[args.scenario].summary}")
+    out.line("shopper", f"requestPayment answers {args.action!r}")
+    out.plain()
+    watch.prefix = f"demo-sbx-{args.scenario}-"
+    async with httpx.AsyncClient(timeout=30) as client:
+        result = await _shopper(client, servers, out.line).pay(args.scenario, action=args.action)
+    verdict = "OK" if result.ok else "MISMATCH"
+    out.plain()
+    out.line(
+        "result",
+        f"{result.state}, expected {result.expected}: {verdict} ({result.seconds:.2f} s)",
+    )
+    return 0 if result.ok else EXIT_FAILURE
+
+
+async def _play_all(
+    args: argparse.Namespace, out: Printer, servers: Any, watch: _StateWatcher
+) -> int:
+    import httpx
+
+    from miniprogram_pay.sandbox.scenarios import SCENARIOS
+
+    plays: list[tuple[str, str]] = [(name, "ok") for name in SCENARIOS]
+    plays.append(("authorised", "cancel"))
+    started = time.monotonic()
+    out.plain(f"\nplaying {len(plays)} payments at once, one shopper each")
+    async with httpx.AsyncClient(timeout=30) as client:
+        shopper = _shopper(client, servers, lambda label, text: None)
+        done = 0
+
+        async def play(index: int, scenario: str, action: str) -> Any:
+            nonlocal done
+            result = await shopper.pay(scenario, action=action, name=f"shopper{index}")
+            done += 1
+            out.plain(f"  [{done:>2}/{len(plays)}] {scenario:<24}{action:<8}{result.state}")
+            return result
+
+        results = await asyncio.gather(
+            *(play(i, name, action) for i, (name, action) in enumerate(plays))
+        )
+    _print_table(out, results)
+    matched = sum(result.ok for result in results)
+    elapsed = time.monotonic() - started
+    out.plain(f"{matched} of {len(results)} as expected ({elapsed:.1f} s)")
+    return 0 if matched == len(results) else EXIT_FAILURE
+
+
+def _print_table(out: Printer, results: Sequence[Any]) -> None:
+    out.plain()
+    out.plain(f"{'scenario':<24}{'shopper':<9}{'expected':<12}{'actual':<12}conflicts")
+    for r in results:
+        conflicts = ",".join(r.conflicts) or "-"
+        verdict = "ok" if r.ok else "MISMATCH"
+        out.plain(
+            f"{r.scenario:<24}{r.action:<9}{r.expected:<12}{r.state:<12}{conflicts:<30}{verdict}"
+        )
+    out.plain()
+
+
+# -- webhook send ------------------------------------------------------------------------
+
+
+def _webhook_credentials(args: argparse.Namespace) -> tuple[bytes, str, str, str]:
+    from miniprogram_pay.sandbox.config import SandboxConfig
+
+    sandbox = SandboxConfig()
+    keys = _env("ADYEN_HMAC_KEYS")
+    key_hex = args.hmac_key or (keys.split(",")[0].strip() if keys else sandbox.hmac_keys[0])
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise CommandError("the HMAC key is not a hex string; check --hmac-key") from None
+    return (
+        key,
+        _env("WEBHOOK_USERNAME") or sandbox.webhook_username,
+        _env("WEBHOOK_PASSWORD") or sandbox.webhook_password,
+        args.merchant_account or _env("ADYEN_MERCHANT_ACCOUNT") or sandbox.merchant_account,
+    )
+
+
+def notification_body(args: argparse.Namespace, key: bytes, merchant_account: str) -> bytes:
+    """A one-item Adyen notification, signed like Adyen signs it."""
+    import json
+
+    from miniprogram_pay.adyen.hmac import sign_item
+
+    item: dict[str, Any] = {
+        "pspReference": args.psp or "".join(secrets.choice("0123456789") for _ in range(16)),
+        "merchantAccountCode": merchant_account,
+        "merchantReference": args.reference,
+        "amount": {"currency": args.currency, "value": args.amount},
+        "eventCode": args.event,
+        "eventDate": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "success": args.success,
+        "reason": args.reason,
+        "paymentMethod": "wechatpayMiniProgram",
+    }
+    if args.original_reference:
+        item["originalReference"] = args.original_reference
+    item["additionalData"] = {"hmacSignature": sign_item(item, key)}
+    live = args.live or _env("ADYEN_ENVIRONMENT") == "live"
+    body = {
+        "live": "true" if live else "false",
+        "notificationItems": [{"NotificationRequestItem": item}],
+    }
+    return json.dumps(body).encode()
+
+
+def cmd_webhook_send(args: argparse.Namespace, out: Printer) -> int:
+    import httpx
+
+    from miniprogram_pay.domain.money import Amount
+
+    key, username, password, merchant_account = _webhook_credentials(args)
+    body = notification_body(args, key, merchant_account)
+    try:
+        amount = str(Amount(args.amount, args.currency))
+    except ValueError as exc:
+        raise CommandError(f"invalid amount: {exc}") from None
+    out.plain(f"POST {args.url}")
+    out.line(f"{args.event} success={args.success}", f"{args.reference}, {amount}")
+    try:
+        response = httpx.post(
+            args.url,
+            content=body,
+            headers={"Content-Type": "application/json"},
+            auth=(username, password),
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise CommandError(f"could not reach {args.url} ({type(exc).__name__})") from None
+    out.plain(f"-> {response.status_code} {response.text.strip()[:500]}")
+    return 0 if response.is_success else EXIT_FAILURE
+
+
+# -- db upgrade --------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace, out: Printer) -> int:
+    database_url = args.database_url or _env("DATABASE_URL") or DEFAULT_DATABASE_URL
+    schema = args.schema or _env("DATABASE_SCHEMA")
+    upgrade = _schema_upgrade()
+    where = _redact_url(database_url) + (f" (schema {schema})" if schema else "")
+    out.plain(f"upgrading {where} ...")
+    started = time.monotonic()
+    try:
+        result = upgrade(database_url, schema)
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+    except MiniProgramPayError:
+        raise
+    except Exception as exc:
+        raise CommandError(f"the upgrade failed: {type(exc).__name__}: {exc}") from None
+    out.plain(f"done ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+async def _await(awaitable: Any) -> None:
+    await awaitable
+
+
+def _schema_upgrade() -> Callable[[str, str | None], Any]:
+    try:
+        module = importlib.import_module(SCHEMA_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != SCHEMA_MODULE:
+            raise
+        raise CommandError(
+            "database migrations are not available in this version "
+            f"({SCHEMA_MODULE} is missing); tables are created on start-up"
+        ) from None
+    upgrade = getattr(module, "upgrade", None)
+    if not callable(upgrade):
+        raise CommandError(f"{SCHEMA_MODULE} has no upgrade() function")
+    return upgrade  # type: ignore[no-any-return]
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _scenario_names() -> list[str]:
+    from miniprogram_pay.sandbox.scenarios import SCENARIOS
+
+    return list(SCENARIOS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="miniprogram-pay",
+        description="WeChat Pay in Mini Programs through Adyen: serve, demo, test webhooks.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_demo(commands)
+    _add_webhook(commands)
+    _add_db(commands)
+    return parser
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the merchant API (mounted at /pay) with uvicorn",
+        description="Run the merchant API at http://HOST:PORT/pay, configured by MINIPROGRAM_PAY_* "
+        "variables; with --sandbox, also the simulated Adyen and WeChat, with working defaults.",
+    )
+    serve.add_argument("--sandbox", action="store_true", help="also run the sandbox, on PORT+1")
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    serve.add_argument("--sandbox-port", type=int, default=None, help="default PORT+1")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--style",
+        choices=("redirect", "action", "sdk"),
+        default="action",
+        help="where the sandbox puts the wx.requestPayment parameters",
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+
+def _add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="play a shopper through the whole flow against the sandbox",
+        description="Start the API and the sandbox on free ports, play a payment over HTTP, "
+        "print each step, and exit 0 when it ends in the expected state.",
+    )
+    demo.add_argument(
+        "--scenario",
+        default="authorised",
+        metavar="NAME",
+        help="a sandbox scenario: " + ", ".join(_scenario_names()),
+    )
+    demo.add_argument("--all", action="store_true", help="play every scenario, print a table")
+    demo.add_argument(
+        "--action",
+        choices=("ok", "cancel", "fail"),
+        default="ok",
+        help="the shopper's answer to wx.requestPayment",
+    )
+    demo.add_argument(
+        "--style",
+        choices=("redirect", "action", "sdk"),
+        default="action",
+        help="where the sandbox puts the wx.requestPayment parameters",
+    )
+    demo.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def _add_webhook(commands: Any) -> None:
+    webhook = commands.add_parser("webhook", help="send test notifications")
+    actions = webhook.add_subparsers(dest="action", required=True, metavar="ACTION")
+    send = actions.add_parser(
+        "send",
+        help="send one signed Adyen notification to a running server",
+        description="Sign with the first of MINIPROGRAM_PAY_ADYEN_HMAC_KEYS, authenticate with "
+        "MINIPROGRAM_PAY_WEBHOOK_USERNAME/PASSWORD (sandbox values when unset).",
+    )
+    send.add_argument("--event", default="AUTHORISATION", help="eventCode")
+    send.add_argument("--success", choices=("true", "false"), default="true")
+    send.add_argument("--reference", required=True, help="merchantReference")
+    send.add_argument("--psp", default=None, help="pspReference (default: random)")
+    send.add_argument("--original-reference", default=None)
+    send.add_argument("--amount", type=int, default=1130, help="minor units")
+    send.add_argument("--currency", default="CNY")
+    send.add_argument("--reason", default="")
+    send.add_argument("--merchant-account", default=None)
+    send.add_argument("--hmac-key", default=None, help="hex key (default from the environment)")
+    send.add_argument("--live", action="store_true", help='send live="true"')
+    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL)
+    send.add_argument("--timeout", type=float, default=15.0, help="seconds")
+    send.set_defaults(handler=cmd_webhook_send)
+
+
+def _add_db(commands: Any) -> None:
+    db = commands.add_parser("db", help="database maintenance")
+    actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    upgrade = actions.add_parser("upgrade", help="migrate the database schema to this version")
+    upgrade.add_argument(
+        "--database-url", default=None, help="default: MINIPROGRAM_PAY_DATABASE_URL"
+    )
+    upgrade.add_argument("--schema", default=None, help="PostgreSQL schema")
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (``sys.exit(main())``)."""
+    args = build_parser().parse_args(argv)
+    out = Printer()
+    try:
+        code: int = args.handler(args, out)
+    except MiniProgramPayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code

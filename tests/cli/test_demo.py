@@ -1,0 +1,98 @@
+"""``miniprogram-pay demo``: a whole payment over real HTTP, told step by step."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from miniprogram_pay.sandbox import SCENARIOS, Sandbox, SandboxConfig
+from tests.cli.conftest import Run, run_in
+
+pytestmark = pytest.mark.slow
+
+STEPS = (
+    "1 wx.login",
+    "2 POST /session",
+    "3 POST /payments",
+    "4 wx.requestPayment",
+    "5 POST /payments/details",
+    "6 webhooks",
+    "7 GET /payments/{ref}",
+)
+
+
+@pytest.fixture(scope="module")
+def default_demo(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    return run_in(tmp_path_factory.mktemp("demo"), "demo")
+
+
+def test_demo_plays_the_default_scenario_to_authorised(
+    default_demo: subprocess.CompletedProcess[str],
+) -> None:
+    result = default_demo
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    positions = [out.index(step) for step in STEPS]
+    assert positions == sorted(positions)  # the steps come in the flow's order
+    assert "CNY 11.30" in out
+    assert "paySign ok (MD5)" in out
+    assert "requestPayment:ok" in out
+    assert re.search(r"state\s+Pending -> Authorised", out)
+    assert "AUTHORISATION success=true -> accepted" in out
+    assert re.search(r"result\s+Authorised, expected Authorised: OK", out)
+    assert result.stderr == ""
+
+
+def test_demo_prints_no_secret(default_demo: subprocess.CompletedProcess[str]) -> None:
+    out = default_demo.stdout
+    config = SandboxConfig()
+    for secret in (config.api_key, config.webhook_password, config.wechat_app_secret):
+        assert secret not in out
+    assert "Bearer" not in out
+    assert "token issued" in out and '"token"' not in out
+    openid = Sandbox(config).openid_for("alice")
+    assert re.findall(r"pspReference \d+, shopper (\S+)", out) == [
+        f"{openid[:4]}...{openid[-2:]}"
+    ]  # masked
+    assert openid not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--scenario", "refused"], "Refused"),
+        (["--scenario", "success-then-failure", "--style", "redirect"], "Authorised"),
+        (["--action", "cancel", "--style", "sdk"], "Refused"),
+    ],
+)
+def test_demo_scenarios_and_shopper_actions(run_cli: Run, args: list[str], expected: str) -> None:
+    result = run_cli("demo", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{expected}, expected {expected}: OK" in result.stdout
+    if "success-then-failure" in args:
+        assert "conflicts recorded: failure_after_authorisation" in result.stdout
+
+
+def test_demo_all_prints_a_table_of_every_scenario(run_cli: Run) -> None:
+    result = run_cli("demo", "--all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    table = {(row[0], row[1]): row for row in rows if len(row) >= 5 and row[0] in SCENARIOS}
+    assert {name for name, _ in table} == set(SCENARIOS)
+    for row in table.values():
+        assert row[2] == row[3], row  # expected == actual
+        assert row[-1] == "ok"
+    assert table[("authorised", "cancel")][3] == "Refused"
+    assert table[("success-then-failure", "ok")][4] == "failure_after_authorisation"
+    total = len(SCENARIOS) + 1
+    assert f"{total} of {total} as expected" in result.stdout
+
+
+def test_demo_unknown_scenario_is_one_line_on_stderr(run_cli: Run) -> None:
+    result = run_cli("demo", "--scenario", "nope")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: unknown scenario 'nope'")
+    assert result.stderr.count("\n") == 1
