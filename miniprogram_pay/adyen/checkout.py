@@ -148,12 +148,17 @@ def _interpret(path: str, outcome: _Outcome, attempts: int) -> dict[str, Any]:
         raise _status_error(path, outcome, attempts)
     body = _json_object(outcome)
     if body is None:
-        raise AdyenError(
+        error = AdyenError(
             f"Adyen answered {outcome.status_code} on {path} without a JSON object",
             code="adyen_bad_response",
             status=502,
             http_status=outcome.status_code,
         )
+        # A 2xx that did not parse (a proxy cut it short) says Adyen did the work, not that
+        # it refused: the payment must not become Error, and a retry with the same
+        # Idempotency-Key returns Adyen's stored answer.
+        error.retryable = True
+        raise error
     return body
 
 

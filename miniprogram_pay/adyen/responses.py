@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from miniprogram_pay.domain.money import MAX_MINOR_UNITS
 from miniprogram_pay.errors import AdyenError
 
 __all__ = ["WECHAT_PARAM_KEYS", "PaymentResult", "parse_payment_result"]
@@ -70,6 +71,8 @@ def _amount(body: Mapping[str, Any]) -> tuple[int | None, str | None]:
     value = amount.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise _BadResponse("amount.value is not an integer")
+    if value is not None and not -MAX_MINOR_UNITS <= value <= MAX_MINOR_UNITS:
+        raise _BadResponse("amount.value is out of range")  # the column is int64
     return value, _opt_str(amount, "currency")
 
 

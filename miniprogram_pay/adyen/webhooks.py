@@ -18,6 +18,7 @@ from typing import Any
 
 from miniprogram_pay.adyen.hmac import signing_string, verify_item
 from miniprogram_pay.config import Secret
+from miniprogram_pay.domain.money import MAX_MINOR_UNITS
 from miniprogram_pay.errors import InvalidRequestError, SignatureError, WebhookAuthError
 
 __all__ = [
@@ -84,10 +85,16 @@ def _decode_json(body: bytes) -> object:
     except UnicodeDecodeError:
         raise _Malformed("the body is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         # ValueError also covers integers beyond Python's digit limit.
         raise _Malformed("the body is not valid JSON") from None
+    try:
+        # A "\ud800" escape decodes to a lone surrogate: no HMAC or UTF-8 column takes it.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Malformed("the body contains an unpaired surrogate escape") from None
+    return document
 
 
 def _flag(value: object, where: str) -> bool:
@@ -121,6 +128,9 @@ def _amount(item: Mapping[str, Any], where: str) -> tuple[int | None, str | None
     value = amount.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise _Malformed(f"{where}.amount.value must be an integer")
+    if value is not None and not -MAX_MINOR_UNITS <= value <= MAX_MINOR_UNITS:
+        # The column is int64: a larger value would crash the insert, not be refused.
+        raise _Malformed(f"{where}.amount.value is out of range")
     return value, _optional_str(amount, "currency", f"{where}.amount")
 
 

@@ -87,7 +87,9 @@ class SessionTokens:
             raw = _unb64(token)
         except (ValueError, TypeError):
             raise invalid from None
-        if len(raw) < 1 + NONCE_BYTES + MAC_BYTES + 2:
+        # The decoder skips stray characters and extra padding: accept only the exact
+        # form we issued, so one token has one spelling.
+        if _b64(raw) != token or len(raw) < 1 + NONCE_BYTES + MAC_BYTES + 2:
             raise invalid
         return raw
 
