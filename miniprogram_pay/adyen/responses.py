@@ -123,6 +123,13 @@ def _wechat_params(
     return None
 
 
+def _short(value: str | None, name: str, limit: int) -> str | None:
+    # Real values are far shorter; a longer one is not Adyen's and would not fit its column.
+    if value is not None and len(value) > limit:
+        raise _BadResponse(f"{name} is longer than {limit} characters")
+    return value
+
+
 def _parse(body: Mapping[str, Any]) -> PaymentResult:
     action = _opt_mapping(body, "action")
     payment_data = _opt_str(body, "paymentData")
@@ -130,8 +137,8 @@ def _parse(body: Mapping[str, Any]) -> PaymentResult:
         payment_data = _opt_str(action, "paymentData")
     value, currency = _amount(body)
     return PaymentResult(
-        result_code=_opt_str(body, "resultCode"),
-        psp_reference=_opt_str(body, "pspReference"),
+        result_code=_short(_opt_str(body, "resultCode"), "resultCode", 32),
+        psp_reference=_short(_opt_str(body, "pspReference"), "pspReference", 64),
         merchant_reference=_opt_str(body, "merchantReference"),
         refusal_reason=_opt_str(body, "refusalReason"),
         refusal_reason_code=_opt_str(body, "refusalReasonCode"),

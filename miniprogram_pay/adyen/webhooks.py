@@ -105,17 +105,37 @@ def _flag(value: object, where: str) -> bool:
     raise _Malformed(f"{where} must be 'true' or 'false'")
 
 
+# Longest values we store; Adyen's real ones are far shorter (a pspReference has 16).
+# A longer one cannot be genuine and would overflow the column on PostgreSQL.
+_MAX_CHARS = {
+    "pspReference": 64,
+    "originalReference": 64,
+    "merchantReference": 255,
+    "eventCode": 64,
+    "currency": 8,
+}
+
+
+def _bounded(value: str, name: str, where: str) -> str:
+    limit = _MAX_CHARS.get(name)
+    if limit is not None and len(value) > limit:
+        raise _Malformed(f"{where}.{name} is longer than {limit} characters")
+    return value
+
+
 def _required_str(item: Mapping[str, Any], name: str, where: str) -> str:
     value = item.get(name)
     if not isinstance(value, str) or not value:
         raise _Malformed(f"{where}.{name} must be a non-empty string")
-    return value
+    return _bounded(value, name, where)
 
 
 def _optional_str(item: Mapping[str, Any], name: str, where: str) -> str | None:
     value = item.get(name)
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _bounded(value, name, where)
     raise _Malformed(f"{where}.{name} must be a string")
 
 

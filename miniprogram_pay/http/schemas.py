@@ -76,7 +76,18 @@ def decode_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError("the body must be a JSON object", code="malformed_json")
     if _depth(value) > JSON_MAX_DEPTH:
         raise InvalidRequestError("the body is nested too deeply", code="malformed_json")
+    if not _encodable(value):
+        raise InvalidRequestError("the body is not valid UTF-8 JSON", code="malformed_json")
     return value
+
+
+def _encodable(value: object) -> bool:
+    # A "\ud800" escape decodes to a lone surrogate that no UTF-8 column can store.
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(_name: str) -> Any:

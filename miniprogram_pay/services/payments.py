@@ -163,9 +163,14 @@ class PaymentService:
         return parse_payment_result(answer)
 
     async def _record_rejection(self, payment: PaymentRecord, exc: AdyenError) -> None:
-        """A definitive refusal by Adyen (4xx) is an Error; a timeout or 5xx tells nothing."""
-        if exc.retryable or exc.code == "adyen_conflict":
-            return  # state stays Created: we do not know yet, and a retry reuses the key
+        """Only Adyen refusing the payment request itself (400/422) makes the payment an Error.
+
+        A timeout or 5xx tells nothing yet, and a refused API key (401/403) is the
+        merchant's configuration, not this payment: both leave it Created, so a
+        retry (with the same Idempotency-Key) can still pay it once that is fixed.
+        """
+        if exc.code != "adyen_rejected":
+            return
         event = result_event(EventSource.PAYMENTS, "Error", reason=exc.message[:255])
         applied = await self.repository.apply(payment.reference, event)
         self._note(applied)
@@ -279,7 +284,7 @@ class PaymentService:
             success=item.success,
             amount_value=item.amount_value,
             amount_currency=item.amount_currency,
-            reason=item.reason,
+            reason=item.reason[:255] if item.reason else None,
             raw_json=json.dumps(item.raw, sort_keys=True, separators=(",", ":")),
             status=status,
             detail=detail,

@@ -1,0 +1,163 @@
+"""Settings: immutable, secrets never printed, every bad configuration refused at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from miniprogram_pay import ConfigurationError, Secret, Settings
+
+KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
+SECRETS = (
+    "AQE-api-key-value",
+    "hook-password-value",
+    "app-secret-value",
+    "s" * 32,
+    "admin-key-value",
+)
+
+
+def valid(**overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "adyen_api_key": "AQE-api-key-value",
+        "adyen_merchant_account": "ShopCN",
+        "adyen_hmac_keys": [KEY],
+        "adyen_return_url": "https://shop.example/return",
+        "webhook_username": "adyen",
+        "webhook_password": "hook-password-value",
+        "wechat_app_id": "wx1234567890abcdef",
+        "wechat_app_secret": "app-secret-value",
+        "session_secret": "s" * 32,
+        "admin_api_key": "admin-key-value",
+    }
+    values.update(overrides)
+    return values
+
+
+def env(**overrides: str) -> dict[str, str]:
+    values = {
+        "MINIPROGRAM_PAY_ADYEN_API_KEY": "AQE-api-key-value",
+        "MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT": "ShopCN",
+        "MINIPROGRAM_PAY_ADYEN_HMAC_KEYS": f"{KEY}, {KEY.lower()}",
+        "MINIPROGRAM_PAY_ADYEN_RETURN_URL": "https://shop.example/return",
+        "MINIPROGRAM_PAY_WEBHOOK_USERNAME": "adyen",
+        "MINIPROGRAM_PAY_WEBHOOK_PASSWORD": "hook-password-value",
+        "MINIPROGRAM_PAY_WECHAT_APP_ID": "wx1234567890abcdef",
+        "MINIPROGRAM_PAY_WECHAT_APP_SECRET": "app-secret-value",
+        "MINIPROGRAM_PAY_SESSION_SECRET": "s" * 32,
+    }
+    values.update({f"MINIPROGRAM_PAY_{k}": v for k, v in overrides.items()})
+    return values
+
+
+def test_secrets_are_wrapped_and_never_printed() -> None:
+    settings = Settings(**valid())
+    for text in (repr(settings), str(settings), f"{settings}"):
+        for secret in SECRETS:
+            assert secret not in text
+        assert KEY not in text
+    assert isinstance(settings.adyen_api_key, Secret)
+    assert isinstance(settings.admin_api_key, Secret)
+    assert all(isinstance(k, Secret) for k in settings.adyen_hmac_keys)
+    assert settings.adyen_api_key.reveal() == "AQE-api-key-value"
+    assert repr(settings.wechat_app_secret) == "Secret('**********')"
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings(**valid())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.adyen_merchant_account = "Other"  # type: ignore[misc]
+
+
+def test_from_env_reads_every_prefixed_variable() -> None:
+    settings = Settings.from_env(
+        env(
+            ADYEN_ENVIRONMENT="live",
+            ADYEN_LIVE_PREFIX="1797a841fbb37ca7-AdyenDemo",
+            ADYEN_API_VERSION="72",
+            ALLOW_CLIENT_AMOUNT="yes",
+            SESSION_TTL_SECONDS="600",
+            RATE_LIMIT_PER_MINUTE="30",
+            ADMIN_API_KEY="admin-key-value",
+        )
+    )
+    assert settings.is_live
+    assert settings.checkout_url == (
+        "https://1797a841fbb37ca7-AdyenDemo-checkout-live.adyenpayments.com/checkout/v72"
+    )
+    assert len(settings.adyen_hmac_keys) == 2
+    assert settings.allow_client_amount is True
+    assert (settings.session_ttl_seconds, settings.rate_limit_per_minute) == (600, 30)
+    assert Settings.from_env(env()).checkout_url == "https://checkout-test.adyen.com/v71"
+    assert (
+        Settings.from_env(env(), adyen_merchant_account="Override").adyen_merchant_account
+        == "Override"
+    )
+
+
+def test_from_env_names_every_missing_variable() -> None:
+    values = env()
+    del values["MINIPROGRAM_PAY_ADYEN_API_KEY"], values["MINIPROGRAM_PAY_SESSION_SECRET"]
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(values)
+    message = str(caught.value)
+    assert "MINIPROGRAM_PAY_ADYEN_API_KEY" in message
+    assert "MINIPROGRAM_PAY_SESSION_SECRET" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("ADYEN_API_VERSION", "seventy-one"),
+        ("ALLOW_CLIENT_AMOUNT", "perhaps"),
+        ("SESSION_TTL_SECONDS", "1h"),
+    ],
+)
+def test_from_env_refuses_unparsable_values(name: str, raw: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"MINIPROGRAM_PAY_{name} is not valid"):
+        Settings.from_env(env(**{name: raw}))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting", "fix"),
+    [
+        ({"adyen_environment": "live"}, "ADYEN_LIVE_PREFIX", "Customer Area"),
+        ({"adyen_environment": "staging"}, "ADYEN_ENVIRONMENT", "test"),
+        ({"adyen_hmac_keys": []}, "ADYEN_HMAC_KEYS", "HMAC key"),
+        ({"adyen_hmac_keys": ["not-hex"]}, "ADYEN_HMAC_KEYS", "hex"),
+        ({"adyen_hmac_keys": [KEY, "abc"]}, "ADYEN_HMAC_KEYS", "key number 2"),
+        ({"webhook_username": ""}, "WEBHOOK_USERNAME", "Customer Area"),
+        ({"webhook_password": ""}, "WEBHOOK_PASSWORD", "Customer Area"),
+        ({"session_secret": "short"}, "SESSION_SECRET", "secrets.token_urlsafe"),
+        ({"adyen_api_key": ""}, "ADYEN_API_KEY", "API key"),
+        ({"adyen_merchant_account": ""}, "ADYEN_MERCHANT_ACCOUNT", "merchant account"),
+        ({"adyen_api_version": 49}, "ADYEN_API_VERSION", "67"),
+        ({"adyen_return_url": ""}, "ADYEN_RETURN_URL", "returnUrl"),
+        ({"adyen_country_code": "CHN"}, "ADYEN_COUNTRY_CODE", "CN"),
+        ({"wechat_app_id": ""}, "WECHAT_APP_ID", "AppID"),
+        ({"wechat_app_secret": ""}, "WECHAT_APP_SECRET", "AppSecret"),
+        ({"max_body_bytes": 10}, "MAX_BODY_BYTES", "1024"),
+        ({"session_ttl_seconds": 0}, "SESSION_TTL_SECONDS", "positive"),
+        ({"amount_limits": {"XBT": (1, 2)}}, "amount_limits", "XBT"),
+        ({"amount_limits": {"CNY": (10, 1)}}, "amount_limits", "min <= max"),
+    ],
+)
+def test_bad_settings_fail_with_the_setting_and_the_fix(
+    overrides: dict[str, Any], setting: str, fix: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(**valid(**overrides))
+    message = str(caught.value)
+    assert setting in message
+    assert fix in message
+    for secret in SECRETS:
+        assert secret not in message
+
+
+def test_a_live_configuration_with_an_explicit_url_needs_no_prefix() -> None:
+    settings = Settings(
+        **valid(adyen_environment="live", adyen_checkout_url="https://x.example/v71/")
+    )
+    assert settings.checkout_url == "https://x.example/v71"
