@@ -20,6 +20,8 @@ from starlette.routing import Mount, Route
 
 from miniprogram_pay import (
     Amount,
+    InvalidRequestError,
+    NotFoundError,
     Order,
     OrderRequest,
     PaymentState,
@@ -27,7 +29,6 @@ from miniprogram_pay import (
     StateChange,
     create_app,
 )
-from miniprogram_pay.errors import InvalidRequestError, NotFoundError
 
 
 @dataclass

@@ -16,11 +16,12 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.config import Settings
-from miniprogram_pay.errors import ConfigurationError
+from miniprogram_pay.errors import ConfigurationError, MiniProgramPayError
 from miniprogram_pay.http.errors import exception_handlers
 from miniprogram_pay.http.ratelimit import RateLimiter
 from miniprogram_pay.http.routes import routes
@@ -29,6 +30,7 @@ from miniprogram_pay.services.payments import PaymentService
 from miniprogram_pay.services.workers import Workers
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.storage.schema import prepare as prepare_schema
 from miniprogram_pay.wechat.client import WeChatClient
 from miniprogram_pay.wechat.sessions import SessionTokens
 
@@ -86,6 +88,11 @@ class MiniProgramPay:
     adyen: AdyenCheckoutClient
     _http: httpx.AsyncClient
 
+    @property
+    def started(self) -> bool:
+        """True between ``start()`` (or the first request) and ``stop()``."""
+        return self._started
+
     async def start(self) -> None:
         """Open the database, the HTTP client and the workers. Idempotent."""
         async with self._lock:
@@ -94,7 +101,12 @@ class MiniProgramPay:
             self.database = self._given_db or Database(
                 self.settings.database_url, schema=self.settings.database_schema
             )
-            await self.database.create_all()
+            try:
+                await prepare_schema(self.database, auto_migrate=self.settings.auto_migrate)
+            except BaseException:
+                if self._given_db is None:
+                    await self.database.dispose()  # a failed start must not leak a pool
+                raise
             self._http = self._given_http or httpx.AsyncClient(
                 timeout=self.settings.adyen_timeout_seconds,
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
@@ -153,8 +165,12 @@ class MiniProgramPay:
 
     async def apply_stored(self, notification_ids: Sequence[int]) -> None:
         """Apply webhook items that were just stored (after the answer was sent)."""
-        for notification_id in notification_ids:
-            await self.service.apply_notification(notification_id)
+        try:
+            for notification_id in notification_ids:
+                await self.service.apply_notification(notification_id)
+        finally:
+            for notification_id in notification_ids:
+                self.workers.release(notification_id)
         self.workers.kick()
 
     async def drain(self) -> None:
@@ -167,7 +183,13 @@ class MiniProgramPay:
             await self._serve_lifespan(receive, send)
             return
         if not self._started:
-            await self.start()
+            try:
+                await self.start()
+            except MiniProgramPayError as exc:
+                # Outside the router, whose handlers render every other error as JSON.
+                response = JSONResponse(exc.to_dict(), status_code=exc.status)
+                await response(scope, receive, send)
+                return
         scope["miniprogram_pay"] = self
         await self._router(scope, receive, send)
 

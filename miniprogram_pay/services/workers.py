@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from miniprogram_pay.services.hooks import StateChange, StateChangeHook
 from miniprogram_pay.storage.records import OutboxEvent
@@ -25,6 +26,11 @@ logger = logging.getLogger("miniprogram_pay.workers")
 POLL_SECONDS = 1.0
 OUTBOX_MAX_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
+# Bounds one wake-up's work, so items another process holds cannot keep this loop spinning.
+MAX_PASSES_PER_WAKE = 20
+# How long an item handed to a request's background task is left to it. Past that
+# (the task never ran, e.g. the client went away first) the loop applies it itself.
+RESERVATION_SECONDS = 30.0
 
 
 def outbox_backoff(attempt: int) -> float:
@@ -50,6 +56,33 @@ class Workers:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reserved: dict[int, float] = {}
+
+    def reserve(self, notification_ids: Sequence[int]) -> None:
+        """These items are about to be applied by the request that stored them: skip them.
+
+        Without this, every kick made the loop race the requests' own background
+        tasks for the items they were about to apply: wasted write transactions.
+        """
+        until = time.monotonic() + RESERVATION_SECONDS
+        for notification_id in notification_ids:
+            self._reserved[notification_id] = until
+
+    def release(self, notification_id: int) -> None:
+        self._reserved.pop(notification_id, None)
+
+    def _is_reserved(self, notification_id: int) -> bool:
+        until = self._reserved.get(notification_id)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._reserved[notification_id]
+            return False
+        return True
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
 
     def kick(self) -> None:
         """Something was committed: look at the inbox and outbox now, not at the next poll."""
@@ -70,19 +103,28 @@ class Workers:
     async def _run(self) -> None:
         while True:
             try:
-                await self.run_once()
+                # Keep going while passes find work: one pass takes at most a batch, and
+                # a backlog must not wait a whole poll interval per batch.
+                for _ in range(MAX_PASSES_PER_WAKE):
+                    if await self.run_once() == 0:
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("background pass failed; retrying at the next poll")
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands just
+            # as kick() sets the event, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def run_once(self) -> int:
         """One pass over due inbox items and outbox rows; returns how many were handled."""
         handled = 0
         for notification_id in await self.repository.due_notifications():
+            if self._is_reserved(notification_id):
+                continue
             await self.apply_notification(notification_id)
             handled += 1
         for event in await self.repository.claim_outbox():

@@ -83,10 +83,10 @@ async def test_starlette_lifespan_starts_and_stops_the_plugin(db_url: str) -> No
     )
     driver = LifespanDriver(host)
     assert await driver.startup() == "lifespan.startup.complete"
-    assert pay._started  # before any request: workers run, tables exist
-    assert pay.workers._tasks
+    assert pay.started  # before any request: workers run, tables exist
+    assert pay.workers.running
     assert await driver.shutdown() == "lifespan.shutdown.complete"
-    assert not pay._started
+    assert not pay.started
 
 
 @pytest.mark.parametrize("kind", ["middleware", "fastapi-middleware"])
@@ -105,23 +105,23 @@ async def test_the_middleware_follows_the_host_lifespan(db_url: str, kind: HostK
         pay = find_middleware(app).plugin  # type: ignore[arg-type]
     driver = LifespanDriver(app)  # type: ignore[arg-type]
     assert await driver.startup() == "lifespan.startup.complete"
-    assert pay._started
+    assert pay.started
     assert await driver.shutdown() == "lifespan.shutdown.complete"
-    assert not pay._started
+    assert not pay.started
 
 
 async def test_standalone_the_plugin_serves_its_own_lifespan(db_url: str) -> None:
     pay = create_app(sandbox_settings(db_url))  # type: ignore[arg-type]
     driver = LifespanDriver(pay)
     assert await driver.startup() == "lifespan.startup.complete"
-    assert pay._started
+    assert pay.started
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=pay), base_url=MERCHANT_BASE
     ) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         assert (await client.get("/openapi.json")).json()["servers"] == [{"url": "/"}]
     assert await driver.shutdown() == "lifespan.shutdown.complete"
-    assert not pay._started
+    assert not pay.started
 
 
 async def test_a_failing_start_is_reported_to_the_server() -> None:
@@ -135,7 +135,7 @@ async def test_a_failing_start_is_reported_to_the_server() -> None:
 
 async def test_without_a_lifespan_the_plugin_starts_lazily_once(db_url: str) -> None:
     async with host_world(db_url) as w:
-        assert not w.pay._started
+        assert not w.pay.started
         answers = await asyncio.gather(*(w.client.get("/pay/health") for _ in range(5)))
         assert {r.status_code for r in answers} == {200}
-        assert w.pay._started
+        assert w.pay.started
