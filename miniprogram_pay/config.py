@@ -103,6 +103,8 @@ class Settings:
     wechat_timeout_seconds: float = 5.0
     database_url: str = DEFAULT_DATABASE_URL
     database_schema: str | None = None
+    # Migrate the schema at start-up; None means yes on SQLite, no on PostgreSQL.
+    auto_migrate: bool | None = None
     admin_api_key: Secret | None = None
     allow_client_amount: bool = False
     session_ttl_seconds: int = 7200
@@ -243,6 +245,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "WECHAT_API_URL": ("wechat_api_url", _str),
     "DATABASE_URL": ("database_url", _str),
     "DATABASE_SCHEMA": ("database_schema", _str),
+    "AUTO_MIGRATE": ("auto_migrate", _parse_bool),
     "SESSION_SECRET": ("session_secret", _str),
     "ADMIN_API_KEY": ("admin_api_key", _str),
     "ALLOW_CLIENT_AMOUNT": ("allow_client_amount", _parse_bool),

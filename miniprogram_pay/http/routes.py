@@ -105,6 +105,7 @@ async def adyen_webhook(request: Request) -> Response:
     verify_batch(batch, plugin.hmac_keys)
     stored = await plugin.service.store_webhook(batch)
     waiting = [note.id for note in stored if note.status in ("received", "failed")]
+    plugin.workers.reserve(waiting)  # the background task below applies them, not the loop
     # The items are committed: acknowledge now, apply right after the answer is sent.
     # A crash in between leaves them in the inbox, where the worker finds them.
     return PlainTextResponse("[accepted]", background=BackgroundTask(plugin.apply_stored, waiting))

@@ -356,7 +356,7 @@ class PaymentRepository:
                 from_state=from_state.value,
                 to_state=to_state.value,
                 source=event.source.value,
-                event_kind=event.kind,
+                event_kind=event.kind[:64],
                 event_key=event.key,
                 at=now,
             )
@@ -440,7 +440,7 @@ class PaymentRepository:
             )
             .returning(table.c.id, table.c.deliveries, table.c.status)
         )
-        notification_id, deliveries, status = (await session.execute(stmt)).one()
+        notification_id, deliveries, status = (await session.exec(stmt)).one()
         return StoredNotification(
             id=int(notification_id), dedup_key=item.dedup_key, new=deliveries == 1, status=status
         )
@@ -546,6 +546,9 @@ class PaymentRepository:
         self, *, limit: int = 20, lease_seconds: float = LEASE_SECONDS
     ) -> list[OutboxEvent]:
         """Lease due outbox rows to this worker; another worker skips them until the lease ends."""
+        if not await self._outbox_due(utcnow()):
+            # A read never waits for SQLite's single writer; an empty write transaction does.
+            return []
 
         async def work(session: AsyncSession) -> list[OutboxEvent]:
             now = utcnow()
@@ -566,6 +569,16 @@ class PaymentRepository:
             return [_outbox_event(r) for r in rows]
 
         return await self._write(work)
+
+    async def _outbox_due(self, now: datetime) -> bool:
+        async with self._reading() as session:
+            stmt = (
+                select(OutboxRow.id)
+                .where(OutboxRow.status == "pending")
+                .where(col(OutboxRow.next_attempt_at) <= now)
+                .limit(1)
+            )
+            return (await session.exec(stmt)).first() is not None
 
     async def outbox_delivered(self, outbox_id: int) -> None:
         async def work(session: AsyncSession) -> None:

@@ -1,0 +1,60 @@
+"""Shared fixtures: a fresh database per test, on SQLite and (optionally) PostgreSQL.
+
+Storage tests ask for ``database`` or ``repository``. They always run on a fresh
+SQLite file under ``tmp_path``; when ``MINIPROGRAM_PAY_TEST_POSTGRES_URL`` is set
+(e.g. ``postgresql+psycopg://postgres@localhost/postgres``) they run a second
+time on PostgreSQL, each test in a schema of its own that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from miniprogram_pay.storage import Database, PaymentRepository
+
+POSTGRES_URL_ENV = "MINIPROGRAM_PAY_TEST_POSTGRES_URL"
+
+
+def _backends() -> list[object]:
+    backends: list[object] = [pytest.param("sqlite", id="sqlite")]
+    if os.environ.get(POSTGRES_URL_ENV):
+        backends.append(pytest.param("postgres", id="postgres", marks=pytest.mark.postgres))
+    return backends
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A URL for a SQLite file that does not exist yet."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'miniprogram_pay.db'}"
+
+
+@pytest.fixture(params=_backends())
+async def database(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[Database]:
+    """A database with every table created and nothing in it."""
+    if request.param == "sqlite":
+        db = Database(sqlite_url)
+        await db.create_all()
+        try:
+            yield db
+        finally:
+            await db.dispose()
+        return
+    schema = f"mpp_test_{uuid.uuid4().hex[:12]}"
+    db = Database(os.environ[POSTGRES_URL_ENV], schema=schema)
+    await db.create_all()
+    try:
+        yield db
+    finally:
+        async with db.writer.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await db.dispose()
+
+
+@pytest.fixture
+def repository(database: Database) -> PaymentRepository:
+    return PaymentRepository(database)

@@ -1,0 +1,85 @@
+"""The merchant app the multi-worker tests serve with uvicorn (``--factory``).
+
+``create_app`` mounts the plugin at ``/pay`` in a host app, with settings from
+the ``MINIPROGRAM_PAY_*`` variables. Test-only knobs, read here and nowhere in
+the package:
+
+``MPP_TEST_DELIVERIES_DIR``  on_state_change appends one JSON line per call to
+                             ``<dir>/<pid>.jsonl`` (written before it returns).
+``MPP_TEST_HOOK_BLOCKS=1``   on_state_change records the call, then never returns:
+                             the process dies between commit and delivery.
+``MPP_TEST_NO_APPLY=1``      no worker loop and no apply after the answer: the
+                             process dies between storing a webhook and applying it.
+``MPP_TEST_LEASE_SECONDS``   the outbox lease this process takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from miniprogram_pay import MiniProgramPay, Settings, StateChange, StateChangeHook
+
+
+class _TestPay(MiniProgramPay):
+    """The plugin with the test knobs above; behaviour is otherwise untouched."""
+
+    no_apply = False
+    lease_seconds: float | None = None
+
+    async def apply_stored(self, notification_ids: Sequence[int]) -> None:
+        if self.no_apply:
+            return  # as if the process died right after answering [accepted]
+        await super().apply_stored(notification_ids)
+
+    def _build_services(self) -> None:
+        super()._build_services()
+        if self.lease_seconds is not None:
+            self.repository.claim_outbox = functools.partial(  # type: ignore[method-assign]
+                self.repository.claim_outbox, lease_seconds=self.lease_seconds
+            )
+
+
+def _recorder(folder: Path, *, block: bool) -> StateChangeHook:
+    path = folder / f"{os.getpid()}.jsonl"
+
+    async def on_state_change(change: StateChange) -> None:
+        line = {
+            "event_id": change.event_id,
+            "reference": change.reference,
+            "previous": change.previous.value if change.previous else None,
+            "state": change.state.value,
+            "attempt": change.attempt,
+            "pid": os.getpid(),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(line) + "\n").encode())
+        finally:
+            os.close(fd)
+        if block:
+            await asyncio.Event().wait()
+
+    return on_state_change
+
+
+def create_app() -> Starlette:
+    env = os.environ
+    no_apply = env.get("MPP_TEST_NO_APPLY") == "1"
+    folder = Path(env["MPP_TEST_DELIVERIES_DIR"])
+    pay = _TestPay(
+        Settings.from_env(inbox_max_attempts=3),
+        on_state_change=_recorder(folder, block=env.get("MPP_TEST_HOOK_BLOCKS") == "1"),
+        run_workers=not no_apply,
+    )
+    pay.no_apply = no_apply
+    if env.get("MPP_TEST_LEASE_SECONDS"):
+        pay.lease_seconds = float(env["MPP_TEST_LEASE_SECONDS"])
+    return Starlette(routes=[Mount("/pay", app=pay)], lifespan=pay.lifespan)

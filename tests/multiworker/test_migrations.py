@@ -1,0 +1,210 @@
+"""Migrations: upgrade makes exactly tables.py; the start-up check refuses a database behind."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from miniprogram_pay import ConfigurationError, create_app
+from miniprogram_pay.sandbox import SandboxConfig
+from miniprogram_pay.storage import Database
+from miniprogram_pay.storage.schema import (
+    VERSION_TABLE,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from miniprogram_pay.storage.tables import metadata
+from tests.multiworker.harness import ROOT
+from tests.world import settings_for
+
+TABLES = {"mpp_payment", "mpp_transition", "mpp_payment_event", "mpp_notification", "mpp_outbox"}
+
+
+def _sync_url(url: str) -> str:
+    return url.replace("+aiosqlite", "")
+
+
+def _inspect(url: str, schema: str | None = None) -> tuple[set[str], list[Any]]:
+    """The package's tables found in ``schema`` and autogenerate's diff against tables.py."""
+    options = {"options": f"-csearch_path={schema}"} if schema else {}
+    engine = create_engine(_sync_url(url), connect_args=options)
+    try:
+        with engine.connect() as conn:
+            names = set(inspect(conn).get_table_names())
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_name": lambda name, type_, _p: (
+                        type_ != "table" or name != VERSION_TABLE
+                    ),
+                },
+            )
+            return names, compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+
+def _sqlite(tmp_path: Path, name: str = "mpp.db") -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / name}"
+
+
+async def test_upgrade_on_empty_sqlite_creates_exactly_the_tables(tmp_path: Path) -> None:
+    url = _sqlite(tmp_path)
+    await asyncio.to_thread(upgrade, url, None)
+    await asyncio.to_thread(upgrade, url, None)  # a second run changes nothing
+    names, diffs = await asyncio.to_thread(_inspect, url)
+    assert names == TABLES | {VERSION_TABLE}
+    assert diffs == []
+    assert current_revision(url) == head_revision()
+
+
+@pytest.mark.postgres
+async def test_upgrade_on_empty_postgres_creates_exactly_the_tables(fresh_pg_database: str) -> None:
+    await asyncio.to_thread(upgrade, fresh_pg_database, None)
+    names, diffs = await asyncio.to_thread(_inspect, fresh_pg_database)
+    assert names == TABLES | {VERSION_TABLE}
+    assert diffs == []
+    assert current_revision(fresh_pg_database) == head_revision()
+
+
+@pytest.mark.postgres
+async def test_upgrade_into_a_postgres_schema_leaves_public_alone(fresh_pg_database: str) -> None:
+    await asyncio.to_thread(upgrade, fresh_pg_database, "payments")
+    names, diffs = await asyncio.to_thread(_inspect, fresh_pg_database, "payments")
+    assert names == TABLES | {VERSION_TABLE}
+    assert diffs == []
+    public, _ = await asyncio.to_thread(_inspect, fresh_pg_database, "public")
+    assert public == set()
+    assert current_revision(fresh_pg_database, "payments") == head_revision()
+    assert current_revision(fresh_pg_database) is None
+
+
+async def _race_upgrades(url: str, schema: str | None, racers: int = 3) -> None:
+    code = (
+        "import sys; from miniprogram_pay.storage.schema import upgrade; "
+        "upgrade(sys.argv[1], sys.argv[2] or None)"
+    )
+    command = [sys.executable, "-c", code, url, schema or ""]
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)  # noqa: ASYNC220 - no wait
+        for _ in range(racers)
+    ]
+    try:
+        results = [await asyncio.to_thread(p.communicate, timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    errors = [err.decode()[-2000:] for _, err in results]
+    assert [p.returncode for p in processes] == [0] * racers, errors
+    assert current_revision(url, schema) == head_revision()
+
+
+async def test_concurrent_upgrades_on_sqlite_all_succeed(tmp_path: Path) -> None:
+    """Several workers starting together on an empty database: BEGIN IMMEDIATE serialises."""
+    await _race_upgrades(_sqlite(tmp_path), None)
+
+
+@pytest.mark.postgres
+async def test_concurrent_upgrades_on_postgres_all_succeed(fresh_pg_database: str) -> None:
+    """The same on PostgreSQL, into a schema nobody created yet: the advisory lock serialises."""
+    await _race_upgrades(fresh_pg_database, "racing")
+
+
+async def test_downgrade_to_base_removes_every_table(tmp_path: Path) -> None:
+    url = _sqlite(tmp_path)
+    await asyncio.to_thread(upgrade, url, None)
+    await asyncio.to_thread(downgrade, url, None, revision="base")
+    names, _ = await asyncio.to_thread(_inspect, url)
+    assert names == {VERSION_TABLE}
+    assert current_revision(url) is None
+
+
+def _pay(url: str, **overrides: Any) -> Any:
+    return create_app(settings_for(SandboxConfig(), url, **overrides))
+
+
+@pytest.mark.postgres
+async def test_startup_refuses_an_empty_postgres_database(fresh_pg_database: str) -> None:
+    pay = _pay(fresh_pg_database)  # auto_migrate defaults to false on PostgreSQL
+    with pytest.raises(ConfigurationError, match="Run `miniprogram-pay db upgrade`"):
+        await pay.start()
+
+
+@pytest.mark.postgres
+async def test_startup_refuses_a_postgres_schema_that_is_behind(fresh_pg_database: str) -> None:
+    await asyncio.to_thread(upgrade, fresh_pg_database, "shop")
+    await asyncio.to_thread(downgrade, fresh_pg_database, "shop", revision="base")
+    pay = _pay(fresh_pg_database, database_schema="shop")
+    with pytest.raises(ConfigurationError) as caught:
+        await pay.start()
+    message = str(caught.value)
+    assert "miniprogram-pay db upgrade" in message
+    assert head_revision() in message
+    await asyncio.to_thread(upgrade, fresh_pg_database, "shop")
+    await pay.start()  # the operator migrated: it starts now
+    await pay.stop()
+
+
+@pytest.mark.postgres
+async def test_postgres_auto_migrate_when_asked(fresh_pg_database: str) -> None:
+    pay = _pay(fresh_pg_database, database_schema="auto", auto_migrate=True)
+    await pay.start()
+    await pay.stop()
+    assert current_revision(fresh_pg_database, "auto") == head_revision()
+
+
+async def test_sqlite_migrates_itself_at_start_up(tmp_path: Path) -> None:
+    url = _sqlite(tmp_path)
+    pay = _pay(url)
+    await pay.start()
+    await pay.stop()
+    assert current_revision(url) == head_revision()
+
+
+async def test_sqlite_refuses_when_auto_migrate_is_off(tmp_path: Path) -> None:
+    pay = _pay(_sqlite(tmp_path), auto_migrate=False)
+    with pytest.raises(ConfigurationError, match="miniprogram-pay db upgrade"):
+        await pay.start()
+
+
+async def test_tables_from_before_migrations_are_adopted(tmp_path: Path) -> None:
+    """A database made by the old create_all (no version table) upgrades in place."""
+    url = _sqlite(tmp_path)
+    engine = create_engine(_sync_url(url))
+    metadata.create_all(engine)
+    engine.dispose()
+    assert current_revision(url) is None
+    await asyncio.to_thread(upgrade, url, None)
+    assert current_revision(url) == head_revision()
+
+
+async def test_create_all_is_recorded_as_head(tmp_path: Path) -> None:
+    database = Database(_sqlite(tmp_path))
+    await database.create_all()
+    await database.dispose()
+    pay = _pay(database.url, auto_migrate=False)
+    await pay.start()
+    await pay.stop()
+
+
+def test_schema_names_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="plain schema name"):
+        upgrade("postgresql+psycopg://127.0.0.1:1/x", 'evil"; drop table x; --')
+    with pytest.raises(ConfigurationError, match="PostgreSQL only"):
+        upgrade("sqlite+aiosqlite:///x.db", "payments")
+    assert make_url("sqlite+aiosqlite:///x.db").get_backend_name() == "sqlite"
