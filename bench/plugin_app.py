@@ -1,0 +1,45 @@
+"""The plugin as a merchant mounts it: ``uvicorn --factory bench.plugin_app:create``.
+
+Settings come from the environment (``BENCH_DB_URL``, ``BENCH_SANDBOX_URL``) and
+point at the sandbox's well-known test credentials.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from bench.common import ADMIN_KEY, CONFIG, SESSION_SECRET, db_url, sandbox_url
+from miniprogram_pay import Settings, StateChange, create_app
+
+__all__ = ["create"]
+
+
+async def _on_state_change(change: StateChange) -> None:
+    """A host hook that does nothing: the outbox still runs, the host adds no cost."""
+
+
+def settings() -> Settings:
+    base = sandbox_url()
+    return Settings(
+        adyen_api_key=CONFIG.api_key,
+        adyen_merchant_account=CONFIG.merchant_account,
+        adyen_hmac_keys=CONFIG.hmac_keys,
+        adyen_return_url="https://merchant.example/return",
+        adyen_checkout_url=f"{base}/adyen/v71",
+        webhook_username=CONFIG.webhook_username,
+        webhook_password=CONFIG.webhook_password,
+        wechat_app_id=CONFIG.wechat_app_id,
+        wechat_app_secret=CONFIG.wechat_app_secret,
+        wechat_api_url=f"{base}/wechat",
+        session_secret=SESSION_SECRET,
+        admin_api_key=ADMIN_KEY,
+        allow_client_amount=True,
+        database_url=db_url(),
+        adyen_timeout_seconds=10.0,
+    )
+
+
+def create() -> Starlette:
+    pay = create_app(settings(), on_state_change=_on_state_change)
+    return Starlette(routes=[Mount("/pay", app=pay)], lifespan=pay.lifespan)

@@ -1,0 +1,173 @@
+"""Seeding the database before a run, and reading results back from it afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from bench.common import CONFIG
+from miniprogram_pay.adyen.hmac import sign_item
+from miniprogram_pay.domain.events import EventSource, result_event
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.repository import PaymentRepository
+
+__all__ = [
+    "bulk_payments",
+    "create_schema",
+    "psp_for",
+    "query",
+    "seed_pending",
+    "webhook_body",
+]
+
+AMOUNT = Amount(1130, "CNY")
+HMAC_KEY = CONFIG.hmac_key_bytes()
+
+
+def psp_for(reference: str) -> str:
+    return "88" + uuid.uuid5(uuid.NAMESPACE_OID, reference).hex[:14].upper()
+
+
+async def create_schema(url: str) -> None:
+    db = Database(url)
+    try:
+        await db.create_all()
+    finally:
+        await db.dispose()
+
+
+async def seed_pending(url: str, references: Sequence[str], *, concurrency: int = 8) -> None:
+    """Create each payment and move it to Pending through the package's own repository."""
+    db = Database(url)
+    repo = PaymentRepository(db)
+    pending = iter(references)
+
+    async def one_by_one() -> None:
+        for ref in pending:
+            await repo.create_payment(
+                reference=ref, openid="o" + ref[-20:], amount=AMOUNT, idempotency_key=ref
+            )
+            event = result_event(EventSource.PAYMENTS, "Pending", psp_reference=psp_for(ref))
+            await repo.apply(ref, event)
+
+    try:
+        await asyncio.gather(*(one_by_one() for _ in range(concurrency)))
+    finally:
+        await db.dispose()
+
+
+def webhook_body(reference: str, *, event_code: str = "AUTHORISATION") -> bytes:
+    """A signed one-item standard notification for ``reference`` (as Adyen sends it)."""
+    item: dict[str, Any] = {
+        "pspReference": psp_for(reference),
+        "merchantAccountCode": CONFIG.merchant_account,
+        "merchantReference": reference,
+        "amount": {"currency": AMOUNT.currency, "value": AMOUNT.value},
+        "eventCode": event_code,
+        "eventDate": "2026-11-27T10:00:00+01:00",
+        "success": "true",
+        "reason": "",
+        "paymentMethod": "wechatpayMiniProgram",
+    }
+    item["additionalData"] = {"hmacSignature": sign_item(item, HMAC_KEY)}
+    body = {"live": "false", "notificationItems": [{"NotificationRequestItem": item}]}
+    return json.dumps(body).encode()
+
+
+@contextmanager
+def _connect(url: str) -> Iterator[Any]:
+    if url.startswith("sqlite"):
+        conn: Any = sqlite3.connect(url.split("///", 1)[1], timeout=30, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=30000")
+    else:
+        conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+        conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def query(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one read on a fresh connection (``?`` placeholders are adapted for PostgreSQL)."""
+    if not url.startswith("sqlite"):
+        sql = sql.replace("?", "%s")
+    with _connect(url) as conn:
+        cur = conn.execute(sql, params)
+        return list(cur.fetchall())
+
+
+def epoch_sql(url: str, column: str) -> str:
+    """SQL for a timestamp column as Unix seconds."""
+    if url.startswith("sqlite"):
+        return f"((julianday({column}) - 2440587.5) * 86400.0)"
+    return f"extract(epoch from {column})::float8"
+
+
+PAYMENT_COLUMNS = (
+    "reference, openid, amount_value, currency, state, psp_reference, idempotency_key,"
+    " details_attempts, conflicts, version, created_at, updated_at"
+)
+
+
+def bulk_payments(url: str, count: int, prefix: str, *, batch: int = 100_000) -> None:
+    """Insert ``count`` Pending payments and their Created transitions: executemany / COPY."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with _connect(url) as conn:
+        if url.startswith("sqlite"):
+            conn.execute("BEGIN IMMEDIATE")
+            for start in range(0, count, batch):
+                rows = (
+                    _payment_row(f"{prefix}{i:07d}", stamp)
+                    for i in range(start, min(count, start + batch))
+                )
+                conn.executemany(
+                    f"INSERT INTO mpp_payment ({PAYMENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+        else:
+            stamp += "+00"
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY mpp_payment ({PAYMENT_COLUMNS}) FROM STDIN") as copy,
+            ):
+                for i in range(count):
+                    copy.write_row(_payment_row(f"{prefix}{i:07d}", stamp))
+        conn.execute(
+            "INSERT INTO mpp_transition (payment_id, from_state, to_state, source, event_kind,"
+            " event_key, at) SELECT id, NULL, 'Created', 'payments', 'Created', 'created',"
+            " created_at FROM mpp_payment WHERE reference >= {0} AND reference < {0}".format(
+                "?" if url.startswith("sqlite") else "%s"
+            ),
+            (prefix, prefix + "~"),
+        )
+        if url.startswith("sqlite"):
+            conn.execute("COMMIT")  # no ANALYZE: a merchant's SQLite file rarely gets one
+        else:
+            conn.execute("ANALYZE")  # autovacuum would do it shortly
+
+
+def _payment_row(reference: str, stamp: str) -> tuple[Any, ...]:
+    return (
+        reference,
+        "o" + reference[-20:],
+        AMOUNT.value,
+        AMOUNT.currency,
+        "Pending",
+        psp_for(reference),
+        reference[-64:],
+        0,
+        0,
+        0,
+        stamp,
+        stamp,
+    )
