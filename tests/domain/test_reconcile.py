@@ -40,6 +40,7 @@ from tests.domain.model import (
     WEBHOOK_CODES,
     agrees,
     assert_valid_path,
+    model_implied,
     model_state,
     model_summary,
 )
@@ -203,7 +204,11 @@ def test_final_state_is_the_model_for_every_ordering(
     amount, events, orderings = scenario
     expected_state = model_state(amount, events, PSP)
     expected_summary = model_summary(amount, events, PSP)
-    expected_psp = PSP if any(e.psp_reference and agrees(e, amount, PSP) for e in events) else None
+    expected_psp = (
+        PSP
+        if any(e.psp_reference and model_implied(e) and agrees(e, amount, PSP) for e in events)
+        else None
+    )
     folds = [fold_all(amount, ordering) for ordering in orderings]
     label(f"final state {expected_state}")
     label(f"{len(set(folds[0].history))} states visited")
@@ -246,8 +251,12 @@ def test_amount_mismatch_moves_nothing_and_is_a_conflict(data: st.DataObject) ->
     state = data.draw(st.sampled_from(list(PaymentState)))
     psp = data.draw(st.sampled_from([None, PSP]))
     event = data.draw(api_events(amount) | webhooks(amount, "item"))
-    if agrees(event, amount, PSP):
-        event = data.draw(webhooks(amount, "item").filter(lambda e: not agrees(e, amount, PSP)))
+    if agrees(event, amount, PSP) or model_implied(event) is None:
+        event = data.draw(
+            webhooks(amount, "item").filter(
+                lambda e: model_implied(e) is not None and not agrees(e, amount, PSP)
+            )
+        )
     view = PaymentView(state, amount, psp_reference=psp)
     decision = decide(view, event, PaymentMachine())
     assert decision.outcome is Outcome.CONFLICT
@@ -325,7 +334,7 @@ def test_unexpected_result_code_is_kept_and_moves_nothing() -> None:
         decision = decide(PaymentView(PaymentState.PENDING, CNY), event, PaymentMachine())
         assert decision.outcome is Outcome.UNEXPECTED
         assert decision.new_state is PaymentState.PENDING
-        assert decision.fills_psp_reference
+        assert not decision.fills_psp_reference
 
 
 def test_webhook_without_a_state_is_recorded() -> None:
@@ -390,6 +399,25 @@ def test_known_psp_reference_keeps_the_fold_order_independent(data: st.DataObjec
         assert fold.summary == summary
         assert_valid_path(fold.history)
         for decision, event in zip(fold.decisions, fold.events, strict=True):
-            if event.psp_reference == OTHER_PSP:
+            if event.psp_reference == OTHER_PSP and model_implied(event) is not None:
                 assert decision.outcome is Outcome.CONFLICT
+            if event.psp_reference == OTHER_PSP:
                 assert not decision.moved
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.data())
+def test_events_implying_no_state_are_recorded_never_conflicts(data: st.DataObject) -> None:
+    """A refund or capture has its own pspReference and may be partial: that is no conflict."""
+    amount = data.draw(amounts)
+    state = data.draw(st.sampled_from(list(PaymentState)))
+    psp = data.draw(st.sampled_from([None, PSP]))
+    event = data.draw(
+        (api_events(amount) | webhooks(amount, "item")).filter(lambda e: model_implied(e) is None)
+    )
+    decision = decide(PaymentView(state, amount, psp_reference=psp), event, PaymentMachine())
+    assert decision.outcome in (Outcome.RECORDED, Outcome.UNEXPECTED)
+    assert decision.conflict is None
+    assert decision.new_state is state
+    assert not decision.takes_summary
+    assert not decision.fills_psp_reference

