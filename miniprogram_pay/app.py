@@ -127,9 +127,10 @@ class MiniProgramPay:
         self.adyen = AdyenCheckoutClient.from_settings(self.settings, self._http)
         self.wechat = WeChatClient.from_settings(self.settings, self._http)
         self.workers = Workers(
-            apply_notification=self._apply_notification,
+            apply_notifications=self._apply_notifications,
             repository=self.repository,
             on_state_change=self.on_state_change,
+            stale_after_seconds=self.settings.stale_after_seconds,
         )
         self.service = PaymentService(
             settings=self.settings,
@@ -139,8 +140,8 @@ class MiniProgramPay:
             on_committed_change=self.workers.kick,
         )
 
-    async def _apply_notification(self, notification_id: int) -> None:
-        await self.service.apply_notification(notification_id)
+    async def _apply_notifications(self, notification_ids: Sequence[int]) -> None:
+        await self.service.apply_notifications(notification_ids)
 
     async def stop(self) -> None:
         """Stop the workers and close what the plugin opened (not what the host passed in)."""
@@ -148,6 +149,7 @@ class MiniProgramPay:
             if not self._started:
                 return
             await self.workers.stop()
+            await self.service.close()
             if self._given_http is None:
                 await self._http.aclose()
             if self._given_db is None:
@@ -166,8 +168,7 @@ class MiniProgramPay:
     async def apply_stored(self, notification_ids: Sequence[int]) -> None:
         """Apply webhook items that were just stored (after the answer was sent)."""
         try:
-            for notification_id in notification_ids:
-                await self.service.apply_notification(notification_id)
+            await self.service.apply_notifications(notification_ids)
         finally:
             for notification_id in notification_ids:
                 self.workers.release(notification_id)

@@ -95,4 +95,7 @@ def mermaid_diagram() -> str:
         **_MACHINE_OPTIONS,
     )
     drawn: str = subject.get_graph().draw(None)  # type: ignore[attr-defined]
-    return drawn
+    # transitions writes the title as bare front matter, which Mermaid ignores, and
+    # marks the initial state as "active": neither belongs in a reference diagram.
+    drawn = drawn.replace("---\nPayment\n---", "---\ntitle: Payment\n---", 1)
+    return "\n".join(line for line in drawn.splitlines() if "s_active" not in line.split())

@@ -5,7 +5,9 @@ The rule, stated once:
 * A payment's state is the highest state, in the order
   Created < Pending < Error < Refused < Authorised, implied by any event that
   agrees with the payment's money facts (amount, currency, pspReference).
-* An event that disagrees with those facts moves nothing and is a conflict.
+* An event that implies a state but disagrees with those facts moves nothing and
+  is a conflict. Events that imply no state (refunds, captures, unexpected
+  resultCodes) are recorded and change nothing, not even the pspReference.
 * A failure that arrives after an authorisation moves nothing and is a conflict.
 
 Because ``max`` does not care about order or repetition, the state is a function
@@ -91,14 +93,17 @@ def precedence(state: PaymentState, event: PaymentEvent) -> Precedence:
 
 def decide(view: PaymentView, event: PaymentEvent, machine: PaymentMachine) -> Decision:
     """Decide what ``event`` does to the payment ``view`` describes."""
+    implied = implied_state(event)
+    if implied is None:
+        # Kept as a fact, nothing more. A modification (REFUND, CAPTURE, ...) carries
+        # its own pspReference and may be for part of the amount: neither is a conflict,
+        # and neither may become the payment's pspReference.
+        outcome = Outcome.UNEXPECTED if _is_unexpected(event) else Outcome.RECORDED
+        return Decision(outcome, view.state)
     conflict = _money_conflict(view, event)
     if conflict is not None:
-        return Decision(Outcome.CONFLICT, view.state, implied_state(event), conflict)
-    implied = implied_state(event)
+        return Decision(Outcome.CONFLICT, view.state, implied, conflict)
     fills = view.psp_reference is None and bool(event.psp_reference)
-    if implied is None:
-        outcome = Outcome.UNEXPECTED if _is_unexpected(event) else Outcome.RECORDED
-        return Decision(outcome, view.state, None, fills_psp_reference=fills)
     if implied.rank < view.state.rank:
         return _stale(view, implied, fills)
     rank = precedence(implied, event)

@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +29,12 @@ from miniprogram_pay.errors import (
     NotFoundError,
     UpstreamError,
 )
+from miniprogram_pay.services.batching import GroupCommitter
 from miniprogram_pay.services.hooks import Order, OrderRequest, OrderResolver
 from miniprogram_pay.storage.records import (
     AppliedEvent,
     InboxItem,
+    NotificationRecord,
     PaymentRecord,
     ProviderAnswer,
     StoredNotification,
@@ -86,6 +88,17 @@ class PaymentService:
         self.adyen = adyen
         self.order_resolver = order_resolver
         self._changed = on_committed_change
+        # Concurrent webhooks share commits: one transaction stores (then applies)
+        # everything that arrived meanwhile, instead of one transaction each.
+        self._inbox: GroupCommitter[InboxItem, StoredNotification] = GroupCommitter(
+            repository.store_notifications, name="inbox"
+        )
+        self._applier: GroupCommitter[int, None] = GroupCommitter(self._apply_batch, name="apply")
+
+    async def close(self) -> None:
+        """Finish queued writes and stop the batching tasks."""
+        await self._inbox.stop()
+        await self._applier.stop()
 
     # -- POST /payments --------------------------------------------------------------
 
@@ -257,7 +270,7 @@ class PaymentService:
     async def store_webhook(self, batch: NotificationBatch) -> list[StoredNotification]:
         """Store every (already verified) item durably; applying them comes after."""
         items = [self._inbox_item(batch, item) for item in batch.items]
-        stored = await self.repository.store_notifications(items)
+        stored = await self._inbox.submit(items)
         for note, item in zip(stored, batch.items, strict=True):
             logger.info(
                 "webhook %s %s success=%s for %s stored as #%d (%s)",
@@ -290,6 +303,32 @@ class PaymentService:
             detail=detail,
         )
 
+    async def apply_notifications(self, notification_ids: Sequence[int]) -> None:
+        """Apply stored items, sharing one transaction with other callers' items.
+
+        If the shared transaction fails, each item is applied on its own, so a
+        failure is recorded against the one item that caused it.
+        """
+        try:
+            await self._applier.submit(notification_ids)
+        except Exception:
+            logger.warning(
+                "batch apply failed; applying %d item(s) one by one", len(notification_ids)
+            )
+            for notification_id in notification_ids:
+                await self.apply_notification(notification_id)
+
+    async def _apply_batch(self, notification_ids: list[int]) -> list[None]:
+        for record in await self.repository.apply_notifications(notification_ids):
+            self._report_notification(record)
+        return [None] * len(notification_ids)
+
+    def _report_notification(self, record: NotificationRecord) -> None:
+        if record.applied is not None:
+            self._note(record.applied)
+        else:
+            logger.warning("webhook #%d is %s: %s", record.id, record.status, record.detail)
+
     async def apply_notification(self, notification_id: int) -> None:
         """Apply one stored item; a failure is recorded outside the failed transaction."""
         try:
@@ -302,10 +341,8 @@ class PaymentService:
             )
             logger.exception("webhook #%d could not be applied (%s)", notification_id, status)
             return
-        if record is not None and record.applied is not None:
-            self._note(record.applied)
-        elif record is not None:
-            logger.warning("webhook #%d is %s: %s", notification_id, record.status, record.detail)
+        if record is not None:
+            self._report_notification(record)
 
 
 def _new_reference() -> str:

@@ -31,6 +31,7 @@ MAX_PASSES_PER_WAKE = 20
 # How long an item handed to a request's background task is left to it. Past that
 # (the task never ran, e.g. the client went away first) the loop applies it itself.
 RESERVATION_SECONDS = 30.0
+STALE_CHECK_SECONDS = 300.0
 
 
 def outbox_backoff(attempt: int) -> float:
@@ -45,18 +46,22 @@ class Workers:
     def __init__(
         self,
         *,
-        apply_notification: Callable[[int], Awaitable[None]],
+        apply_notifications: Callable[[Sequence[int]], Awaitable[None]],
         repository: PaymentRepository,
         on_state_change: StateChangeHook | None,
         poll_seconds: float = POLL_SECONDS,
+        stale_after_seconds: int | None = None,
     ) -> None:
-        self.apply_notification = apply_notification
+        self.apply_notifications = apply_notifications
         self.repository = repository
         self.on_state_change = on_state_change
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reserved: dict[int, float] = {}
+        self._in_flight = 0
+        self.stale_after_seconds = stale_after_seconds
+        self._next_stale_check = 0.0
 
     def reserve(self, notification_ids: Sequence[int]) -> None:
         """These items are about to be applied by the request that stored them: skip them.
@@ -108,6 +113,9 @@ class Workers:
                 for _ in range(MAX_PASSES_PER_WAKE):
                     if await self.run_once() == 0:
                         break
+                if time.monotonic() >= self._next_stale_check:
+                    self._next_stale_check = time.monotonic() + STALE_CHECK_SECONDS
+                    await self.report_stale()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -119,29 +127,64 @@ class Workers:
                     await self._wake.wait()
             self._wake.clear()
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, include_reserved: bool = False) -> int:
         """One pass over due inbox items and outbox rows; returns how many were handled."""
-        handled = 0
-        for notification_id in await self.repository.due_notifications():
-            if self._is_reserved(notification_id):
-                continue
-            await self.apply_notification(notification_id)
-            handled += 1
-        for event in await self.repository.claim_outbox():
-            await self._deliver(event)
-            handled += 1
-        return handled
+        due = [
+            notification_id
+            for notification_id in await self.repository.due_notifications()
+            if include_reserved or not self._is_reserved(notification_id)
+        ]
+        if due:
+            await self.apply_notifications(due)
+        return len(due) + await self._deliver_due()
 
-    async def drain(self, *, max_passes: int = 100) -> None:
-        """Run passes until nothing is due (tests and shutdown)."""
-        for _ in range(max_passes):
-            if await self.run_once() == 0:
+    async def _deliver_due(self) -> int:
+        """Deliver leased outbox rows; the delivered ones are marked in one transaction."""
+        self._in_flight += 1
+        try:
+            events = await self.repository.claim_outbox()
+            delivered = [event.id for event in events if await self._deliver(event)]
+            await self.repository.outbox_delivered_many(delivered)
+            return len(events)
+        finally:
+            self._in_flight -= 1
+
+    async def drain(self, *, timeout_seconds: float = 30.0) -> None:
+        """Apply and deliver everything due now, then return (tests, scripts, shutdown).
+
+        Items a request's background task is about to apply are taken too (applying
+        twice is harmless), and it waits for deliveries this process has in flight,
+        so on return every change committed before the call has reached the hook
+        (or failed there and been rescheduled).
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            handled = await self.run_once(include_reserved=True)
+            idle = handled == 0 and self._in_flight == 0
+            if idle and not await self.repository.due_notifications(limit=1):
                 return
+            if handled == 0:
+                await asyncio.sleep(0.01)
+        logger.warning("drain stopped after %.0f s with work still due", timeout_seconds)
 
-    async def _deliver(self, event: OutboxEvent) -> None:
+    async def report_stale(self) -> int:
+        """Log payments stuck in Created or Pending; returns how many were found."""
+        if self.stale_after_seconds is None:
+            return 0
+        stale = await self.repository.stale_payments(older_than_seconds=self.stale_after_seconds)
+        if stale:
+            logger.warning(
+                "%d payment(s) still Created or Pending after %d s, oldest %s (GET /admin/stale)",
+                len(stale),
+                self.stale_after_seconds,
+                stale[0].reference,
+            )
+        return len(stale)
+
+    async def _deliver(self, event: OutboxEvent) -> bool:
+        """Tell the host; True when it took the change, False when it will be retried."""
         if self.on_state_change is None:
-            await self.repository.outbox_delivered(event.id)
-            return
+            return True
         change = StateChange(
             event_id=event.event_id,
             reference=event.reference,
@@ -167,5 +210,5 @@ class Workers:
                 retry_in_seconds=outbox_backoff(event.attempts),
                 park=park,
             )
-            return
-        await self.repository.outbox_delivered(event.id)
+            return False
+        return True

@@ -405,7 +405,13 @@ class PaymentRepository:
 
         async def work(session: AsyncSession) -> list[StoredNotification]:
             now = utcnow()
-            return [await self._upsert_notification(session, item, now) for item in items]
+            # Lock rows in one global order (by key): two batches holding the same
+            # items in another order would otherwise deadlock on PostgreSQL.
+            order = sorted(range(len(items)), key=lambda i: items[i].dedup_key)
+            stored: dict[int, StoredNotification] = {}
+            for index in order:
+                stored[index] = await self._upsert_notification(session, items[index], now)
+            return [stored[index] for index in range(len(items))]
 
         return await self._write(work)
 
@@ -466,6 +472,31 @@ class PaymentRepository:
 
         return await self._write(work)
 
+    async def apply_notifications(
+        self, notification_ids: Sequence[int]
+    ) -> list[NotificationRecord]:
+        """Apply many stored notifications in one transaction (one commit for all).
+
+        Items another worker holds, or that are no longer waiting, are left out of
+        the result. Payments are locked in reference order, the one global order,
+        so two batches cannot deadlock on them. If anything fails the whole batch
+        rolls back and the caller applies the items one by one.
+        """
+
+        async def work(session: AsyncSession) -> list[NotificationRecord]:
+            stmt = (
+                select(NotificationRow)
+                .where(col(NotificationRow.id).in_(list(notification_ids)))
+                .where(col(NotificationRow.status).in_(["received", "failed"]))
+                .with_for_update(skip_locked=True)
+            )
+            notes = sorted((await session.exec(stmt)).all(), key=_lock_order)
+            return [await self._apply_notification_locked(session, note) for note in notes]
+
+        if not notification_ids:
+            return []
+        return await self._write(work)
+
     async def _apply_notification_locked(
         self, session: AsyncSession, note: NotificationRow
     ) -> NotificationRecord:
@@ -491,7 +522,8 @@ class PaymentRepository:
         """Record that applying failed, in its own transaction so it survives the rollback."""
 
         async def work(session: AsyncSession) -> str:
-            note = await session.get(NotificationRow, notification_id)
+            # Locked, so a worker that has just applied it cannot be overwritten.
+            note = await session.get(NotificationRow, notification_id, with_for_update=True)
             if note is None or note.status not in ("received", "failed"):
                 return note.status if note else "missing"
             attempts = note.attempts + 1
@@ -580,6 +612,21 @@ class PaymentRepository:
             )
             return (await session.exec(stmt)).first() is not None
 
+    async def outbox_delivered_many(self, outbox_ids: Sequence[int]) -> None:
+        """Mark many outbox rows delivered in one transaction."""
+        if not outbox_ids:
+            return
+
+        async def work(session: AsyncSession) -> None:
+            await session.exec(
+                update(OutboxRow)
+                .where(col(OutboxRow.id).in_(list(outbox_ids)))
+                .values(status="delivered", delivered_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+        await self._write(work)
+
     async def outbox_delivered(self, outbox_id: int) -> None:
         async def work(session: AsyncSession) -> None:
             await session.exec(
@@ -618,6 +665,10 @@ def _is_transient(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     markers = ("locked", "busy", "deadlock", "could not serialize", "connection", "timeout")
     return any(m in text for m in markers)
+
+
+def _lock_order(note: NotificationRow) -> tuple[str, int]:
+    return (note.merchant_reference, note.id or 0)
 
 
 def _event_row(

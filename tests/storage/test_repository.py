@@ -422,3 +422,25 @@ async def test_concurrent_creates_of_one_reference_make_one_payment(
     )
     assert sum(created for _, created in results) == 1
     assert len({p.id for p, _ in results}) == 1
+
+
+async def test_apply_notifications_applies_a_batch_in_one_transaction(
+    repository: PaymentRepository,
+) -> None:
+    refs = [f"batch-{i}" for i in range(5)]
+    for ref in refs:
+        await repository.create_payment(
+            reference=ref, openid="o-batch", amount=Amount(100, "CNY"), idempotency_key=ref
+        )
+    items = [
+        InboxItem(f"k-{ref}", f"psp-{ref}", ref, "AUTHORISATION", True, 100, "CNY", None, "{}")
+        for ref in [*refs, "unknown-ref"]
+    ]
+    stored = await repository.store_notifications(items)
+    records = await repository.apply_notifications([s.id for s in stored])
+    assert sorted(r.status for r in records) == ["applied"] * 5 + ["orphan"]
+    for ref in refs:
+        payment = await repository.get(ref)
+        assert payment is not None and payment.state.value == "Authorised"
+    # Nothing is waiting any more: a second batch applies nothing.
+    assert await repository.apply_notifications([s.id for s in stored]) == []
