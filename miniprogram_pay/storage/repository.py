@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -312,24 +312,43 @@ class PaymentRepository:
         answer: ProviderAnswer | None,
     ) -> AppliedEvent:
         assert row.id is not None
-        seen = select(PaymentEventRow.id).where(
-            PaymentEventRow.payment_id == row.id, PaymentEventRow.key == event.key
-        )
-        if (await session.exec(seen)).first() is not None:
+        decision = decide(_view(row), event, self._machine)
+        now = utcnow()
+        if not await self._insert_event(session, row.id, event, decision, now):
+            # Applied before: the unique (payment, key) says so. Nothing else changes.
             if answer is not None:
                 await self._attach_answer(session, row, answer)
             return AppliedEvent(payment=_payment_record(row), decision=None, duplicate=True)
-        decision = decide(_view(row), event, self._machine)
-        now = utcnow()
-        session.add(_event_row(row.id, event, decision, now))
         changes = _changes(row, event, decision, answer, now)
         transition = None
         if decision.moved:
-            transition = self._record_transition(session, row, event, decision, now)
+            transition = await self._record_transition(session, row, event, decision, now)
         await self._update_versioned(session, row, changes)
         return AppliedEvent(
             payment=_payment_record(row), decision=decision, duplicate=False, transition=transition
         )
+
+    async def _insert_event(
+        self,
+        session: AsyncSession,
+        payment_id: int,
+        event: PaymentEvent,
+        decision: Decision,
+        now: datetime,
+    ) -> bool:
+        """Log the event once; False when the same key was logged before."""
+        table = PaymentEventRow.__table__  # type: ignore[attr-defined]
+        stmt = (
+            self._insert(table)
+            .values(_event_values(payment_id, event, decision, now))
+            .on_conflict_do_nothing(index_elements=["payment_id", "key"])
+            .returning(table.c.id)
+        )
+        return (await session.exec(stmt)).first() is not None
+
+    def _insert(self, table: Any) -> Any:
+        dialect_insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
+        return dialect_insert(table)
 
     async def _attach_answer(
         self, session: AsyncSession, row: PaymentRow, answer: ProviderAnswer
@@ -339,7 +358,7 @@ class PaymentRepository:
             changes["updated_at"] = utcnow()
             await self._update_versioned(session, row, changes)
 
-    def _record_transition(
+    async def _record_transition(
         self,
         session: AsyncSession,
         row: PaymentRow,
@@ -350,8 +369,9 @@ class PaymentRepository:
         assert row.id is not None
         from_state = PaymentState(row.state)
         to_state = decision.new_state
-        session.add(
-            TransitionRow(
+        transitions = TransitionRow.__table__  # type: ignore[attr-defined]
+        await session.exec(
+            insert(transitions).values(
                 payment_id=row.id,
                 from_state=from_state.value,
                 to_state=to_state.value,
@@ -363,8 +383,9 @@ class PaymentRepository:
         )
         # The outbox row commits with the change: the host hears of every change
         # that happened, even if this process dies right after the commit.
-        session.add(
-            OutboxRow(
+        outbox = OutboxRow.__table__  # type: ignore[attr-defined]
+        await session.exec(
+            insert(outbox).values(
                 event_id=f"mpp_{row.id}_{to_state.value.lower()}",
                 payment_id=row.id,
                 reference=row.reference,
@@ -372,6 +393,7 @@ class PaymentRepository:
                 to_state=to_state.value,
                 source=event.source.value,
                 status="pending",
+                attempts=0,
                 created_at=now,
                 next_attempt_at=now,
             )
@@ -671,10 +693,10 @@ def _lock_order(note: NotificationRow) -> tuple[str, int]:
     return (note.merchant_reference, note.id or 0)
 
 
-def _event_row(
+def _event_values(
     payment_id: int, event: PaymentEvent, decision: Decision, now: datetime
-) -> PaymentEventRow:
-    return PaymentEventRow(
+) -> dict[str, Any]:
+    return dict(
         payment_id=payment_id,
         key=event.key,
         source=event.source.value,

@@ -47,6 +47,11 @@ async def test_a_failing_item_is_retried_with_backoff_then_parked(backend: dict[
             attempts.append(time.monotonic())
             raise RuntimeError("the database said no")
 
+        async def broken_batch(notification_ids: Any) -> None:
+            raise RuntimeError("the database said no")
+
+        # The shared (batch) transaction fails, then each item alone fails and is recorded.
+        w.pay.repository.apply_notifications = broken_batch  # type: ignore[method-assign]
         w.pay.repository.apply_notification = broken  # type: ignore[method-assign]
         item = notification_item(merchant_reference="order-p", key_hex=w.config.hmac_keys[0])
         auth = basic_auth(w.config.webhook_username, w.config.webhook_password)
