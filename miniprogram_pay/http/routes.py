@@ -84,12 +84,10 @@ async def payment_status(request: Request) -> Response:
     plugin = _plugin(request)
     admin = _is_admin(request)
     openid = None if admin else _shopper(request)
-    payment = await plugin.repository.get(request.path_params["reference"])
-    if payment is None or (openid is not None and payment.openid != openid):
+    found = await plugin.repository.status(request.path_params["reference"])
+    if found is None or (openid is not None and found[0].openid != openid):
         raise NotFoundError("no such payment", code="payment_not_found")
-    history = await plugin.repository.history(payment.id)
-    events = await plugin.repository.events(payment.id)
-    return JSONResponse(schemas.status_response(payment, history, events))
+    return JSONResponse(schemas.status_response(*found))
 
 
 async def adyen_webhook(request: Request) -> Response:

@@ -215,48 +215,23 @@ class PaymentRepository:
 
     async def history(self, payment_id: int) -> list[TransitionRecord]:
         async with self._reading() as session:
-            stmt = (
-                select(TransitionRow)
-                .where(TransitionRow.payment_id == payment_id)
-                .order_by(col(TransitionRow.id))
-            )
-            rows = (await session.exec(stmt)).all()
-        return [
-            TransitionRecord(
-                from_state=PaymentState(r.from_state) if r.from_state else None,
-                to_state=PaymentState(r.to_state),
-                source=r.source,
-                event_kind=r.event_kind,
-                event_key=r.event_key,
-                at=_aware(r.at) or r.at,
-            )
-            for r in rows
-        ]
+            return await _history(session, payment_id)
 
     async def events(self, payment_id: int) -> list[EventRecord]:
         async with self._reading() as session:
-            stmt = (
-                select(PaymentEventRow)
-                .where(PaymentEventRow.payment_id == payment_id)
-                .order_by(col(PaymentEventRow.id))
-            )
-            rows = (await session.exec(stmt)).all()
-        return [
-            EventRecord(
-                key=r.key,
-                source=r.source,
-                kind=r.kind,
-                success=r.success,
-                outcome=r.outcome,
-                conflict=r.conflict,
-                reason=r.reason,
-                psp_reference=r.psp_reference,
-                amount_value=r.amount_value,
-                amount_currency=r.amount_currency,
-                at=_aware(r.at) or r.at,
-            )
-            for r in rows
-        ]
+            return await _events(session, payment_id)
+
+    async def status(
+        self, reference: str
+    ) -> tuple[PaymentRecord, list[TransitionRecord], list[EventRecord]] | None:
+        """A payment with its history and event log, read in one transaction (one snapshot)."""
+        async with self._reading() as session:
+            stmt = select(PaymentRow).where(PaymentRow.reference == reference)
+            row = (await session.exec(stmt)).first()
+            if row is None or row.id is None:
+                return None
+            history = await _history(session, row.id)
+            return _payment_record(row), history, await _events(session, row.id)
 
     async def stale_payments(
         self, *, older_than_seconds: int, limit: int = 100
@@ -687,6 +662,49 @@ def _is_transient(exc: DBAPIError) -> bool:
     text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
     markers = ("locked", "busy", "deadlock", "could not serialize", "connection", "timeout")
     return any(m in text for m in markers)
+
+
+async def _history(session: AsyncSession, payment_id: int) -> list[TransitionRecord]:
+    stmt = (
+        select(TransitionRow)
+        .where(TransitionRow.payment_id == payment_id)
+        .order_by(col(TransitionRow.id))
+    )
+    return [
+        TransitionRecord(
+            from_state=PaymentState(r.from_state) if r.from_state else None,
+            to_state=PaymentState(r.to_state),
+            source=r.source,
+            event_kind=r.event_kind,
+            event_key=r.event_key,
+            at=_aware(r.at) or r.at,
+        )
+        for r in (await session.exec(stmt)).all()
+    ]
+
+
+async def _events(session: AsyncSession, payment_id: int) -> list[EventRecord]:
+    stmt = (
+        select(PaymentEventRow)
+        .where(PaymentEventRow.payment_id == payment_id)
+        .order_by(col(PaymentEventRow.id))
+    )
+    return [
+        EventRecord(
+            key=r.key,
+            source=r.source,
+            kind=r.kind,
+            success=r.success,
+            outcome=r.outcome,
+            conflict=r.conflict,
+            reason=r.reason,
+            psp_reference=r.psp_reference,
+            amount_value=r.amount_value,
+            amount_currency=r.amount_currency,
+            at=_aware(r.at) or r.at,
+        )
+        for r in (await session.exec(stmt)).all()
+    ]
 
 
 def _lock_order(note: NotificationRow) -> tuple[str, int]:
