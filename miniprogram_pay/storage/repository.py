@@ -10,6 +10,7 @@ so a backend without either could never lose an update silently.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -209,7 +210,10 @@ class PaymentRepository:
 
     async def get_by_payment_data(self, payment_data: str) -> PaymentRecord | None:
         async with self._reading() as session:
-            stmt = select(PaymentRow).where(PaymentRow.payment_data == payment_data)
+            stmt = select(PaymentRow).where(
+                PaymentRow.payment_data_hash == _digest(payment_data),
+                PaymentRow.payment_data == payment_data,
+            )
             row = (await session.exec(stmt)).first()
             return _payment_record(row) if row else None
 
@@ -707,6 +711,10 @@ async def _events(session: AsyncSession, payment_id: int) -> list[EventRecord]:
     ]
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _lock_order(note: NotificationRow) -> tuple[str, int]:
     return (note.merchant_reference, note.id or 0)
 
@@ -771,6 +779,7 @@ def _answer_changes(row: PaymentRow, answer: ProviderAnswer | None) -> dict[str,
     changes: dict[str, Any] = {}
     if answer.payment_data and not row.payment_data:
         changes["payment_data"] = answer.payment_data
+        changes["payment_data_hash"] = _digest(answer.payment_data)
     if answer.wechat_params and not row.wechat_params:
         changes["wechat_params"] = json.dumps(answer.wechat_params, sort_keys=True)
     if answer.action and not row.action:

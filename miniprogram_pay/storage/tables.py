@@ -48,6 +48,8 @@ class PaymentRow(SQLModel, table=True):
     decisive_key: str | None = Field(default=None, max_length=80)
     decisive_source: str | None = Field(default=None, max_length=16)
     payment_data: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # paymentData can be kilobytes long: it is found through its SHA-256 instead.
+    payment_data_hash: str | None = Field(default=None, max_length=64, index=True)
     wechat_params: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     action: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     idempotency_key: str = Field(max_length=64)

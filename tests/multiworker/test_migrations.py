@@ -18,6 +18,7 @@ from miniprogram_pay import ConfigurationError, create_app
 from miniprogram_pay.sandbox import SandboxConfig
 from miniprogram_pay.storage import Database
 from miniprogram_pay.storage.schema import (
+    BASELINE_REVISION,
     VERSION_TABLE,
     current_revision,
     downgrade,
@@ -185,8 +186,11 @@ async def test_sqlite_refuses_when_auto_migrate_is_off(tmp_path: Path) -> None:
 async def test_tables_from_before_migrations_are_adopted(tmp_path: Path) -> None:
     """A database made by the old create_all (no version table) upgrades in place."""
     url = _sqlite(tmp_path)
+    # The tables as they were then (the baseline revision), without the version table.
+    await asyncio.to_thread(upgrade, url, None, revision=BASELINE_REVISION)
     engine = create_engine(_sync_url(url))
-    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE mpp_alembic_version")
     engine.dispose()
     assert current_revision(url) is None
     await asyncio.to_thread(upgrade, url, None)

@@ -444,3 +444,18 @@ async def test_apply_notifications_applies_a_batch_in_one_transaction(
         assert payment is not None and payment.state.value == "Authorised"
     # Nothing is waiting any more: a second batch applies nothing.
     assert await repository.apply_notifications([s.id for s in stored]) == []
+
+
+async def test_a_payment_is_found_by_its_payment_data(repository: PaymentRepository) -> None:
+    payment, _ = await repository.create_payment(
+        reference="by-data", openid="o-data", amount=Amount(100, "CNY"), idempotency_key="k-data"
+    )
+    long_data = "Ab02b4c0!" + "x" * 4000  # paymentData can be kilobytes long
+    await repository.apply(
+        "by-data",
+        result_event(EventSource.PAYMENTS, "Pending", psp_reference="PSP-DATA"),
+        answer=ProviderAnswer(payment_data=long_data),
+    )
+    found = await repository.get_by_payment_data(long_data)
+    assert found is not None and found.id == payment.id
+    assert await repository.get_by_payment_data(long_data + "y") is None
