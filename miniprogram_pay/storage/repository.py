@@ -492,30 +492,75 @@ class PaymentRepository:
                 .with_for_update(skip_locked=True)
             )
             notes = sorted((await session.exec(stmt)).all(), key=_lock_order)
-            return [await self._apply_notification_locked(session, note) for note in notes]
+            references = sorted({note.merchant_reference for note in notes})
+            payments = await self._lock_payments(session, references)
+            records = [
+                await self._apply_to(session, note, payments.get(note.merchant_reference))
+                for note in notes
+            ]
+            await self._mark_notifications(session, records)
+            return records
 
         if not notification_ids:
             return []
         return await self._write(work)
 
+    async def _lock_payments(
+        self, session: AsyncSession, references: list[str]
+    ) -> dict[str, PaymentRow]:
+        """Lock many payments with one statement, in reference order (the global lock order)."""
+        if not references:
+            return {}
+        stmt = (
+            select(PaymentRow)
+            .where(col(PaymentRow.reference).in_(references))
+            .order_by(col(PaymentRow.reference))
+            .with_for_update()
+        )
+        rows = list((await session.exec(stmt)).all())
+        for row in rows:
+            session.expunge(row)  # as in _lock_payment: writes go through versioned UPDATEs
+        return {row.reference: row for row in rows}
+
     async def _apply_notification_locked(
         self, session: AsyncSession, note: NotificationRow
     ) -> NotificationRecord:
         payment = await self._lock_payment(session, note.merchant_reference)
-        applied: AppliedEvent | None = None
-        now = utcnow()
+        record = await self._apply_to(session, note, payment)
+        await self._mark_notifications(session, [record])
+        return record
+
+    async def _apply_to(
+        self, session: AsyncSession, note: NotificationRow, payment: PaymentRow | None
+    ) -> NotificationRecord:
         if payment is None:
-            status, detail = "orphan", "no payment with this merchantReference"
-        else:
-            applied = await self._apply_locked(session, payment, _notification_event(note), None)
-            status, detail = "applied", None
-        await session.exec(
-            update(NotificationRow)
-            .where(col(NotificationRow.id) == note.id)
-            .values(status=status, detail=detail, applied_at=now, attempts=note.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
-        return NotificationRecord(id=note.id or 0, status=status, detail=detail, applied=applied)
+            detail = "no payment with this merchantReference"
+            return NotificationRecord(id=note.id or 0, status="orphan", detail=detail)
+        # The same row object serves every item of the batch for this payment: the
+        # versioned update keeps it current, so the next item sees the new state.
+        applied = await self._apply_locked(session, payment, _notification_event(note), None)
+        return NotificationRecord(id=note.id or 0, status="applied", detail=None, applied=applied)
+
+    async def _mark_notifications(
+        self, session: AsyncSession, records: Sequence[NotificationRecord]
+    ) -> None:
+        """Record the outcome of applied items: one UPDATE per (status, detail)."""
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for record in records:
+            groups.setdefault((record.status, record.detail), []).append(record.id)
+        now = utcnow()
+        for (status, detail), ids in groups.items():
+            await session.exec(
+                update(NotificationRow)
+                .where(col(NotificationRow.id).in_(ids))
+                .values(
+                    status=status,
+                    detail=detail,
+                    applied_at=now,
+                    attempts=NotificationRow.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
 
     async def record_notification_failure(
         self, notification_id: int, *, error: str, max_attempts: int, backoff_seconds: float = 1.0
