@@ -32,6 +32,8 @@ MAX_PASSES_PER_WAKE = 20
 # (the task never ran, e.g. the client went away first) the loop applies it itself.
 RESERVATION_SECONDS = 30.0
 STALE_CHECK_SECONDS = 300.0
+INBOX_BATCH = 50
+OUTBOX_BATCH = 20
 
 
 def outbox_backoff(attempt: int) -> float:
@@ -60,6 +62,7 @@ class Workers:
         self._tasks: list[asyncio.Task[None]] = []
         self._reserved: dict[int, float] = {}
         self._in_flight = 0
+        self._saturated = False
         self.stale_after_seconds = stale_after_seconds
         self._next_stale_check = 0.0
 
@@ -111,7 +114,8 @@ class Workers:
                 # Keep going while passes find work: one pass takes at most a batch, and
                 # a backlog must not wait a whole poll interval per batch.
                 for _ in range(MAX_PASSES_PER_WAKE):
-                    if await self.run_once() == 0:
+                    await self.run_once()
+                    if not self._saturated:
                         break
                 if time.monotonic() >= self._next_stale_check:
                     self._next_stale_check = time.monotonic() + STALE_CHECK_SECONDS
@@ -129,20 +133,20 @@ class Workers:
 
     async def run_once(self, *, include_reserved: bool = False) -> int:
         """One pass over due inbox items and outbox rows; returns how many were handled."""
-        due = [
-            notification_id
-            for notification_id in await self.repository.due_notifications()
-            if include_reserved or not self._is_reserved(notification_id)
-        ]
+        waiting, outbox_due = await self.repository.due_work(limit=INBOX_BATCH)
+        due = [i for i in waiting if include_reserved or not self._is_reserved(i)]
         if due:
             await self.apply_notifications(due)
-        return len(due) + await self._deliver_due()
+        delivered = await self._deliver_due() if outbox_due else 0
+        # A full batch means more may be waiting; anything committed later kicks us anyway.
+        self._saturated = len(waiting) >= INBOX_BATCH or delivered >= OUTBOX_BATCH
+        return len(due) + delivered
 
     async def _deliver_due(self) -> int:
         """Deliver leased outbox rows; the delivered ones are marked in one transaction."""
         self._in_flight += 1
         try:
-            events = await self.repository.claim_outbox()
+            events = await self.repository.claim_outbox(limit=OUTBOX_BATCH, known_due=True)
             delivered = [event.id for event in events if await self._deliver(event)]
             await self.repository.outbox_delivered_many(delivered)
             return len(events)

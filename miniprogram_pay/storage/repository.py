@@ -587,14 +587,13 @@ class PaymentRepository:
     async def due_notifications(self, *, limit: int = 50) -> list[int]:
         """Ids of stored items not yet applied whose next attempt is due, oldest first."""
         async with self._reading() as session:
-            stmt = (
-                select(NotificationRow.id)
-                .where(col(NotificationRow.status).in_(["received", "failed"]))
-                .where(col(NotificationRow.next_attempt_at) <= utcnow())
-                .order_by(col(NotificationRow.id))
-                .limit(limit)
-            )
-            return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+            return await _due_notifications(session, limit)
+
+    async def due_work(self, *, limit: int = 50) -> tuple[list[int], bool]:
+        """One read for a worker pass: due inbox ids, and whether any outbox row is due."""
+        async with self._reading() as session:
+            ids = await _due_notifications(session, limit)
+            return ids, await _outbox_due(session, utcnow())
 
     async def notifications(
         self, *, status: str | None = None, limit: int = 100
@@ -621,10 +620,13 @@ class PaymentRepository:
     # -- outbox (state changes for the host) ------------------------------------------
 
     async def claim_outbox(
-        self, *, limit: int = 20, lease_seconds: float = LEASE_SECONDS
+        self, *, limit: int = 20, lease_seconds: float = LEASE_SECONDS, known_due: bool = False
     ) -> list[OutboxEvent]:
-        """Lease due outbox rows to this worker; another worker skips them until the lease ends."""
-        if not await self._outbox_due(utcnow()):
+        """Lease due outbox rows to this worker; another worker skips them until the lease ends.
+
+        ``known_due`` skips the read that checks first (the caller just did it).
+        """
+        if not known_due and not await self._outbox_due(utcnow()):
             # A read never waits for SQLite's single writer; an empty write transaction does.
             return []
 
@@ -650,13 +652,7 @@ class PaymentRepository:
 
     async def _outbox_due(self, now: datetime) -> bool:
         async with self._reading() as session:
-            stmt = (
-                select(OutboxRow.id)
-                .where(OutboxRow.status == "pending")
-                .where(col(OutboxRow.next_attempt_at) <= now)
-                .limit(1)
-            )
-            return (await session.exec(stmt)).first() is not None
+            return await _outbox_due(session, now)
 
     async def outbox_delivered_many(self, outbox_ids: Sequence[int]) -> None:
         """Mark many outbox rows delivered in one transaction."""
@@ -754,6 +750,27 @@ async def _events(session: AsyncSession, payment_id: int) -> list[EventRecord]:
         )
         for r in (await session.exec(stmt)).all()
     ]
+
+
+async def _due_notifications(session: AsyncSession, limit: int) -> list[int]:
+    stmt = (
+        select(NotificationRow.id)
+        .where(col(NotificationRow.status).in_(["received", "failed"]))
+        .where(col(NotificationRow.next_attempt_at) <= utcnow())
+        .order_by(col(NotificationRow.id))
+        .limit(limit)
+    )
+    return [int(i) for i in (await session.exec(stmt)).all() if i is not None]
+
+
+async def _outbox_due(session: AsyncSession, now: datetime) -> bool:
+    stmt = (
+        select(OutboxRow.id)
+        .where(OutboxRow.status == "pending")
+        .where(col(OutboxRow.next_attempt_at) <= now)
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first() is not None
 
 
 def _digest(text: str) -> str:
