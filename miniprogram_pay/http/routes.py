@@ -15,6 +15,7 @@ from miniprogram_pay.errors import AuthenticationError, NotFoundError
 from miniprogram_pay.http import schemas
 from miniprogram_pay.http.openapi import openapi_document
 from miniprogram_pay.services.payments import mask
+from miniprogram_pay.storage.records import NotificationRecord
 
 if TYPE_CHECKING:
     from miniprogram_pay.app import MiniProgramPay
@@ -139,7 +140,7 @@ async def notifications(request: Request) -> Response:
     return JSONResponse({"notifications": [_notification_json(n) for n in rows]})
 
 
-def _notification_json(n: Any) -> dict[str, Any]:
+def _notification_json(n: NotificationRecord) -> dict[str, Any]:
     return {
         "id": n.id,
         "status": n.status,

@@ -211,6 +211,7 @@ class PaymentService:
         return applied
 
     def _note(self, applied: AppliedEvent) -> None:
+        decision = applied.decision
         if applied.transition is not None:
             t = applied.transition
             logger.info(
@@ -222,13 +223,12 @@ class PaymentService:
                 t.event_kind,
             )
             self._changed()
-        elif applied.decision is not None and applied.decision.conflict is not None:
+        elif decision is not None and decision.conflict is not None:
             logger.warning(
-                "payment %s: conflict %s (%s %s); state stays %s",
+                "payment %s: conflict %s (the event implies %s); state stays %s",
                 applied.payment.reference,
-                applied.decision.conflict,
-                applied.decision.implied,
-                "event",
+                decision.conflict,
+                decision.implied,
                 applied.payment.state,
             )
 

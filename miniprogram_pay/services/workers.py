@@ -76,8 +76,9 @@ class Workers:
         for notification_id in notification_ids:
             self._reserved[notification_id] = until
 
-    def release(self, notification_id: int) -> None:
-        self._reserved.pop(notification_id, None)
+    def release(self, notification_ids: Sequence[int]) -> None:
+        for notification_id in notification_ids:
+            self._reserved.pop(notification_id, None)
 
     def _is_reserved(self, notification_id: int) -> bool:
         until = self._reserved.get(notification_id)

@@ -419,7 +419,6 @@ class PaymentRepository:
     async def _upsert_notification(
         self, session: AsyncSession, item: InboxItem, now: datetime
     ) -> StoredNotification:
-        insert = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
         values = {
             "dedup_key": item.dedup_key,
             "psp_reference": item.psp_reference,
@@ -439,7 +438,7 @@ class PaymentRepository:
         }
         table = NotificationRow.__table__  # type: ignore[attr-defined]
         stmt = (
-            insert(table)
+            self._insert(table)
             .values(**values)
             .on_conflict_do_update(
                 index_elements=["dedup_key"],
@@ -663,17 +662,6 @@ class PaymentRepository:
             await session.exec(
                 update(OutboxRow)
                 .where(col(OutboxRow.id).in_(list(outbox_ids)))
-                .values(status="delivered", delivered_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
-
-        await self._write(work)
-
-    async def outbox_delivered(self, outbox_id: int) -> None:
-        async def work(session: AsyncSession) -> None:
-            await session.exec(
-                update(OutboxRow)
-                .where(col(OutboxRow.id) == outbox_id)
                 .values(status="delivered", delivered_at=utcnow())
                 .execution_options(synchronize_session=False)
             )

@@ -11,40 +11,16 @@ import pytest
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient, default_backoff
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
+from tests.fakes import ScriptedServer, Sleeper, Step
 
 API_KEY = "AQE-super-secret-api-key-1234567890"
 BASE = "https://checkout-test.adyen.com/v71"
 KEY = "7d9d6a56-0d3c-4f2b-9c44-6d2b2a0c1f00"
 BODY = {"amount": {"currency": "CNY", "value": 100}, "reference": "order-1"}
 
-Step = httpx.Response | Exception
 
-
-class FakeAdyen:
+class FakeAdyen(ScriptedServer):
     """A programmable Adyen: answers the queued steps in order, then repeats the last."""
-
-    def __init__(self, *steps: Step) -> None:
-        self.steps = list(steps)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-
-class Sleeper:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 def make_client(

@@ -304,7 +304,7 @@ async def test_claim_outbox_leases(repository: PaymentRepository) -> None:
     [claimed] = await repository.claim_outbox()
     assert claimed.attempts == 1
     assert await repository.claim_outbox() == []
-    await repository.outbox_delivered(claimed.id)
+    await repository.outbox_delivered_many([claimed.id])
     assert await repository.outbox_counts() == {"delivered": 1}
     assert await repository.claim_outbox() == []
 

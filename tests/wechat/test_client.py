@@ -11,6 +11,7 @@ import pytest
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.errors import InvalidRequestError, WeChatError
 from miniprogram_pay.wechat.client import WeChatClient, WeChatSession
+from tests.fakes import ScriptedServer, Sleeper, Step
 
 APP_ID = "wx1234567890abcdef"
 APP_SECRET = "app-secret-0123456789abcdef"
@@ -18,34 +19,9 @@ SESSION_KEY = "tiihtNczf5v6AKRyjwEUhQ=="
 JS_CODE = "061Xw1Ga1ZSmYH0bCTFa1vgnkb2Xw1GJ"
 BASE = "https://api.weixin.qq.com"
 
-Step = httpx.Response | Exception
 
-
-class FakeWeChat:
+class FakeWeChat(ScriptedServer):
     """Answers the queued steps in order, then repeats the last one."""
-
-    def __init__(self, *steps: Step) -> None:
-        self.steps = list(steps)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-
-class Sleeper:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 def make_client(
