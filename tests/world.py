@@ -111,6 +111,56 @@ class World:
         await self.pay.drain()
 
 
+@dataclass
+class Wiring:
+    """The parts a world is made of, before the plugin is built."""
+
+    config: SandboxConfig
+    sandbox_app: Starlette
+    outbound: httpx.AsyncClient
+    late: LateApp
+    client: httpx.AsyncClient | None = None
+
+
+@asynccontextmanager
+async def wiring(
+    config: SandboxConfig,
+    *,
+    outbound_transport: Callable[[ASGIApp], httpx.AsyncBaseTransport] = httpx.ASGITransport,
+) -> AsyncIterator[Wiring]:
+    """The sandbox and the clients between it and a host that ``connect`` plugs in later.
+
+    Everything made here is closed on exit (the plugin is the caller's to stop first).
+    """
+    late = LateApp()
+    webhook_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=late))
+    sandbox_app = create_sandbox_app(config, webhook_client=webhook_client)
+    outbound = httpx.AsyncClient(transport=outbound_transport(sandbox_app))
+    parts = Wiring(config, sandbox_app, outbound, late)
+    try:
+        yield parts
+    finally:
+        sandbox: Sandbox = sandbox_app.state.sandbox
+        await sandbox.aclose()
+        if parts.client is not None:
+            await parts.client.aclose()
+        await outbound.aclose()
+        await webhook_client.aclose()
+
+
+def connect(parts: Wiring, host: ASGIApp) -> httpx.AsyncClient:
+    """Point the sandbox's webhooks at ``host`` and return a client for it."""
+    parts.late.app = host
+    parts.client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=host), base_url=MERCHANT_BASE
+    )
+    return parts.client
+
+
+def default_config() -> SandboxConfig:
+    return SandboxConfig(webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen")
+
+
 @asynccontextmanager
 async def world(
     database_url: str,
@@ -120,12 +170,8 @@ async def world(
     **overrides: Any,
 ) -> AsyncIterator[World]:
     """Build a world; everything is closed on exit."""
-    config = config or SandboxConfig(webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen")
+    config = config or default_config()
     settings = settings_for(config, database_url, **overrides)
-    late = LateApp()
-    webhook_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=late))
-    sandbox_app = create_sandbox_app(config, webhook_client=webhook_client)
-    outbound = httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox_app))
     changes: list[StateChange] = []
 
     async def record(change: StateChange) -> None:
@@ -133,19 +179,13 @@ async def world(
         if on_state_change is not None:
             await on_state_change(change)
 
-    pay = create_app(settings, on_state_change=record, http_client=outbound)
-    host = Starlette(routes=[Mount("/pay", app=pay)])
-    late.app = host
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url=MERCHANT_BASE)
-    w = World(pay, sandbox_app, client, settings, config, changes)
-    try:
-        yield w
-    finally:
-        await w.sandbox.aclose()
-        await pay.stop()
-        await client.aclose()
-        await outbound.aclose()
-        await webhook_client.aclose()
+    async with wiring(config) as parts:
+        pay = create_app(settings, on_state_change=record, http_client=parts.outbound)
+        client = connect(parts, Starlette(routes=[Mount("/pay", app=pay)]))
+        try:
+            yield World(pay, parts.sandbox_app, client, settings, config, changes)
+        finally:
+            await pay.stop()
 
 
 def notification_item(

@@ -35,7 +35,7 @@ from miniprogram_pay import (
     create_app,
 )
 from miniprogram_pay.sandbox import SandboxConfig, create_sandbox_app
-from tests.world import MERCHANT_BASE, LateApp, World, settings_for
+from tests.world import World, connect, default_config, settings_for, wiring
 
 HostKind = Literal["starlette", "fastapi", "middleware", "fastapi-middleware"]
 HOST_KINDS: tuple[HostKind, ...] = ("starlette", "fastapi", "middleware", "fastapi-middleware")
@@ -152,15 +152,10 @@ async def host_world(
     **overrides: Any,
 ) -> AsyncIterator[World]:
     """Like ``tests.world.world`` with a choice of host; everything closed on exit."""
-    config = config or SandboxConfig(webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen")
+    config = config or default_config()
     if order_resolver is not None:
         overrides.setdefault("allow_client_amount", False)
     settings = settings_for(config, database_url, **overrides)
-    late = LateApp()
-    webhook_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=late))
-    sandbox_app = create_sandbox_app(config, webhook_client=webhook_client)
-    transport = (WeChatDownTransport if wechat_down else TimeoutASGITransport)(sandbox_app)
-    outbound = httpx.AsyncClient(transport=transport)
     changes: list[StateChange] = []
 
     async def record(change: StateChange) -> None:
@@ -168,24 +163,22 @@ async def host_world(
             await on_state_change(change)  # a failure here must not be recorded as delivered
         changes.append(change)
 
-    host, pay = build_host(
-        kind,
-        settings=settings,
-        on_state_change=record,
-        order_resolver=order_resolver,
-        http_client=outbound,
-    )
-    late.app = host
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url=MERCHANT_BASE)
-    w = World(pay, sandbox_app, client, settings, config, changes, itertools.count())
-    try:
-        yield w
-    finally:
-        await w.sandbox.aclose()
-        await pay.stop()
-        await client.aclose()
-        await outbound.aclose()
-        await webhook_client.aclose()
+    transport = WeChatDownTransport if wechat_down else TimeoutASGITransport
+    async with wiring(config, outbound_transport=transport) as parts:
+        host, pay = build_host(
+            kind,
+            settings=settings,
+            on_state_change=record,
+            order_resolver=order_resolver,
+            http_client=parts.outbound,
+        )
+        client = connect(parts, host)
+        try:
+            yield World(
+                pay, parts.sandbox_app, client, settings, config, changes, itertools.count()
+            )
+        finally:
+            await pay.stop()
 
 
 # -- lifespan ------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from miniprogram_pay import MiniProgramPay, OrderResolver, StateChange
-from miniprogram_pay.sandbox import SandboxConfig, create_sandbox_app
-from tests.world import MERCHANT_BASE, LateApp, World, settings_for
+from miniprogram_pay.sandbox import SandboxConfig
+from tests.world import MERCHANT_BASE, World, connect, settings_for, wiring
 
 TABLES = ("mpp_payment", "mpp_transition", "mpp_payment_event", "mpp_notification", "mpp_outbox")
 
@@ -138,38 +139,42 @@ async def security_world(
         timeout_fault_seconds=5.0,
     )
     settings = settings_for(config, database_url, **overrides)
-    late = LateApp()
-    webhook_client = httpx.AsyncClient(transport=httpx.ASGITransport(app=late))
-    sandbox_app = create_sandbox_app(config, webhook_client=webhook_client)
-    transport = RecordingTransport(httpx.ASGITransport(app=sandbox_app))
-    outbound = httpx.AsyncClient(transport=transport)
     changes: list[StateChange] = []
 
     async def record(change: StateChange) -> None:
         changes.append(change)
 
-    pay = MiniProgramPay(
-        settings,
-        on_state_change=record,
-        http_client=outbound,
-        order_resolver=order_resolver,
-        run_workers=run_workers,
-    )
-    host = Starlette(routes=[Mount("/pay", app=pay)])
-    late.app = host
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url=MERCHANT_BASE)
-    w = SecurityWorld(
-        pay, sandbox_app, client, settings, config, changes, transport=transport, host=host
-    )
-    try:
-        await pay.start()
-        yield w
-    finally:
-        await w.sandbox.aclose()
-        await pay.stop()
-        await client.aclose()
-        await outbound.aclose()
-        await webhook_client.aclose()
+    recording: list[RecordingTransport] = []
+
+    def outbound_transport(app: ASGIApp) -> httpx.AsyncBaseTransport:
+        recording.append(RecordingTransport(httpx.ASGITransport(app=app)))
+        return recording[0]
+
+    async with wiring(config, outbound_transport=outbound_transport) as parts:
+        pay = MiniProgramPay(
+            settings,
+            on_state_change=record,
+            http_client=parts.outbound,
+            order_resolver=order_resolver,
+            run_workers=run_workers,
+        )
+        host = Starlette(routes=[Mount("/pay", app=pay)])
+        client = connect(parts, host)
+        w = SecurityWorld(
+            pay,
+            parts.sandbox_app,
+            client,
+            settings,
+            config,
+            changes,
+            transport=recording[0],
+            host=host,
+        )
+        try:
+            await pay.start()
+            yield w
+        finally:
+            await pay.stop()
 
 
 def snapshot(db_path: str) -> dict[str, list[tuple[Any, ...]]]:
