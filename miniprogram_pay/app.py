@@ -168,10 +168,7 @@ class MiniProgramPay:
     async def apply_stored(self, notification_ids: Sequence[int]) -> None:
         """Apply webhook items that were just stored (after the answer was sent)."""
         # Each state change it commits kicks the workers itself (outbox delivery).
-        try:
-            await self.service.apply_notifications(notification_ids)
-        finally:
-            self.workers.release(notification_ids)
+        await self.service.apply_notifications(notification_ids)
 
     async def drain(self) -> None:
         """Apply every due webhook item and deliver every due state change now."""

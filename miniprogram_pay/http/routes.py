@@ -103,10 +103,12 @@ async def adyen_webhook(request: Request) -> Response:
     batch = parse_notification_body(body)
     verify_batch(batch, plugin.hmac_keys)
     stored = await plugin.service.store_webhook(batch)
-    waiting = [note.id for note in stored if note.status in ("received", "failed")]
-    plugin.workers.reserve(waiting)  # the background task below applies them, not the loop
+    # New items are leased to this request; a redelivered one already has an owner
+    # (an earlier request, or the worker loop's retry schedule).
+    waiting = [note.id for note in stored if note.new and note.status == "received"]
     # The items are committed: acknowledge now, apply right after the answer is sent.
-    # A crash in between leaves them in the inbox, where the worker finds them.
+    # A crash in between leaves them in the inbox: a worker loop takes them when the
+    # lease ends.
     return PlainTextResponse("[accepted]", background=BackgroundTask(plugin.apply_stored, waiting))
 
 

@@ -43,6 +43,10 @@ from miniprogram_pay.storage.repository import PaymentRepository
 
 __all__ = ["DetailsInput", "PaymentInput", "PaymentService", "mask"]
 
+# How long the request that stored a webhook item has it to itself (see store_webhook).
+# Long enough for the background task that runs just after the answer, even under load.
+APPLY_LEASE_SECONDS = 10.0
+
 logger = logging.getLogger("miniprogram_pay.payments")
 
 PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
@@ -74,6 +78,8 @@ class DetailsInput:
 class PaymentService:
     """Starts payments, submits details and ingests webhooks against one repository."""
 
+    apply_lease_seconds: float = APPLY_LEASE_SECONDS
+
     def __init__(
         self,
         *,
@@ -91,7 +97,7 @@ class PaymentService:
         # Concurrent webhooks share commits: one transaction stores (then applies)
         # everything that arrived meanwhile, instead of one transaction each.
         self._inbox: GroupCommitter[InboxItem, StoredNotification] = GroupCommitter(
-            repository.store_notifications, name="inbox"
+            self._store_batch, name="inbox"
         )
         self._applier: GroupCommitter[int, None] = GroupCommitter(self._apply_batch, name="apply")
 
@@ -268,7 +274,15 @@ class PaymentService:
     # -- POST /webhooks/adyen ---------------------------------------------------------
 
     async def store_webhook(self, batch: NotificationBatch) -> list[StoredNotification]:
-        """Store every (already verified) item durably; applying them comes after."""
+        """Store every (already verified) item durably; applying them comes after.
+
+        New items are stored leased to the caller for ``apply_lease_seconds``: the
+        request applies them right after answering, and no worker loop (in this
+        process or another) takes them meanwhile. Two appliers would not apply an
+        item twice (the database decides that), but a failing item would spend two
+        of its attempts at once. If the request never applies them (the process
+        died), the loops take them when the lease ends.
+        """
         items = [self._inbox_item(batch, item) for item in batch.items]
         stored = await self._inbox.submit(items)
         for note, item in zip(stored, batch.items, strict=True):
@@ -282,6 +296,11 @@ class PaymentService:
                 "new" if note.new else "redelivery",
             )
         return stored
+
+    async def _store_batch(self, items: list[InboxItem]) -> list[StoredNotification]:
+        return await self.repository.store_notifications(
+            items, lease_seconds=self.apply_lease_seconds
+        )
 
     def _inbox_item(self, batch: NotificationBatch, item: NotificationItem) -> InboxItem:
         status, detail = "received", None

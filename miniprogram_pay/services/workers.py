@@ -28,9 +28,6 @@ OUTBOX_MAX_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
 # Bounds one wake-up's work, so items another process holds cannot keep this loop spinning.
 MAX_PASSES_PER_WAKE = 20
-# How long an item handed to a request's background task is left to it. Past that
-# (the task never ran, e.g. the client went away first) the loop applies it itself.
-RESERVATION_SECONDS = 30.0
 STALE_CHECK_SECONDS = 300.0
 INBOX_BATCH = 50
 OUTBOX_BATCH = 20
@@ -60,34 +57,10 @@ class Workers:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._reserved: dict[int, float] = {}
         self._in_flight = 0
         self._saturated = False
         self.stale_after_seconds = stale_after_seconds
         self._next_stale_check = 0.0
-
-    def reserve(self, notification_ids: Sequence[int]) -> None:
-        """These items are about to be applied by the request that stored them: skip them.
-
-        Without this, every kick made the loop race the requests' own background
-        tasks for the items they were about to apply: wasted write transactions.
-        """
-        until = time.monotonic() + RESERVATION_SECONDS
-        for notification_id in notification_ids:
-            self._reserved[notification_id] = until
-
-    def release(self, notification_ids: Sequence[int]) -> None:
-        for notification_id in notification_ids:
-            self._reserved.pop(notification_id, None)
-
-    def _is_reserved(self, notification_id: int) -> bool:
-        until = self._reserved.get(notification_id)
-        if until is None:
-            return False
-        if until < time.monotonic():
-            del self._reserved[notification_id]
-            return False
-        return True
 
     @property
     def running(self) -> bool:
@@ -132,15 +105,20 @@ class Workers:
                     await self._wake.wait()
             self._wake.clear()
 
-    async def run_once(self, *, include_reserved: bool = False) -> int:
-        """One pass over due inbox items and outbox rows; returns how many were handled."""
-        waiting, outbox_due = await self.repository.due_work(limit=INBOX_BATCH)
-        due = [i for i in waiting if include_reserved or not self._is_reserved(i)]
+    async def run_once(self, *, include_leased: bool = False) -> int:
+        """One pass over due inbox items and outbox rows; returns how many were handled.
+
+        Items just stored by a webhook request are leased to it (see
+        ``PaymentService.store_webhook``) and are not due here until the lease ends.
+        """
+        due, outbox_due = await self.repository.due_work(
+            limit=INBOX_BATCH, include_leased=include_leased
+        )
         if due:
             await self.apply_notifications(due)
         delivered = await self._deliver_due() if outbox_due else 0
         # A full batch means more may be waiting; anything committed later kicks us anyway.
-        self._saturated = len(waiting) >= INBOX_BATCH or delivered >= OUTBOX_BATCH
+        self._saturated = len(due) >= INBOX_BATCH or delivered >= OUTBOX_BATCH
         return len(due) + delivered
 
     async def _deliver_due(self) -> int:
@@ -157,16 +135,16 @@ class Workers:
     async def drain(self, *, timeout_seconds: float = 30.0) -> None:
         """Apply and deliver everything due now, then return (tests, scripts, shutdown).
 
-        Items a request's background task is about to apply are taken too (applying
-        twice is harmless), and it waits for deliveries this process has in flight,
+        Items leased to a request's background task are taken too (applying twice
+        is harmless), and it waits for deliveries this process has in flight,
         so on return every change committed before the call has reached the hook
         (or failed there and been rescheduled).
         """
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
-            handled = await self.run_once(include_reserved=True)
+            handled = await self.run_once(include_leased=True)
             idle = handled == 0 and self._in_flight == 0
-            if idle and not await self.repository.due_notifications(limit=1):
+            if idle and not await self.repository.due_notifications(limit=1, include_leased=True):
                 return
             if handled == 0:
                 await asyncio.sleep(0.01)

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -401,23 +401,31 @@ class PaymentRepository:
 
     # -- inbox (webhook notifications) ----------------------------------------------
 
-    async def store_notifications(self, items: Sequence[InboxItem]) -> list[StoredNotification]:
-        """Durably store webhook items; a redelivered item is recognised by its unique key."""
+    async def store_notifications(
+        self, items: Sequence[InboxItem], *, lease_seconds: float = 0.0
+    ) -> list[StoredNotification]:
+        """Durably store webhook items; a redelivered item is recognised by its unique key.
+
+        ``lease_seconds`` leaves new items to the caller for that long: their first
+        attempt is not due for the worker loops (of any process) until it ends, so the
+        request that stored them applies them alone. A redelivery keeps its schedule.
+        """
 
         async def work(session: AsyncSession) -> list[StoredNotification]:
             now = utcnow()
+            due_at = now + timedelta(seconds=lease_seconds)
             # Lock rows in one global order (by key): two batches holding the same
             # items in another order would otherwise deadlock on PostgreSQL.
             order = sorted(range(len(items)), key=lambda i: items[i].dedup_key)
             stored: dict[int, StoredNotification] = {}
             for index in order:
-                stored[index] = await self._upsert_notification(session, items[index], now)
+                stored[index] = await self._upsert_notification(session, items[index], now, due_at)
             return [stored[index] for index in range(len(items))]
 
         return await self._write(work)
 
     async def _upsert_notification(
-        self, session: AsyncSession, item: InboxItem, now: datetime
+        self, session: AsyncSession, item: InboxItem, now: datetime, due_at: datetime
     ) -> StoredNotification:
         values = {
             "dedup_key": item.dedup_key,
@@ -434,7 +442,7 @@ class PaymentRepository:
             "attempts": 0,
             "deliveries": 1,
             "received_at": now,
-            "next_attempt_at": now,
+            "next_attempt_at": due_at,
         }
         table = NotificationRow.__table__  # type: ignore[attr-defined]
         stmt = (
@@ -583,15 +591,24 @@ class PaymentRepository:
 
         return await self._write(work)
 
-    async def due_notifications(self, *, limit: int = 50) -> list[int]:
-        """Ids of stored items not yet applied whose next attempt is due, oldest first."""
-        async with self._reading() as session:
-            return await _due_notifications(session, limit)
+    async def due_notifications(
+        self, *, limit: int = 50, include_leased: bool = False
+    ) -> list[int]:
+        """Ids of stored items not yet applied whose next attempt is due, oldest first.
 
-    async def due_work(self, *, limit: int = 50) -> tuple[list[int], bool]:
+        ``include_leased`` also returns never-attempted items still leased to the
+        request that stored them (a drain takes everything; failed items keep their
+        backoff either way).
+        """
+        async with self._reading() as session:
+            return await _due_notifications(session, limit, include_leased=include_leased)
+
+    async def due_work(
+        self, *, limit: int = 50, include_leased: bool = False
+    ) -> tuple[list[int], bool]:
         """One read for a worker pass: due inbox ids, and whether any outbox row is due."""
         async with self._reading() as session:
-            ids = await _due_notifications(session, limit)
+            ids = await _due_notifications(session, limit, include_leased=include_leased)
             return ids, await _outbox_due(session, utcnow())
 
     async def notifications(
@@ -740,11 +757,16 @@ async def _events(session: AsyncSession, payment_id: int) -> list[EventRecord]:
     ]
 
 
-async def _due_notifications(session: AsyncSession, limit: int) -> list[int]:
+async def _due_notifications(
+    session: AsyncSession, limit: int, *, include_leased: bool = False
+) -> list[int]:
+    due = col(NotificationRow.next_attempt_at) <= utcnow()
+    if include_leased:
+        due = or_(due, col(NotificationRow.status) == "received")
     stmt = (
         select(NotificationRow.id)
         .where(col(NotificationRow.status).in_(["received", "failed"]))
-        .where(col(NotificationRow.next_attempt_at) <= utcnow())
+        .where(due)
         .order_by(col(NotificationRow.id))
         .limit(limit)
     )

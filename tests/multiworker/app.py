@@ -11,6 +11,8 @@ the package:
 ``MPP_TEST_NO_APPLY=1``      no worker loop and no apply after the answer: the
                              process dies between storing a webhook and applying it.
 ``MPP_TEST_LEASE_SECONDS``   the outbox lease this process takes.
+``MPP_TEST_APPLY_LEASE_SECONDS``  how long a stored webhook item is left to the
+                             request that stored it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class _TestPay(MiniProgramPay):
 
     no_apply = False
     lease_seconds: float | None = None
+    apply_lease_seconds: float | None = None
 
     async def apply_stored(self, notification_ids: Sequence[int]) -> None:
         if self.no_apply:
@@ -41,6 +44,8 @@ class _TestPay(MiniProgramPay):
 
     def _build_services(self) -> None:
         super()._build_services()
+        if self.apply_lease_seconds is not None:
+            self.service.apply_lease_seconds = self.apply_lease_seconds
         if self.lease_seconds is not None:
             self.repository.claim_outbox = functools.partial(  # type: ignore[method-assign]
                 self.repository.claim_outbox, lease_seconds=self.lease_seconds
@@ -82,4 +87,6 @@ def create_app() -> Starlette:
     pay.no_apply = no_apply
     if env.get("MPP_TEST_LEASE_SECONDS"):
         pay.lease_seconds = float(env["MPP_TEST_LEASE_SECONDS"])
+    if env.get("MPP_TEST_APPLY_LEASE_SECONDS"):
+        pay.apply_lease_seconds = float(env["MPP_TEST_APPLY_LEASE_SECONDS"])
     return Starlette(routes=[Mount("/pay", app=pay)], lifespan=pay.lifespan)

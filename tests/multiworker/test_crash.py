@@ -43,7 +43,9 @@ async def test_webhook_stored_then_worker_killed_is_applied_once_after_restart(
     merchants: Merchants, shop: Shop, store: Store, deliveries_dir: Path
 ) -> None:
     reference = "crash-inbox-1"
-    first = await merchants.start("first", MPP_TEST_NO_APPLY="1")
+    # The item is leased to the request that stored it; the lease is short here so
+    # the next process does not wait the default 10 s for it.
+    first = await merchants.start("first", MPP_TEST_NO_APPLY="1", MPP_TEST_APPLY_LEASE_SECONDS="2")
     headers = await shop.login(first.url, "carol", 1)
     answer = await shop.pay(first.url, headers, reference)
     assert answer["state"] == "Pending"

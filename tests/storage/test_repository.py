@@ -219,6 +219,36 @@ async def test_ignored_items_are_stored_with_their_status(repository: PaymentRep
     assert await repository.apply_notification(stored.id) is None
 
 
+async def test_a_leased_item_is_left_to_its_owner_until_the_lease_ends(
+    repository: PaymentRepository,
+) -> None:
+    await create(repository)
+    [stored] = await repository.store_notifications([inbox_item()], lease_seconds=3600)
+    assert await repository.due_notifications() == []
+    assert await repository.due_work() == ([], False)
+    assert await repository.due_notifications(include_leased=True) == [stored.id]
+    # A redelivery neither renews nor ends the lease.
+    [again] = await repository.store_notifications([inbox_item()], lease_seconds=0)
+    assert (again.id, again.new) == (stored.id, False)
+    assert await repository.due_notifications() == []
+    # Its owner applies it regardless of the lease.
+    record = await repository.apply_notification(stored.id)
+    assert record is not None and record.status == "applied"
+    assert await repository.due_notifications(include_leased=True) == []
+
+
+async def test_a_failure_replaces_the_lease_with_the_backoff(
+    repository: PaymentRepository,
+) -> None:
+    [stored] = await repository.store_notifications([inbox_item()], lease_seconds=3600)
+    fail = repository.record_notification_failure
+    assert await fail(stored.id, error="Boom", max_attempts=3, backoff_seconds=0) == "failed"
+    assert await repository.due_notifications() == [stored.id]
+    assert await fail(stored.id, error="Boom", max_attempts=3, backoff_seconds=3600) == "failed"
+    # A failed item keeps its backoff even for a drain.
+    assert await repository.due_notifications(include_leased=True) == []
+
+
 async def test_apply_notification_applied_then_none(repository: PaymentRepository) -> None:
     payment = await create(repository)
     [stored] = await repository.store_notifications([inbox_item()])
