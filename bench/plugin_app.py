@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from bench.common import ADMIN_KEY, CONFIG, SESSION_SECRET, db_url, sandbox_url
-from miniprogram_pay import Settings, StateChange, create_app
+from miniprogram_pay import Secret, Settings, StateChange, create_app
 
 __all__ = ["create"]
 
@@ -22,18 +22,18 @@ async def _on_state_change(change: StateChange) -> None:
 def settings() -> Settings:
     base = sandbox_url()
     return Settings(
-        adyen_api_key=CONFIG.api_key,
+        adyen_api_key=Secret(CONFIG.api_key),
         adyen_merchant_account=CONFIG.merchant_account,
-        adyen_hmac_keys=CONFIG.hmac_keys,
+        adyen_hmac_keys=tuple(Secret(k) for k in CONFIG.hmac_keys),
         adyen_return_url="https://merchant.example/return",
         adyen_checkout_url=f"{base}/adyen/v71",
-        webhook_username=CONFIG.webhook_username,
-        webhook_password=CONFIG.webhook_password,
+        webhook_username=Secret(CONFIG.webhook_username),
+        webhook_password=Secret(CONFIG.webhook_password),
         wechat_app_id=CONFIG.wechat_app_id,
-        wechat_app_secret=CONFIG.wechat_app_secret,
+        wechat_app_secret=Secret(CONFIG.wechat_app_secret),
         wechat_api_url=f"{base}/wechat",
-        session_secret=SESSION_SECRET,
-        admin_api_key=ADMIN_KEY,
+        session_secret=Secret(SESSION_SECRET),
+        admin_api_key=Secret(ADMIN_KEY),
         allow_client_amount=True,
         database_url=db_url(),
         adyen_timeout_seconds=10.0,

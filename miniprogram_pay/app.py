@@ -243,14 +243,30 @@ class MiniProgramPayMiddleware:
     resources with the host.
     """
 
+    # The options are spelled out, not ``**options``: with a ``**kwargs`` catch-all,
+    # mypy rejects the class in Starlette's typed ``add_middleware``.
     def __init__(
-        self, app: ASGIApp, *, settings: Settings, prefix: str = "/pay", **options: Any
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        prefix: str = "/pay",
+        order_resolver: OrderResolver | None = None,
+        on_state_change: StateChangeHook | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        database: Database | None = None,
     ) -> None:
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ConfigurationError("MiniProgramPayMiddleware prefix must look like '/pay'.")
         self.app = app
         self.prefix = prefix
-        self.plugin = create_app(settings, **options)
+        self.plugin = create_app(
+            settings,
+            order_resolver=order_resolver,
+            on_state_change=on_state_change,
+            http_client=http_client,
+            database=database,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

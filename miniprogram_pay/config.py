@@ -73,14 +73,18 @@ class Settings:
     Example::
 
         settings = Settings(
-            adyen_api_key="AQE...",
+            adyen_api_key=Secret("AQE..."),
             adyen_merchant_account="MyShopCN",
-            adyen_hmac_keys=["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"],
+            adyen_hmac_keys=(Secret("44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"),),
             adyen_return_url="https://shop.example/return",
-            webhook_username="adyen", webhook_password="...",
-            wechat_app_id="wx1234567890abcdef", wechat_app_secret="...",
-            session_secret="a long random string",
+            webhook_username=Secret("adyen"), webhook_password=Secret("..."),
+            wechat_app_id="wx1234567890abcdef", wechat_app_secret=Secret("..."),
+            session_secret=Secret("a long random string"),
         )
+
+    Plain strings are accepted at run time and wrapped, so a secret is never
+    stored printable; the annotations ask for ``Secret`` so type checkers keep
+    call sites explicit.
     """
 
     adyen_api_key: Secret

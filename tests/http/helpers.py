@@ -201,9 +201,12 @@ class LifespanDriver:
         self.sent.append(message["type"])
         await self._outbox.put(message)
 
+    async def _run(self, scope: Scope) -> None:
+        await self.app(scope, self._receive, self._send)
+
     async def startup(self) -> str:
         scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._task = asyncio.create_task(self.app(scope, self._receive, self._send))
+        self._task = asyncio.create_task(self._run(scope))
         await self._inbox.put({"type": "lifespan.startup"})
         message = await asyncio.wait_for(self._outbox.get(), 10)
         return str(message["type"])

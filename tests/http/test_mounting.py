@@ -9,8 +9,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from miniprogram_pay import ConfigurationError, MiniProgramPayMiddleware, create_app
+from miniprogram_pay import ConfigurationError, MiniProgramPayMiddleware, Settings, create_app
 from miniprogram_pay.sandbox import SandboxConfig
 from tests.http.helpers import (
     HOST_KINDS,
@@ -24,7 +25,7 @@ from tests.http.helpers import (
 from tests.world import MERCHANT_BASE, settings_for
 
 
-def sandbox_settings(db_url: str) -> object:
+def sandbox_settings(db_url: str) -> Settings:
     return settings_for(SandboxConfig(webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen"), db_url)
 
 
@@ -53,12 +54,12 @@ async def test_other_paths_reach_the_host_untouched(db_url: str, kind: HostKind)
 async def test_the_middleware_keeps_the_host_scope_and_root_path(db_url: str) -> None:
     seen: list[dict[str, object]] = []
 
-    async def host(scope: dict[str, object], receive: object, send: object) -> None:
+    async def host(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(dict(scope))
-        await host_hello_app(scope, receive, send)  # type: ignore[arg-type]
+        await host_hello_app(scope, receive, send)
 
     host_hello_app = Starlette(routes=[Route("/hello", host_hello)])
-    middleware = MiniProgramPayMiddleware(host, settings=sandbox_settings(db_url), prefix="/pay")  # type: ignore[arg-type]
+    middleware = MiniProgramPayMiddleware(host, settings=sandbox_settings(db_url), prefix="/pay")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=middleware), base_url=MERCHANT_BASE
     ) as client:
@@ -72,12 +73,14 @@ async def test_the_middleware_keeps_the_host_scope_and_root_path(db_url: str) ->
 
 @pytest.mark.parametrize("prefix", ["pay", "/pay/", ""])
 def test_the_middleware_prefix_is_checked(db_url: str, prefix: str) -> None:
+    host = Starlette(routes=[Route("/hello", host_hello)])
+    settings = sandbox_settings(db_url)
     with pytest.raises(ConfigurationError, match="prefix"):
-        MiniProgramPayMiddleware(host_hello, settings=sandbox_settings(db_url), prefix=prefix)  # type: ignore[arg-type]
+        MiniProgramPayMiddleware(host, settings=settings, prefix=prefix)
 
 
 async def test_starlette_lifespan_starts_and_stops_the_plugin(db_url: str) -> None:
-    pay = create_app(sandbox_settings(db_url))  # type: ignore[arg-type]
+    pay = create_app(sandbox_settings(db_url))
     host = Starlette(
         routes=[Route("/hello", host_hello), Mount("/pay", app=pay)], lifespan=pay.lifespan
     )
@@ -91,19 +94,18 @@ async def test_starlette_lifespan_starts_and_stops_the_plugin(db_url: str) -> No
 
 @pytest.mark.parametrize("kind", ["middleware", "fastapi-middleware"])
 async def test_the_middleware_follows_the_host_lifespan(db_url: str, kind: HostKind) -> None:
-    settings = sandbox_settings(db_url)
+    settings: Settings = sandbox_settings(db_url)
+    app: ASGIApp
     if kind == "middleware":
-        app: object = MiniProgramPayMiddleware(
-            Starlette(routes=[Route("/hello", host_hello)]),
-            settings=settings,
-            prefix="/pay",  # type: ignore[arg-type]
+        middleware = MiniProgramPayMiddleware(
+            Starlette(routes=[Route("/hello", host_hello)]), settings=settings, prefix="/pay"
         )
-        pay = app.plugin  # type: ignore[attr-defined]
+        app, pay = middleware, middleware.plugin
     else:
-        app = FastAPI()
-        app.add_middleware(MiniProgramPayMiddleware, settings=settings, prefix="/pay")  # type: ignore[attr-defined]
-        pay = find_middleware(app).plugin  # type: ignore[arg-type]
-    driver = LifespanDriver(app)  # type: ignore[arg-type]
+        fastapi_app = FastAPI()
+        fastapi_app.add_middleware(MiniProgramPayMiddleware, settings=settings, prefix="/pay")
+        app, pay = fastapi_app, find_middleware(fastapi_app).plugin
+    driver = LifespanDriver(app)
     assert await driver.startup() == "lifespan.startup.complete"
     assert pay.started
     assert await driver.shutdown() == "lifespan.shutdown.complete"
@@ -111,7 +113,7 @@ async def test_the_middleware_follows_the_host_lifespan(db_url: str, kind: HostK
 
 
 async def test_standalone_the_plugin_serves_its_own_lifespan(db_url: str) -> None:
-    pay = create_app(sandbox_settings(db_url))  # type: ignore[arg-type]
+    pay = create_app(sandbox_settings(db_url))
     driver = LifespanDriver(pay)
     assert await driver.startup() == "lifespan.startup.complete"
     assert pay.started

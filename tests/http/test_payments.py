@@ -21,7 +21,8 @@ def config(**options: Any) -> SandboxConfig:
     return SandboxConfig(webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen", **options)
 
 
-def seed_body(openid: str | None = None, **extra: Any) -> dict[str, Any]:
+def seed_body(openid: object = None, **extra: Any) -> dict[str, Any]:
+    """A payment body; ``openid`` may be any JSON value, to build malformed bodies too."""
     method: dict[str, Any] = {"type": "wechatpayMiniProgram"}
     if openid is not None:
         method["openid"] = openid

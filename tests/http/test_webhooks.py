@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from Adyen.util import generate_notification_sig
+from Adyen.util import generate_notification_sig  # type: ignore[import-untyped]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from miniprogram_pay import PaymentState
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY, SandboxConfig
 from tests.http.helpers import error_code, host_world, start_payment
 from tests.world import (
@@ -206,7 +207,7 @@ async def test_a_redelivery_is_counted_and_changes_nothing(db_url: str) -> None:
         status = await w.status("order-dup")
         assert [h["to"] for h in status["history"]] == ["Created", "Pending", "Authorised"]
         assert len([e for e in status["events"] if e["source"] == "webhook"]) == 1
-        assert [c.state for c in w.changes].count("Authorised") == 1
+        assert [c.state for c in w.changes].count(PaymentState.AUTHORISED) == 1
 
 
 async def test_a_notification_for_an_unknown_payment_is_kept_as_orphan(db_url: str) -> None:
@@ -305,7 +306,7 @@ async def test_an_oversized_notification_is_413(db_url: str) -> None:
 
 # Colons and backslashes in values are signed as they are, never escaped.
 _TEXT = st.text(
-    alphabet=st.one_of(st.sampled_from(":\\:\\ab-_é中"), st.characters(exclude_categories=("Cs",))),
+    alphabet=st.one_of(st.sampled_from(":\\:\\ab-_é中"), st.characters(exclude_categories=["Cs"])),
     max_size=20,
 )
 _REQUIRED = _TEXT.filter(bool)
@@ -383,7 +384,7 @@ def test_accepted_iff_every_item_is_signed_right(
 
 
 def test_the_seed_example_signature_matches_the_official_library() -> None:
-    item = {
+    item: dict[str, Any] = {
         "pspReference": "7914073381342284",
         "merchantAccountCode": "TestMerchant",
         "merchantReference": "TestPayment-1407325143704",

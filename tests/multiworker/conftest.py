@@ -41,7 +41,7 @@ async def fresh_pg_database(pg_url: str) -> AsyncIterator[str]:
 
     def run(sql: str) -> None:
         with psycopg.connect(_admin_dsn(pg_url), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     await asyncio.to_thread(run, f'CREATE DATABASE "{name}"')
     try:

@@ -6,13 +6,14 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from miniprogram_pay.storage import Database
+from miniprogram_pay.storage.records import NotificationRecord
 from miniprogram_pay.storage.schema import upgrade
 from tests.multiworker.harness import postgres_url
 from tests.world import ADMIN_KEY, basic_auth, notification_body, notification_item, world
@@ -47,7 +48,7 @@ async def test_a_failing_item_is_retried_with_backoff_then_parked(backend: dict[
             attempts.append(time.monotonic())
             raise RuntimeError("the database said no")
 
-        async def broken_batch(notification_ids: Any) -> None:
+        async def broken_batch(notification_ids: Sequence[int]) -> list[NotificationRecord]:
             raise RuntimeError("the database said no")
 
         # The shared (batch) transaction fails, then each item alone fails and is recorded.
