@@ -99,7 +99,9 @@ class MiniProgramPay:
             if self._started:
                 return
             self.database = self._given_db or Database(
-                self.settings.database_url, schema=self.settings.database_schema
+                self.settings.database_url,
+                schema=self.settings.database_schema,
+                pool_size=self.settings.database_pool_size,
             )
             try:
                 await prepare_schema(self.database, auto_migrate=self.settings.auto_migrate)

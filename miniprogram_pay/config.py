@@ -107,6 +107,8 @@ class Settings:
     wechat_timeout_seconds: float = 5.0
     database_url: str = DEFAULT_DATABASE_URL
     database_schema: str | None = None
+    # PostgreSQL connections kept per process; as many again may open under load.
+    database_pool_size: int = 10
     # Migrate the schema at start-up; None means yes on SQLite, no on PostgreSQL.
     auto_migrate: bool | None = None
     admin_api_key: Secret | None = None
@@ -249,6 +251,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "WECHAT_API_URL": ("wechat_api_url", _str),
     "DATABASE_URL": ("database_url", _str),
     "DATABASE_SCHEMA": ("database_schema", _str),
+    "DATABASE_POOL_SIZE": ("database_pool_size", int),
     "AUTO_MIGRATE": ("auto_migrate", _parse_bool),
     "SESSION_SECRET": ("session_secret", _str),
     "ADMIN_API_KEY": ("admin_api_key", _str),
@@ -348,5 +351,11 @@ def _validate_limits(s: Settings) -> None:
         _fail("MAX_BODY_BYTES", "must be at least 1024", "")
     if s.session_ttl_seconds <= 0:
         _fail("SESSION_TTL_SECONDS", "must be positive", "")
+    if not 1 <= s.database_pool_size <= 100:
+        _fail(
+            "DATABASE_POOL_SIZE",
+            "must be between 1 and 100",
+            "Each process opens up to twice this many PostgreSQL connections.",
+        )
     if s.adyen_max_retries < 0 or s.adyen_timeout_seconds <= 0:
         _fail("adyen_max_retries/adyen_timeout_seconds", "must be >= 0 and > 0", "")

@@ -33,7 +33,9 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 class Database:
     """The package's connection to its database. Create once; ``dispose()`` on shutdown."""
 
-    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, schema: str | None = None, pool_size: int = 10, echo: bool = False
+    ) -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
@@ -41,7 +43,7 @@ class Database:
         if self.dialect == "sqlite":
             self._init_sqlite(parsed.database, echo)
         elif self.dialect == "postgresql":
-            self._init_postgres(echo)
+            self._init_postgres(pool_size, echo)
         else:
             raise ConfigurationError(
                 f"MINIPROGRAM_PAY_DATABASE_URL: unsupported database {self.dialect!r}. "
@@ -75,12 +77,12 @@ class Database:
         _sqlite_pragmas(self.writer, immediate=True)
         _sqlite_pragmas(self.reader, immediate=False)
 
-    def _init_postgres(self, echo: bool) -> None:
+    def _init_postgres(self, pool_size: int, echo: bool) -> None:
         self.writer = create_async_engine(
             self.url,
             echo=echo,
-            pool_size=10,
-            max_overflow=10,
+            pool_size=pool_size,
+            max_overflow=pool_size,
             pool_pre_ping=True,
             execution_options=self._options(),
         )

@@ -81,6 +81,7 @@ def test_from_env_reads_every_prefixed_variable() -> None:
             SESSION_TTL_SECONDS="600",
             RATE_LIMIT_PER_MINUTE="30",
             ADMIN_API_KEY="admin-key-value",
+            DATABASE_POOL_SIZE="4",
         )
     )
     assert settings.is_live
@@ -90,6 +91,7 @@ def test_from_env_reads_every_prefixed_variable() -> None:
     assert len(settings.adyen_hmac_keys) == 2
     assert settings.allow_client_amount is True
     assert (settings.session_ttl_seconds, settings.rate_limit_per_minute) == (600, 30)
+    assert settings.database_pool_size == 4
     assert Settings.from_env(env()).checkout_url == "https://checkout-test.adyen.com/v71"
     assert (
         Settings.from_env(env(), adyen_merchant_account="Override").adyen_merchant_account
@@ -140,6 +142,8 @@ def test_from_env_refuses_unparsable_values(name: str, raw: str) -> None:
         ({"wechat_app_secret": ""}, "WECHAT_APP_SECRET", "AppSecret"),
         ({"max_body_bytes": 10}, "MAX_BODY_BYTES", "1024"),
         ({"session_ttl_seconds": 0}, "SESSION_TTL_SECONDS", "positive"),
+        ({"database_pool_size": 0}, "DATABASE_POOL_SIZE", "twice"),
+        ({"database_pool_size": 101}, "DATABASE_POOL_SIZE", "between 1 and 100"),
         ({"amount_limits": {"XBT": (1, 2)}}, "amount_limits", "XBT"),
         ({"amount_limits": {"CNY": (10, 1)}}, "amount_limits", "min <= max"),
     ],

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from miniprogram_pay.domain.events import EventSource, PaymentEvent, result_event, webhook_event
 from miniprogram_pay.domain.machine import TRANSITIONS
@@ -13,7 +14,13 @@ from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.reconcile import ConflictKind, Outcome
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import NotFoundError
-from miniprogram_pay.storage import InboxItem, PaymentRecord, PaymentRepository, ProviderAnswer
+from miniprogram_pay.storage import (
+    Database,
+    InboxItem,
+    PaymentRecord,
+    PaymentRepository,
+    ProviderAnswer,
+)
 
 AMOUNT = Amount(1130, "CNY")
 PSP = "7914073381342284"
@@ -489,3 +496,12 @@ async def test_a_payment_is_found_by_its_payment_data(repository: PaymentReposit
     found = await repository.get_by_payment_data(long_data)
     assert found is not None and found.id == payment.id
     assert await repository.get_by_payment_data(long_data + "y") is None
+
+
+def test_the_postgresql_pool_follows_the_configured_size() -> None:
+    # Building an engine opens no connection, so no server is needed here.
+    database = Database("postgresql+psycopg://app@127.0.0.1:9/app", pool_size=3)
+    pool = database.writer.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    assert (pool.size(), pool._max_overflow) == (3, 3)  # no public getter for the overflow
+    assert database.reader is database.writer
