@@ -103,9 +103,10 @@ async def adyen_webhook(request: Request) -> Response:
     batch = parse_notification_body(body)
     verify_batch(batch, plugin.hmac_keys)
     stored = await plugin.service.store_webhook(batch)
-    # New items are leased to this request; a redelivered one already has an owner
-    # (an earlier request, or the worker loop's retry schedule).
-    waiting = [note.id for note in stored if note.new and note.status == "received"]
+    # New items are leased to this request. A redelivered item not yet applied is
+    # tried too: on PostgreSQL this request's store held its row lock, so the first
+    # request's apply may have skipped it (SKIP LOCKED). Failed items keep their backoff.
+    waiting = sorted({note.id for note in stored if note.status == "received"})
     # The items are committed: acknowledge now, apply right after the answer is sent.
     # A crash in between leaves them in the inbox: a worker loop takes them when the
     # lease ends.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,33 @@ async def test_a_redelivery_is_counted_and_changes_nothing(db_url: str) -> None:
         assert [h["to"] for h in status["history"]] == ["Created", "Pending", "Authorised"]
         assert len([e for e in status["events"] if e["source"] == "webhook"]) == 1
         assert [c.state for c in w.changes].count(PaymentState.AUTHORISED) == 1
+
+
+async def test_a_redelivery_applies_an_item_its_first_delivery_left_waiting(db_url: str) -> None:
+    # The first request's apply can pass over its own item: on PostgreSQL a concurrent
+    # redelivery's store holds the row lock, and the apply uses SKIP LOCKED. The item
+    # is leased to the first request, so the worker loop would wait 10 s for it; the
+    # redelivering request applies it instead, and no drain is needed here.
+    async with host_world(db_url) as w:
+        await start_payment(w, "order-skip")
+        body = await authorisation_for(w, "order-skip")
+        apply_stored = w.pay.apply_stored
+        passed_over: list[Sequence[int]] = []
+
+        async def pass_over_once(notification_ids: Sequence[int]) -> None:
+            if not passed_over:
+                passed_over.append(notification_ids)
+                return
+            await apply_stored(notification_ids)
+
+        w.pay.apply_stored = pass_over_once  # type: ignore[method-assign]
+        assert (await post(w, body)).text == "[accepted]"
+        assert (await w.status("order-skip"))["state"] == "Pending"
+        assert (await post(w, body)).text == "[accepted]"
+        assert (await w.status("order-skip"))["state"] == "Authorised"
+        (note,) = await notifications(w)
+        assert (note["status"], note["attempts"], note["deliveries"]) == ("applied", 1, 2)
+        assert [[note["id"]]] == [list(ids) for ids in passed_over]
 
 
 async def test_a_notification_for_an_unknown_payment_is_kept_as_orphan(db_url: str) -> None:
