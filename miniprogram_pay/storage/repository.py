@@ -13,12 +13,14 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, or_, update
+from sqlalchemy import bindparam, func, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -64,6 +66,9 @@ logger = logging.getLogger("miniprogram_pay.storage")
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 6
+# Inbox rows per INSERT: 15 parameters each keeps a statement far below the drivers'
+# limits on bound parameters (SQLite 32,766; PostgreSQL 65,535).
+STORE_CHUNK_ROWS = 500
 LEASE_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 600.0
 
@@ -115,6 +120,76 @@ def _view(row: PaymentRow) -> PaymentView:
         psp_reference=row.psp_reference,
         decisive=decisive,
     )
+
+
+# The payment columns a webhook can change (see _changes without an answer).
+_NOTIFICATION_COLUMNS = (
+    "state",
+    "psp_reference",
+    "conflicts",
+    "decisive_rank",
+    "decisive_weight",
+    "decisive_key",
+    "decisive_source",
+    "result_code",
+    "refusal_reason",
+    "updated_at",
+)
+
+
+@dataclass
+class _BatchWrites:
+    """The rows a batch of webhook items writes, sent with one statement per table."""
+
+    before: dict[int | None, int]  # each locked payment's version when it was read
+    events: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    changed: set[int] = field(default_factory=set)
+
+    def add_transition(
+        self, row: PaymentRow, event: PaymentEvent, decision: Decision, now: datetime
+    ) -> TransitionRecord:
+        assert row.id is not None
+        from_state = PaymentState(row.state)
+        to_state = decision.new_state
+        self.transitions.append(_transition_values(row.id, from_state, to_state, event, now))
+        # The outbox row commits with the change: the host hears of every change
+        # that happened, even if this process dies right after the commit.
+        self.outbox.append(_outbox_values(row, from_state, to_state, event, now))
+        return TransitionRecord(
+            from_state, to_state, event.source.value, event.kind, event.key, now
+        )
+
+    async def flush(self, session: AsyncSession, payments: dict[str, PaymentRow]) -> None:
+        for table, rows in (
+            (PaymentEventRow.__table__, self.events),  # type: ignore[attr-defined]
+            (TransitionRow.__table__, self.transitions),  # type: ignore[attr-defined]
+            (OutboxRow.__table__, self.outbox),  # type: ignore[attr-defined]
+        ):
+            if rows:
+                await session.exec(insert(table), params=rows)
+        updates = [
+            {
+                "b_id": row.id,
+                "b_version": self.before[row.id],
+                "version": row.version,
+                **{name: getattr(row, name) for name in _NOTIFICATION_COLUMNS},
+            }
+            for row in payments.values()
+            if row.id in self.changed
+        ]
+        if not updates:
+            return
+        table = PaymentRow.__table__  # type: ignore[attr-defined]
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
+            .values({name: bindparam(name) for name in ("version", *_NOTIFICATION_COLUMNS)})
+        )
+        result = await session.exec(stmt, params=updates)
+        if result.rowcount != len(updates):
+            raise _VersionConflictError
 
 
 class PaymentRepository:
@@ -348,33 +423,16 @@ class PaymentRepository:
         assert row.id is not None
         from_state = PaymentState(row.state)
         to_state = decision.new_state
-        transitions = TransitionRow.__table__  # type: ignore[attr-defined]
         await session.exec(
-            insert(transitions).values(
-                payment_id=row.id,
-                from_state=from_state.value,
-                to_state=to_state.value,
-                source=event.source.value,
-                event_kind=event.kind[:64],
-                event_key=event.key,
-                at=now,
+            insert(TransitionRow.__table__).values(  # type: ignore[attr-defined]
+                _transition_values(row.id, from_state, to_state, event, now)
             )
         )
         # The outbox row commits with the change: the host hears of every change
         # that happened, even if this process dies right after the commit.
-        outbox = OutboxRow.__table__  # type: ignore[attr-defined]
         await session.exec(
-            insert(outbox).values(
-                event_id=f"mpp_{row.id}_{to_state.value.lower()}",
-                payment_id=row.id,
-                reference=row.reference,
-                from_state=from_state.value,
-                to_state=to_state.value,
-                source=event.source.value,
-                status="pending",
-                attempts=0,
-                created_at=now,
-                next_attempt_at=now,
+            insert(OutboxRow.__table__).values(  # type: ignore[attr-defined]
+                _outbox_values(row, from_state, to_state, event, now)
             )
         )
         return TransitionRecord(
@@ -414,50 +472,45 @@ class PaymentRepository:
         async def work(session: AsyncSession) -> list[StoredNotification]:
             now = utcnow()
             due_at = now + timedelta(seconds=lease_seconds)
+            # An item twice in one batch is one row delivered twice: one ON CONFLICT
+            # statement may not touch the same row twice.
+            counts = Counter(item.dedup_key for item in items)
+            unique = {item.dedup_key: item for item in reversed(items)}
             # Lock rows in one global order (by key): two batches holding the same
             # items in another order would otherwise deadlock on PostgreSQL.
-            order = sorted(range(len(items)), key=lambda i: items[i].dedup_key)
-            stored: dict[int, StoredNotification] = {}
-            for index in order:
-                stored[index] = await self._upsert_notification(session, items[index], now, due_at)
-            return [stored[index] for index in range(len(items))]
+            rows = [_inbox_values(unique[key], counts[key], now, due_at) for key in sorted(unique)]
+            found: dict[str, tuple[int, int, str]] = {}
+            for start in range(0, len(rows), STORE_CHUNK_ROWS):
+                found.update(
+                    await self._upsert_rows(session, rows[start : start + STORE_CHUNK_ROWS])
+                )
+            stored: list[StoredNotification] = []
+            seen: set[str] = set()
+            for item in items:
+                notification_id, deliveries, status = found[item.dedup_key]
+                # Inserted now, not redelivered: the row holds exactly this batch's deliveries.
+                new = item.dedup_key not in seen and deliveries == counts[item.dedup_key]
+                seen.add(item.dedup_key)
+                stored.append(StoredNotification(notification_id, item.dedup_key, new, status))
+            return stored
 
         return await self._write(work)
 
-    async def _upsert_notification(
-        self, session: AsyncSession, item: InboxItem, now: datetime, due_at: datetime
-    ) -> StoredNotification:
-        values = {
-            "dedup_key": item.dedup_key,
-            "psp_reference": item.psp_reference,
-            "merchant_reference": item.merchant_reference,
-            "event_code": item.event_code,
-            "success": item.success,
-            "amount_value": item.amount_value,
-            "amount_currency": item.amount_currency,
-            "reason": item.reason,
-            "raw": item.raw_json,
-            "status": item.status,
-            "detail": item.detail,
-            "attempts": 0,
-            "deliveries": 1,
-            "received_at": now,
-            "next_attempt_at": due_at,
-        }
+    async def _upsert_rows(
+        self, session: AsyncSession, rows: list[dict[str, Any]]
+    ) -> dict[str, tuple[int, int, str]]:
+        """Insert inbox rows in one statement; a known key only counts another delivery."""
         table = NotificationRow.__table__  # type: ignore[attr-defined]
-        stmt = (
-            self._insert(table)
-            .values(**values)
-            .on_conflict_do_update(
-                index_elements=["dedup_key"],
-                set_={"deliveries": table.c.deliveries + 1},
-            )
-            .returning(table.c.id, table.c.deliveries, table.c.status)
-        )
-        notification_id, deliveries, status = (await session.exec(stmt)).one()
-        return StoredNotification(
-            id=int(notification_id), dedup_key=item.dedup_key, new=deliveries == 1, status=status
-        )
+        stmt = self._insert(table).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["dedup_key"],
+            set_={"deliveries": table.c.deliveries + stmt.excluded.deliveries},
+        ).returning(table.c.dedup_key, table.c.id, table.c.deliveries, table.c.status)
+        result = await session.exec(stmt)
+        return {
+            str(key): (int(notification_id), int(deliveries), str(status))
+            for key, notification_id, deliveries, status in result.all()
+        }
 
     async def apply_notification(self, notification_id: int) -> NotificationRecord | None:
         """Apply one stored notification to its payment in one transaction.
@@ -476,7 +529,8 @@ class PaymentRepository:
             note = (await session.exec(stmt)).first()
             if note is None:
                 return None
-            return await self._apply_notification_locked(session, note)
+            [record] = await self._apply_notes(session, [note])
+            return record
 
         return await self._write(work)
 
@@ -499,14 +553,7 @@ class PaymentRepository:
                 .with_for_update(skip_locked=True)
             )
             notes = sorted((await session.exec(stmt)).all(), key=_lock_order)
-            references = sorted({note.merchant_reference for note in notes})
-            payments = await self._lock_payments(session, references)
-            records = [
-                await self._apply_to(session, note, payments.get(note.merchant_reference))
-                for note in notes
-            ]
-            await self._mark_notifications(session, records)
-            return records
+            return await self._apply_notes(session, notes)
 
         if not notification_ids:
             return []
@@ -529,24 +576,81 @@ class PaymentRepository:
             session.expunge(row)  # as in _lock_payment: writes go through versioned UPDATEs
         return {row.reference: row for row in rows}
 
-    async def _apply_notification_locked(
-        self, session: AsyncSession, note: NotificationRow
-    ) -> NotificationRecord:
-        payment = await self._lock_payment(session, note.merchant_reference)
-        record = await self._apply_to(session, note, payment)
-        await self._mark_notifications(session, [record])
-        return record
+    async def _apply_notes(
+        self, session: AsyncSession, notes: Sequence[NotificationRow]
+    ) -> list[NotificationRecord]:
+        """Apply locked inbox rows, in order, with one statement per table for them all.
 
-    async def _apply_to(
-        self, session: AsyncSession, note: NotificationRow, payment: PaymentRow | None
-    ) -> NotificationRecord:
-        if payment is None:
-            detail = "no payment with this merchantReference"
-            return NotificationRecord(id=note.id or 0, status="orphan", detail=detail)
-        # The same row object serves every item of the batch for this payment: the
-        # versioned update keeps it current, so the next item sees the new state.
-        applied = await self._apply_locked(session, payment, _notification_event(note), None)
-        return NotificationRecord(id=note.id or 0, status="applied", detail=None, applied=applied)
+        Each item is decided against its payment as the items before it left it
+        (the same row object serves them all), exactly as if they were applied one
+        by one. Only the writes are grouped: every event, transition and outbox row
+        in one INSERT each, and each payment's final values in one versioned UPDATE.
+        """
+        if not notes:
+            return []
+        references = sorted({note.merchant_reference for note in notes})
+        payments = await self._lock_payments(session, references)
+        writes = _BatchWrites(before={p.id: p.version for p in payments.values()})
+        logged = await self._logged_keys(session, payments.values(), notes)
+        now = utcnow()
+        records: list[NotificationRecord] = []
+        for note in notes:
+            payment = payments.get(note.merchant_reference)
+            if payment is None:
+                detail = "no payment with this merchantReference"
+                records.append(NotificationRecord(id=note.id or 0, status="orphan", detail=detail))
+                continue
+            applied = self._decide_note(payment, _notification_event(note), logged, writes, now)
+            records.append(
+                NotificationRecord(id=note.id or 0, status="applied", detail=None, applied=applied)
+            )
+        await writes.flush(session, payments)
+        await self._mark_notifications(session, records)
+        return records
+
+    async def _logged_keys(
+        self,
+        session: AsyncSession,
+        payments: Iterable[PaymentRow],
+        notes: Sequence[NotificationRow],
+    ) -> set[tuple[int, str]]:
+        """(payment, event key) pairs already in the event log, read under the payment locks."""
+        ids = [p.id for p in payments]
+        if not ids:
+            return set()
+        keys = [_notification_event(note).key for note in notes]
+        stmt = select(PaymentEventRow.payment_id, PaymentEventRow.key).where(
+            col(PaymentEventRow.payment_id).in_(ids), col(PaymentEventRow.key).in_(keys)
+        )
+        return {(int(pid), str(key)) for pid, key in (await session.exec(stmt)).all()}
+
+    def _decide_note(
+        self,
+        row: PaymentRow,
+        event: PaymentEvent,
+        logged: set[tuple[int, str]],
+        writes: _BatchWrites,
+        now: datetime,
+    ) -> AppliedEvent:
+        """Decide one event against ``row`` and queue its writes; ``row`` is updated in memory."""
+        assert row.id is not None
+        if (row.id, event.key) in logged:
+            return AppliedEvent(payment=_payment_record(row), decision=None, duplicate=True)
+        logged.add((row.id, event.key))
+        decision = decide(_view(row), event, self._machine)
+        writes.events.append(_event_values(row.id, event, decision, now))
+        changes = _changes(row, event, decision, None, now)
+        transition = None
+        if decision.moved:
+            transition = writes.add_transition(row, event, decision, now)
+        if changes:
+            for name, value in changes.items():
+                setattr(row, name, value)
+            row.version += 1
+            writes.changed.add(row.id)
+        return AppliedEvent(
+            payment=_payment_record(row), decision=decision, duplicate=False, transition=transition
+        )
 
     async def _mark_notifications(
         self, session: AsyncSession, records: Sequence[NotificationRecord]
@@ -807,6 +911,67 @@ def _event_values(
         amount_value=event.amount_value,
         amount_currency=event.amount_currency,
         at=now,
+    )
+
+
+def _inbox_values(
+    item: InboxItem, deliveries: int, now: datetime, due_at: datetime
+) -> dict[str, Any]:
+    return {
+        "dedup_key": item.dedup_key,
+        "psp_reference": item.psp_reference,
+        "merchant_reference": item.merchant_reference,
+        "event_code": item.event_code,
+        "success": item.success,
+        "amount_value": item.amount_value,
+        "amount_currency": item.amount_currency,
+        "reason": item.reason,
+        "raw": item.raw_json,
+        "status": item.status,
+        "detail": item.detail,
+        "attempts": 0,
+        "deliveries": deliveries,
+        "received_at": now,
+        "next_attempt_at": due_at,
+    }
+
+
+def _transition_values(
+    payment_id: int,
+    from_state: PaymentState,
+    to_state: PaymentState,
+    event: PaymentEvent,
+    now: datetime,
+) -> dict[str, Any]:
+    return dict(
+        payment_id=payment_id,
+        from_state=from_state.value,
+        to_state=to_state.value,
+        source=event.source.value,
+        event_kind=event.kind[:64],
+        event_key=event.key,
+        at=now,
+    )
+
+
+def _outbox_values(
+    row: PaymentRow,
+    from_state: PaymentState,
+    to_state: PaymentState,
+    event: PaymentEvent,
+    now: datetime,
+) -> dict[str, Any]:
+    return dict(
+        event_id=f"mpp_{row.id}_{to_state.value.lower()}",
+        payment_id=row.id,
+        reference=row.reference,
+        from_state=from_state.value,
+        to_state=to_state.value,
+        source=event.source.value,
+        status="pending",
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
     )
 
 

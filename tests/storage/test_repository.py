@@ -218,6 +218,24 @@ async def test_store_a_batch_with_a_repeat_inside(repository: PaymentRepository)
     assert stored[0].id == stored[2].id != stored[1].id
 
 
+async def test_a_large_batch_is_stored_in_chunks_with_its_repeats_counted(
+    repository: PaymentRepository,
+) -> None:
+    # More rows than one INSERT carries, known and unknown keys, repeats inside the batch.
+    [known] = await repository.store_notifications([inbox_item(f"{0:064d}")])
+    keys = [f"{n:064d}" for n in range(1200)]
+    batch = [inbox_item(key) for key in [*keys, keys[0], keys[700], keys[700]]]
+    stored = await repository.store_notifications(batch)
+    assert len(stored) == len(batch)
+    assert stored[0].id == known.id and not stored[0].new
+    assert all(s.new for s in stored[1:1200])
+    assert not any(s.new for s in stored[1200:])
+    assert stored[1201].id == stored[1202].id == stored[700].id
+    assert len({s.id for s in stored}) == 1200
+    deliveries = {n.id: n.deliveries for n in await repository.notifications(limit=5000)}
+    assert (deliveries[known.id], deliveries[stored[700].id], deliveries[stored[1].id]) == (3, 3, 1)
+
+
 async def test_ignored_items_are_stored_with_their_status(repository: PaymentRepository) -> None:
     item = inbox_item(status="ignored", detail="merchant account is not ours")
     [stored] = await repository.store_notifications([item])

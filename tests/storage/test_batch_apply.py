@@ -1,0 +1,189 @@
+"""Applying webhook items as one batch is the same as applying them one by one.
+
+The batch path decides every item in memory and sends the writes with one
+statement per table; the one-by-one path writes each item in its own
+transaction. For any mix of items (duplicates, conflicts, failures after an
+authorisation, unknown references, events that imply nothing), both must leave
+the same payments, history, event log and outbox, and report the same outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from miniprogram_pay.domain.events import EventSource, PaymentEvent, result_event, webhook_event
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.storage import Database, InboxItem, PaymentRepository
+from miniprogram_pay.storage.records import NotificationRecord
+from miniprogram_pay.storage.schema import upgrade
+
+REFERENCES = ("pay-a", "pay-b", "pay-c")
+AMOUNT = Amount(1130, "CNY")
+
+
+def _item(
+    n: int, ref: str, code: str, success: bool, value: int, psp: str, reason: str | None
+) -> InboxItem:
+    return InboxItem(
+        dedup_key=f"key-{n:03d}".ljust(64, "0"),
+        psp_reference=psp,
+        merchant_reference=ref,
+        event_code=code,
+        success=success,
+        amount_value=value,
+        amount_currency="CNY",
+        reason=reason,
+        raw_json="{}",
+    )
+
+
+@st.composite
+def _deliveries(draw: st.DrawFn) -> list[InboxItem]:
+    """Items as Adyen sends them: a key names one content, and keys repeat (redeliveries)."""
+    distinct = draw(st.integers(1, 10))
+    contents = [
+        _item(
+            n,
+            draw(st.sampled_from((*REFERENCES, "pay-unknown"))),
+            draw(st.sampled_from(("AUTHORISATION", "OFFER_CLOSED", "REFUND", "CANCELLATION"))),
+            draw(st.booleans()),
+            draw(st.sampled_from((1130, 1130, 1130, 999))),
+            draw(st.sampled_from(("PSP-1", "PSP-1", "PSP-2"))),
+            draw(st.sampled_from((None, "Refused", "Expired"))),
+        )
+        for n in range(distinct)
+    ]
+    picks = draw(st.lists(st.integers(0, distinct - 1), min_size=1, max_size=14))
+    return [contents[i] for i in picks]
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated database file, copied for every example (migrating is the slow part)."""
+    path = tmp_path_factory.mktemp("batch") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}", None)
+    return path
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(items=_deliveries(), pending=st.sets(st.sampled_from(REFERENCES)))
+def test_a_batch_ends_where_one_by_one_ends(
+    migrated: Path, items: list[InboxItem], pending: set[str]
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        batch, single, reference = asyncio.run(_three_ways(migrated, Path(folder), items, pending))
+    assert batch == single
+    # PaymentRepository.apply writes statement by statement: the payments, their
+    # history, event log and outbox agree with it too.
+    assert batch["payments"] == reference["payments"]
+    assert batch["outbox"] == reference["outbox"]
+
+
+async def _three_ways(
+    template: Path, folder: Path, items: list[InboxItem], pending: set[str]
+) -> list[dict[str, Any]]:
+    results = []
+    for way in ("batch", "single", "reference"):
+        path = folder / f"{way}.db"
+        shutil.copyfile(template, path)
+        database = Database(f"sqlite+aiosqlite:///{path}")
+        try:
+            repository = PaymentRepository(database)
+            await _seed(repository, pending)
+            stored = await repository.store_notifications(items)
+            first = {s.id: item for s, item in zip(stored, items, strict=True) if s.new}
+            # Every way applies in the batch's lock order: reference, then id.
+            order = sorted(first, key=lambda i: (first[i].merchant_reference, i))
+            records: list[NotificationRecord] = []
+            if way == "batch":
+                records = await repository.apply_notifications(order)
+            elif way == "single":
+                for notification_id in order:
+                    record = await repository.apply_notification(notification_id)
+                    assert record is not None
+                    records.append(record)
+            else:
+                for notification_id in order:
+                    item = first[notification_id]
+                    if item.merchant_reference in REFERENCES:
+                        await repository.apply(item.merchant_reference, _event(item))
+            results.append(await _snapshot(repository, records))
+        finally:
+            await database.dispose()
+    return results
+
+
+def _event(item: InboxItem) -> PaymentEvent:
+    return webhook_event(
+        item.event_code,
+        item.success,
+        dedup_key=item.dedup_key,
+        psp_reference=item.psp_reference,
+        amount_value=item.amount_value,
+        amount_currency=item.amount_currency,
+        reason=item.reason,
+    )
+
+
+async def _seed(repository: PaymentRepository, pending: set[str]) -> None:
+    for reference in REFERENCES:
+        await repository.create_payment(
+            reference=reference, openid="o", amount=AMOUNT, idempotency_key=f"idem-{reference}"
+        )
+        if reference in pending:
+            event = result_event(
+                EventSource.PAYMENTS,
+                "Pending",
+                psp_reference="PSP-1",
+                amount_value=AMOUNT.value,
+                amount_currency=AMOUNT.currency,
+            )
+            await repository.apply(reference, event)
+
+
+async def _snapshot(
+    repository: PaymentRepository, records: list[NotificationRecord]
+) -> dict[str, Any]:
+    payments = {}
+    for reference in REFERENCES:
+        found = await repository.status(reference)
+        assert found is not None
+        payment, history, events = found
+        payments[reference] = (
+            payment.state,
+            payment.psp_reference,
+            payment.result_code,
+            payment.refusal_reason,
+            payment.conflicts,
+            payment.version,
+            [(t.from_state, t.to_state, t.source, t.event_kind, t.event_key) for t in history],
+            sorted(
+                (e.key, e.source, e.kind, e.outcome, e.conflict, e.amount_value) for e in events
+            ),
+        )
+    outcomes = sorted(
+        (
+            r.id,
+            r.status,
+            r.applied.duplicate if r.applied else None,
+            r.applied.decision.outcome if r.applied and r.applied.decision else None,
+            r.applied.payment.state if r.applied else None,
+            r.applied.transition.to_state if r.applied and r.applied.transition else None,
+        )
+        for r in records
+    )
+    outbox = sorted(event.event_id for event in await repository.claim_outbox(limit=1000))
+    notes = sorted((n.id, n.status, n.attempts) for n in await repository.notifications())
+    return {"payments": payments, "outcomes": outcomes, "outbox": outbox, "notes": notes}
