@@ -122,21 +122,6 @@ def _view(row: PaymentRow) -> PaymentView:
     )
 
 
-# The payment columns a webhook can change (see _changes without an answer).
-_NOTIFICATION_COLUMNS = (
-    "state",
-    "psp_reference",
-    "conflicts",
-    "decisive_rank",
-    "decisive_weight",
-    "decisive_key",
-    "decisive_source",
-    "result_code",
-    "refusal_reason",
-    "updated_at",
-)
-
-
 @dataclass
 class _BatchWrites:
     """The rows a batch of webhook items writes, sent with one statement per table."""
@@ -145,23 +130,10 @@ class _BatchWrites:
     events: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
-    changed: set[int] = field(default_factory=set)
+    # Every payment column some item changed; each changed payment writes them all.
+    columns: set[str] = field(default_factory=set)
 
-    def add_transition(
-        self, row: PaymentRow, event: PaymentEvent, decision: Decision, now: datetime
-    ) -> TransitionRecord:
-        assert row.id is not None
-        from_state = PaymentState(row.state)
-        to_state = decision.new_state
-        self.transitions.append(_transition_values(row.id, from_state, to_state, event, now))
-        # The outbox row commits with the change: the host hears of every change
-        # that happened, even if this process dies right after the commit.
-        self.outbox.append(_outbox_values(row, from_state, to_state, event, now))
-        return TransitionRecord(
-            from_state, to_state, event.source.value, event.kind, event.key, now
-        )
-
-    async def flush(self, session: AsyncSession, payments: dict[str, PaymentRow]) -> None:
+    async def flush(self, session: AsyncSession, payments: Iterable[PaymentRow]) -> None:
         for table, rows in (
             (PaymentEventRow.__table__, self.events),  # type: ignore[attr-defined]
             (TransitionRow.__table__, self.transitions),  # type: ignore[attr-defined]
@@ -169,15 +141,15 @@ class _BatchWrites:
         ):
             if rows:
                 await session.exec(insert(table), params=rows)
+        columns = ("version", *sorted(self.columns))
         updates = [
             {
                 "b_id": row.id,
                 "b_version": self.before[row.id],
-                "version": row.version,
-                **{name: getattr(row, name) for name in _NOTIFICATION_COLUMNS},
+                **{name: getattr(row, name) for name in columns},
             }
-            for row in payments.values()
-            if row.id in self.changed
+            for row in payments
+            if row.version != self.before[row.id]  # changed in memory
         ]
         if not updates:
             return
@@ -185,7 +157,7 @@ class _BatchWrites:
         stmt = (
             update(table)
             .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
-            .values({name: bindparam(name) for name in ("version", *_NOTIFICATION_COLUMNS)})
+            .values({name: bindparam(name) for name in columns})
         )
         result = await session.exec(stmt, params=updates)
         if result.rowcount != len(updates):
@@ -420,24 +392,10 @@ class PaymentRepository:
         decision: Decision,
         now: datetime,
     ) -> TransitionRecord:
-        assert row.id is not None
-        from_state = PaymentState(row.state)
-        to_state = decision.new_state
-        await session.exec(
-            insert(TransitionRow.__table__).values(  # type: ignore[attr-defined]
-                _transition_values(row.id, from_state, to_state, event, now)
-            )
-        )
-        # The outbox row commits with the change: the host hears of every change
-        # that happened, even if this process dies right after the commit.
-        await session.exec(
-            insert(OutboxRow.__table__).values(  # type: ignore[attr-defined]
-                _outbox_values(row, from_state, to_state, event, now)
-            )
-        )
-        return TransitionRecord(
-            from_state, to_state, event.source.value, event.kind, event.key, now
-        )
+        transition, outbox, record = _transition_rows(row, event, decision, now)
+        await session.exec(insert(TransitionRow.__table__).values(transition))  # type: ignore[attr-defined]
+        await session.exec(insert(OutboxRow.__table__).values(outbox))  # type: ignore[attr-defined]
+        return record
 
     async def _update_versioned(
         self, session: AsyncSession, row: PaymentRow, changes: dict[str, Any]
@@ -588,23 +546,24 @@ class PaymentRepository:
         """
         if not notes:
             return []
+        events = [_notification_event(note) for note in notes]
         references = sorted({note.merchant_reference for note in notes})
         payments = await self._lock_payments(session, references)
         writes = _BatchWrites(before={p.id: p.version for p in payments.values()})
-        logged = await self._logged_keys(session, payments.values(), notes)
+        logged = await self._logged_keys(session, payments.values(), events)
         now = utcnow()
         records: list[NotificationRecord] = []
-        for note in notes:
+        for note, event in zip(notes, events, strict=True):
             payment = payments.get(note.merchant_reference)
             if payment is None:
                 detail = "no payment with this merchantReference"
                 records.append(NotificationRecord(id=note.id or 0, status="orphan", detail=detail))
                 continue
-            applied = self._decide_note(payment, _notification_event(note), logged, writes, now)
+            applied = self._decide_note(payment, event, logged, writes, now)
             records.append(
                 NotificationRecord(id=note.id or 0, status="applied", detail=None, applied=applied)
             )
-        await writes.flush(session, payments)
+        await writes.flush(session, payments.values())
         await self._mark_notifications(session, records)
         return records
 
@@ -612,15 +571,15 @@ class PaymentRepository:
         self,
         session: AsyncSession,
         payments: Iterable[PaymentRow],
-        notes: Sequence[NotificationRow],
+        events: Sequence[PaymentEvent],
     ) -> set[tuple[int, str]]:
         """(payment, event key) pairs already in the event log, read under the payment locks."""
         ids = [p.id for p in payments]
         if not ids:
             return set()
-        keys = [_notification_event(note).key for note in notes]
         stmt = select(PaymentEventRow.payment_id, PaymentEventRow.key).where(
-            col(PaymentEventRow.payment_id).in_(ids), col(PaymentEventRow.key).in_(keys)
+            col(PaymentEventRow.payment_id).in_(ids),
+            col(PaymentEventRow.key).in_([event.key for event in events]),
         )
         return {(int(pid), str(key)) for pid, key in (await session.exec(stmt)).all()}
 
@@ -642,12 +601,14 @@ class PaymentRepository:
         changes = _changes(row, event, decision, None, now)
         transition = None
         if decision.moved:
-            transition = writes.add_transition(row, event, decision, now)
+            transition_row, outbox_row, transition = _transition_rows(row, event, decision, now)
+            writes.transitions.append(transition_row)
+            writes.outbox.append(outbox_row)
         if changes:
             for name, value in changes.items():
                 setattr(row, name, value)
             row.version += 1
-            writes.changed.add(row.id)
+            writes.columns.update(changes)
         return AppliedEvent(
             payment=_payment_record(row), decision=decision, duplicate=False, transition=transition
         )
@@ -934,6 +895,25 @@ def _inbox_values(
         "received_at": now,
         "next_attempt_at": due_at,
     }
+
+
+def _transition_rows(
+    row: PaymentRow, event: PaymentEvent, decision: Decision, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any], TransitionRecord]:
+    """The history row, the outbox row and the record of one state change.
+
+    The outbox row commits with the change: the host hears of every change that
+    happened, even if this process dies right after the commit.
+    """
+    assert row.id is not None
+    from_state = PaymentState(row.state)
+    to_state = decision.new_state
+    record = TransitionRecord(from_state, to_state, event.source.value, event.kind, event.key, now)
+    return (
+        _transition_values(row.id, from_state, to_state, event, now),
+        _outbox_values(row, from_state, to_state, event, now),
+        record,
+    )
 
 
 def _transition_values(
