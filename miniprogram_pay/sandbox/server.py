@@ -101,6 +101,8 @@ def sandbox_environment(
     }
     source = os.environ if environ is None else environ
     merged = {k: v for k, v in source.items() if k.startswith(ENV_PREFIX) and v != ""}
+    if ENV_PREFIX + "SESSION_SECRETS" in merged:
+        del values["SESSION_SECRET"]  # the host's own list of secrets stands alone
     for name, value in values.items():
         merged.setdefault(ENV_PREFIX + name, value)
     if database_url is not None:

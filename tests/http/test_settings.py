@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
+import logging
+import re
+from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from miniprogram_pay import ConfigurationError, Secret, Settings
@@ -67,7 +70,7 @@ def test_secrets_are_wrapped_and_never_printed() -> None:
 
 def test_settings_are_immutable() -> None:
     settings = Settings(**valid())
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         settings.adyen_merchant_account = "Other"  # type: ignore[misc]
 
 
@@ -141,11 +144,25 @@ def test_from_env_refuses_unparsable_values(name: str, raw: str) -> None:
         ({"wechat_app_id": ""}, "WECHAT_APP_ID", "AppID"),
         ({"wechat_app_secret": ""}, "WECHAT_APP_SECRET", "AppSecret"),
         ({"max_body_bytes": 10}, "MAX_BODY_BYTES", "1024"),
-        ({"session_ttl_seconds": 0}, "SESSION_TTL_SECONDS", "positive"),
+        ({"session_ttl_seconds": 0}, "SESSION_TTL_SECONDS", "greater than 0"),
         ({"database_pool_size": 0}, "DATABASE_POOL_SIZE", "twice"),
         ({"database_pool_size": 101}, "DATABASE_POOL_SIZE", "between 1 and 100"),
-        ({"amount_limits": {"XBT": (1, 2)}}, "amount_limits", "XBT"),
-        ({"amount_limits": {"CNY": (10, 1)}}, "amount_limits", "min <= max"),
+        ({"amount_limits": {"XBT": (1, 2)}}, "AMOUNT_LIMITS", "XBT"),
+        ({"amount_limits": {"CNY": (10, 1)}}, "AMOUNT_LIMITS", "min <= max"),
+        ({"adyen_hmac_keys": ["ab"]}, "ADYEN_HMAC_KEYS", "64 hex characters"),
+        ({"adyen_checkout_url": "notaurl"}, "ADYEN_CHECKOUT_URL", "https://"),
+        ({"wechat_api_url": "ftp://x"}, "WECHAT_API_URL", "https://"),
+        ({"adyen_return_url": "shop.example"}, "ADYEN_RETURN_URL", "https://"),
+        ({"rate_limit_per_minute": -5}, "RATE_LIMIT_PER_MINUTE", "greater than or equal to 0"),
+        ({"adyen_timeout_seconds": 0}, "ADYEN_TIMEOUT_SECONDS", "greater than 0"),
+        ({"adyen_max_retries": -1}, "ADYEN_MAX_RETRIES", "greater than or equal to 0"),
+        ({"inbox_max_attempts": 0}, "INBOX_MAX_ATTEMPTS", "greater than or equal to 1"),
+        (
+            {"session_secrets": ["s" * 32, "short"], "session_secret": None},
+            "SESSION_SECRETS",
+            "secret number 2",
+        ),
+        ({"adyen_hmac_key": KEY}, "adyen_hmac_key", "Did you mean adyen_hmac_keys?"),
     ],
 )
 def test_bad_settings_fail_with_the_setting_and_the_fix(
@@ -165,3 +182,78 @@ def test_a_live_configuration_with_an_explicit_url_needs_no_prefix() -> None:
         **valid(adyen_environment="live", adyen_checkout_url="https://x.example/v71/")
     )
     assert settings.checkout_url == "https://x.example/v71"
+
+
+def test_from_env_never_shows_pythons_own_parse_errors() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(env(DATABASE_POOL_SIZE="ten"))
+    assert "invalid literal" not in str(caught.value)
+    assert "valid integer" in str(caught.value)
+
+
+def test_from_env_reads_the_settings_that_had_no_variable() -> None:
+    settings = Settings.from_env(
+        env(
+            ADYEN_TIMEOUT_SECONDS="2.5",
+            ADYEN_MAX_RETRIES="4",
+            WECHAT_TIMEOUT_SECONDS="1.5",
+            INBOX_MAX_ATTEMPTS="3",
+            AMOUNT_LIMITS='{"CNY": [100, 5000000]}',
+        )
+    )
+    assert (settings.adyen_timeout_seconds, settings.adyen_max_retries) == (2.5, 4)
+    assert (settings.wechat_timeout_seconds, settings.inbox_max_attempts) == (1.5, 3)
+    assert settings.amount_limit("CNY") == (100, 5_000_000)
+    with pytest.raises(ConfigurationError, match=re.escape('{"CNY": [1, 5000000]}')):
+        Settings.from_env(env(AMOUNT_LIMITS="CNY=1..5"))
+
+
+def test_an_unknown_variable_is_reported_with_a_hint(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="miniprogram_pay.config"):
+        Settings.from_env(env(ADYEN_HMAC_KEY=KEY, COMPLETELY_UNRELATED="1"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        "MINIPROGRAM_PAY_ADYEN_HMAC_KEY is not a miniprogram-pay setting" in m
+        and "did you mean MINIPROGRAM_PAY_ADYEN_HMAC_KEYS?" in m
+        for m in messages
+    )
+    assert any("MINIPROGRAM_PAY_COMPLETELY_UNRELATED" in m for m in messages)
+    assert all(KEY not in m for m in messages)
+
+
+def test_a_dotenv_file_is_read_under_the_environment(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    lines = [f"{k}={v}" for k, v in env(ADYEN_MERCHANT_ACCOUNT="FromFile").items()]
+    dotenv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from_file = Settings.from_env({}, env_file=dotenv)
+    assert from_file.adyen_merchant_account == "FromFile"
+    both = Settings.from_env(
+        {"MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT": "FromEnvironment"}, env_file=dotenv
+    )
+    assert both.adyen_merchant_account == "FromEnvironment"
+
+
+def test_building_in_code_never_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env(RATE_LIMIT_PER_MINUTE="77").items():
+        monkeypatch.setenv(name, value)
+    assert Settings(**valid()).rate_limit_per_minute == 0
+    assert Settings.from_env(env()).rate_limit_per_minute == 0
+    assert Settings.from_env(env_file=None).rate_limit_per_minute == 77
+
+
+def test_several_session_secrets_the_first_signs() -> None:
+    new, old = "n" * 32, "o" * 32
+    settings = Settings.from_env(env(SESSION_SECRET="", SESSION_SECRETS=f"{new}, {old}"))
+    assert [s.reveal() for s in settings.session_secrets] == [new, old]
+    assert settings.session_secret is not None and settings.session_secret.reveal() == new
+    single = Settings(**valid())
+    assert [s.reveal() for s in single.session_secrets] == ["s" * 32]
+    with pytest.raises(ConfigurationError, match="Keep only SESSION_SECRETS"):
+        Settings.from_env(env(SESSION_SECRETS=f"{new},{old}"))
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        assert f"`{name}`" in doc, name
+        assert f"`{name.upper()}`" in doc, name
