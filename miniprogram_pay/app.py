@@ -69,7 +69,7 @@ class MiniProgramPay:
         self.on_state_change = on_state_change
         self.run_workers = run_workers
         self.tokens = SessionTokens(
-            settings.session_secrets[0], ttl_seconds=settings.session_ttl_seconds
+            settings.session_secrets, ttl_seconds=settings.session_ttl_seconds
         )
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         self.hmac_keys = settings.hmac_key_bytes()
