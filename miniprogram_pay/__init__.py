@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+from miniprogram_pay._version import __version__
 from miniprogram_pay.app import MiniProgramPay, MiniProgramPayMiddleware, create_app
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.domain.money import Amount
@@ -37,8 +38,6 @@ from miniprogram_pay.services.hooks import (
     StateChange,
     StateChangeHook,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AdyenError",

@@ -23,8 +23,8 @@ from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.config import Settings
 from miniprogram_pay.errors import ConfigurationError, MiniProgramPayError
 from miniprogram_pay.http.errors import exception_handlers
+from miniprogram_pay.http.openapi import add_to_openapi, all_routes
 from miniprogram_pay.http.ratelimit import RateLimiter
-from miniprogram_pay.http.routes import routes
 from miniprogram_pay.services.hooks import OrderResolver, StateChangeHook
 from miniprogram_pay.services.payments import PaymentService
 from miniprogram_pay.services.workers import Workers
@@ -77,7 +77,7 @@ class MiniProgramPay:
         self._given_db = database
         self._started = False
         self._lock = asyncio.Lock()
-        self._router = Starlette(routes=routes, exception_handlers=exception_handlers)
+        self._router = Starlette(routes=all_routes(), exception_handlers=exception_handlers)
 
     # Resources exist only after start(); these are set there.
     database: Database
@@ -166,6 +166,21 @@ class MiniProgramPay:
             yield
         finally:
             await self.stop()
+
+    def add_to_openapi(self, document: dict[str, Any], *, prefix: str) -> dict[str, Any]:
+        """A host's OpenAPI document (FastAPI's ``app.openapi()``) with the plugin's operations.
+
+        Example (FastAPI, plugin mounted at ``/pay``)::
+
+            def openapi() -> dict[str, Any]:
+                if app.openapi_schema is None:
+                    document = get_openapi(title="shop", version="1", routes=app.routes)
+                    app.openapi_schema = pay.add_to_openapi(document, prefix="/pay")
+                return app.openapi_schema
+
+            app.openapi = openapi
+        """
+        return add_to_openapi(document, prefix=prefix)
 
     async def apply_stored(self, notification_ids: Sequence[int]) -> None:
         """Apply webhook items that were just stored (after the answer was sent)."""

@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     allow_client_amount: bool = False
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     rate_limit_per_minute: int = Field(default=0, ge=0)
-    stale_after_seconds: int = Field(default=1800, gt=0)
+    stale_after_seconds: int = Field(default=1800, ge=0)
     amount_limits: Annotated[dict[str, tuple[int, int]], NoDecode] = Field(default_factory=dict)
     # -- storage ---------------------------------------------------------------------------
     database_url: str = DEFAULT_DATABASE_URL

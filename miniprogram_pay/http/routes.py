@@ -1,10 +1,21 @@
-"""Thin endpoints: parse, call a service, render."""
+"""Thin endpoints: parse, call a service, render; and each route's contract.
+
+Every route is an ``ApiRoute``: a Starlette ``Route`` plus its ``Contract`` (the
+request and answer models and the error codes the service can answer), which
+``http/openapi.py`` turns into the OpenAPI document. Adding an endpoint: write
+the endpoint, declare its models in ``http/schemas.py``, and add an ``ApiRoute``
+to ``routes`` with the errors it raises; ``tests/http/test_openapi.py`` fails if
+a code the package raises appears on no route.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -13,20 +24,91 @@ from starlette.routing import Route
 from miniprogram_pay.adyen.webhooks import check_basic_auth, parse_notification_body, verify_batch
 from miniprogram_pay.errors import AuthenticationError, NotFoundError
 from miniprogram_pay.http import schemas
-from miniprogram_pay.http.openapi import openapi_document
-from miniprogram_pay.services.payments import mask
-from miniprogram_pay.storage.records import NotificationRecord
+from miniprogram_pay.http.bodies import read_body, read_json
+from miniprogram_pay.http.context import Plugin
+from miniprogram_pay.services.payments import DetailsInput, PaymentInput, mask
+from miniprogram_pay.storage.records import EventRecord, PaymentRecord, TransitionRecord
 
-if TYPE_CHECKING:
-    from miniprogram_pay.app import MiniProgramPay
-
-__all__ = ["routes"]
+__all__ = ["ApiRoute", "Contract", "routes"]
 
 logger = logging.getLogger("miniprogram_pay.http")
 
+Errors = Mapping[int, Sequence[str]]
 
-def _plugin(request: Request) -> MiniProgramPay:
-    plugin: MiniProgramPay = request.scope["miniprogram_pay"]
+
+@dataclass(frozen=True)
+class Contract:
+    """What a route takes and answers, for the OpenAPI document.
+
+    ``errors`` lists, by HTTP status, the codes the endpoint's services raise;
+    the request model's own refusals (400) are added from the model.
+    """
+
+    summary: str
+    request: type[BaseModel] | None = None
+    answer: type[BaseModel] | None = None
+    answer_text: str | None = None  # a text/plain answer instead of a model
+    security: Sequence[str] = ()
+    errors: Errors = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)  # name -> description
+
+
+class ApiRoute(Route):
+    """A Starlette route with its contract."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]],
+        *,
+        method: str,
+        name: str,
+        contract: Contract,
+    ) -> None:
+        super().__init__(path, endpoint, methods=[method], name=name)
+        self.method = method
+        self.contract = contract
+
+
+# -- the error codes shared by several routes -----------------------------------------
+
+JSON_BODY: Errors = {
+    400: ("malformed_json",),
+    413: ("payload_too_large",),
+    415: ("unsupported_media_type",),
+}
+SHOPPER: Errors = {401: ("unauthenticated", "invalid_token", "session_expired")}
+LIMITED: Errors = {429: ("rate_limited",)}
+STORAGE: Errors = {503: ("storage_unavailable",)}
+ADYEN: Errors = {
+    409: ("adyen_conflict",),
+    502: ("adyen_rejected", "adyen_auth_failed", "adyen_bad_response", "adyen_error"),
+    503: ("adyen_unavailable",),
+    504: ("adyen_timeout",),
+}
+WECHAT: Errors = {
+    400: ("invalid_code", "wechat_invalid_code", "wechat_code_used"),
+    403: ("wechat_user_blocked",),
+    429: ("wechat_rate_limited",),
+    502: ("wechat_busy", "wechat_unavailable", "wechat_bad_response", "wechat_error"),
+    504: ("wechat_unavailable",),
+}
+
+
+def merged(*parts: Errors) -> dict[int, tuple[str, ...]]:
+    """Error tables joined status by status (codes kept in order, once each)."""
+    out: dict[int, tuple[str, ...]] = {}
+    for part in parts:
+        for status, codes in part.items():
+            out[status] = tuple(dict.fromkeys((*out.get(status, ()), *codes)))
+    return out
+
+
+# -- who is asking ---------------------------------------------------------------------
+
+
+def _plugin(request: Request) -> Plugin:
+    plugin: Plugin = request.scope["miniprogram_pay"]
     return plugin
 
 
@@ -53,32 +135,52 @@ def _is_admin(request: Request) -> bool:
     return bool(key) and given is not None and key is not None and key.matches(given)
 
 
+def _require_admin(request: Request) -> None:
+    if not _is_admin(request):
+        raise NotFoundError("not found", code="not_found")
+
+
+def _json(answer: BaseModel) -> JSONResponse:
+    return JSONResponse(schemas.render(answer))
+
+
+# -- shopper endpoints -------------------------------------------------------------------
+
+
 async def create_session(request: Request) -> Response:
     plugin = _plugin(request)
     plugin.limiter.check(request, "session")
-    code = schemas.parse_session(await schemas.read_json(request, plugin.settings.max_body_bytes))
+    body = await read_json(request, plugin.settings.max_body_bytes)
+    code = schemas.parse(schemas.SessionRequest, body).code
     shopper = await plugin.wechat.code_to_session(code)
     token, expires_in = plugin.tokens.issue(shopper.openid)
     logger.info("session opened for %s", mask(shopper.openid))
-    return JSONResponse({"token": token, "expires_in": expires_in})
+    return _json(schemas.SessionAnswer(token=token, expires_in=expires_in))
 
 
 async def create_payment(request: Request) -> Response:
     plugin = _plugin(request)
     openid = _shopper(request)
     plugin.limiter.check(request, "payments")
-    body = await schemas.read_json(request, plugin.settings.max_body_bytes)
-    payment = await plugin.service.start_payment(openid, schemas.parse_payment(body, openid))
-    return JSONResponse(schemas.payment_response(payment))
+    body = await read_json(request, plugin.settings.max_body_bytes)
+    parsed = schemas.parse(schemas.PaymentRequest, body, openid=openid)
+    amount = parsed.amount.to_amount() if parsed.amount is not None else None
+    given = PaymentInput(body=body, reference=parsed.reference, amount=amount)
+    return _json(payment_answer(await plugin.service.start_payment(openid, given)))
 
 
 async def submit_details(request: Request) -> Response:
     plugin = _plugin(request)
     openid = _shopper(request)
     plugin.limiter.check(request, "payments")
-    body = await schemas.read_json(request, plugin.settings.max_body_bytes)
-    payment = await plugin.service.submit_details(openid, schemas.parse_details(body))
-    return JSONResponse(schemas.details_response(payment))
+    body = await read_json(request, plugin.settings.max_body_bytes)
+    parsed = schemas.parse(schemas.DetailsRequest, body)
+    given = DetailsInput(
+        reference=parsed.reference,
+        payment_data=parsed.payment_data,
+        payment_status=parsed.details.payment_status,
+    )
+    return _json(details_answer(await plugin.service.submit_details(openid, given)))
 
 
 async def payment_status(request: Request) -> Response:
@@ -88,13 +190,16 @@ async def payment_status(request: Request) -> Response:
     found = await plugin.repository.status(request.path_params["reference"])
     if found is None or (openid is not None and found[0].openid != openid):
         raise NotFoundError("no such payment", code="payment_not_found")
-    return JSONResponse(schemas.status_response(*found))
+    return _json(status_answer(*found))
+
+
+# -- Adyen -----------------------------------------------------------------------------
 
 
 async def adyen_webhook(request: Request) -> Response:
     plugin = _plugin(request)
     settings = plugin.settings
-    body = await schemas.read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes)
     check_basic_auth(
         request.headers.get("authorization"),
         username=settings.webhook_username,
@@ -113,75 +218,249 @@ async def adyen_webhook(request: Request) -> Response:
     return PlainTextResponse("[accepted]", background=BackgroundTask(plugin.apply_stored, waiting))
 
 
+# -- operations ------------------------------------------------------------------------
+
+
 async def stale_payments(request: Request) -> Response:
     plugin = _plugin(request)
     _require_admin(request)
-    stale = await plugin.repository.stale_payments(
-        older_than_seconds=plugin.settings.stale_after_seconds
-    )
-    return JSONResponse(
-        {
-            "olderThanSeconds": plugin.settings.stale_after_seconds,
-            "payments": [
-                {
-                    "reference": p.reference,
-                    "state": p.state.value,
-                    "pspReference": p.psp_reference,
-                    "updatedAt": p.updated_at.isoformat(),
-                }
-                for p in stale
-            ],
-        }
-    )
+    older_than = plugin.settings.stale_after_seconds
+    stale = await plugin.repository.stale_payments(older_than_seconds=older_than)
+    payments = [
+        schemas.StalePayment(
+            reference=p.reference,
+            state=p.state,
+            psp_reference=p.psp_reference,
+            updated_at=p.updated_at,
+        )
+        for p in stale
+    ]
+    return _json(schemas.StaleAnswer(older_than_seconds=older_than, payments=payments))
 
 
 async def notifications(request: Request) -> Response:
     plugin = _plugin(request)
     _require_admin(request)
-    status = request.query_params.get("status")
-    rows = await plugin.repository.notifications(status=status)
-    return JSONResponse({"notifications": [_notification_json(n) for n in rows]})
-
-
-def _notification_json(n: NotificationRecord) -> dict[str, Any]:
-    return {
-        "id": n.id,
-        "status": n.status,
-        "detail": n.detail,
-        "merchantReference": n.merchant_reference,
-        "eventCode": n.event_code,
-        "success": n.success,
-        "deliveries": n.deliveries,
-        "attempts": n.attempts,
-    }
-
-
-def _require_admin(request: Request) -> None:
-    if not _is_admin(request):
-        raise NotFoundError("not found", code="not_found")
+    rows = await plugin.repository.notifications(status=request.query_params.get("status"))
+    listed = [
+        schemas.StoredNotification(
+            id=n.id,
+            status=n.status,
+            detail=n.detail,
+            merchant_reference=n.merchant_reference,
+            event_code=n.event_code,
+            success=n.success,
+            deliveries=n.deliveries,
+            attempts=n.attempts,
+        )
+        for n in rows
+    ]
+    return _json(schemas.NotificationsAnswer(notifications=listed))
 
 
 async def health(request: Request) -> Response:
     plugin = _plugin(request)
-    body: dict[str, Any] = {"status": "ok"}
-    if _is_admin(request):
-        body["states"] = await plugin.repository.count_by_state()
-        body["outbox"] = await plugin.repository.outbox_counts()
-    return JSONResponse(body)
+    if not _is_admin(request):
+        return _json(schemas.HealthAnswer(status="ok"))
+    states = await plugin.repository.count_by_state()
+    outbox = await plugin.repository.outbox_counts()
+    return _json(schemas.HealthAnswer(status="ok", states=states, outbox=outbox))
 
 
-async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document(request.scope.get("root_path", "")))
+# -- rendering answers -----------------------------------------------------------------
 
+
+def payment_answer(payment: PaymentRecord) -> schemas.PaymentAnswer:
+    """POST /payments: the seed's shape (``paymentData``, ``redirect.data``) plus ``action``."""
+    can_pay = payment.wechat_params is not None and payment.state.value != "Authorised"
+    redirect = schemas.Redirect.model_validate({"data": payment.wechat_params}) if can_pay else None
+    return schemas.PaymentAnswer(
+        reference=payment.reference,
+        state=payment.state,
+        result_code=payment.result_code,
+        psp_reference=payment.psp_reference,
+        amount=schemas.AmountBody.of(payment.amount),
+        payment_data=payment.payment_data,
+        redirect=redirect,
+        action=payment.action,
+    )
+
+
+def _details_fields(payment: PaymentRecord) -> dict[str, Any]:
+    return {
+        "reference": payment.reference,
+        "state": payment.state,
+        "result_code": payment.result_code,
+        "psp_reference": payment.psp_reference,
+        "refusal_reason": payment.refusal_reason,
+    }
+
+
+def details_answer(payment: PaymentRecord) -> schemas.DetailsAnswer:
+    return schemas.DetailsAnswer(**_details_fields(payment))
+
+
+def status_answer(
+    payment: PaymentRecord, history: list[TransitionRecord], events: list[EventRecord]
+) -> schemas.StatusAnswer:
+    return schemas.StatusAnswer(
+        **_details_fields(payment),
+        amount=schemas.AmountBody.of(payment.amount),
+        created_at=payment.created_at,
+        updated_at=payment.updated_at,
+        conflicts=[
+            schemas.Conflict(
+                kind=e.conflict, source=e.source, event=e.kind, success=e.success, at=e.at
+            )
+            for e in events
+            if e.conflict
+        ],
+        history=[
+            schemas.HistoryEntry.model_validate(
+                {
+                    "from": t.from_state,
+                    "to": t.to_state,
+                    "source": t.source,
+                    "event": t.event_kind,
+                    "at": t.at,
+                }
+            )
+            for t in history
+        ],
+        events=[
+            schemas.EventEntry(
+                source=e.source, event=e.kind, success=e.success, outcome=e.outcome, at=e.at
+            )
+            for e in events
+        ],
+    )
+
+
+# -- the routes ------------------------------------------------------------------------
 
 routes = [
-    Route("/session", create_session, methods=["POST"], name="session"),
-    Route("/payments", create_payment, methods=["POST"], name="payments"),
-    Route("/payments/details", submit_details, methods=["POST"], name="payment_details"),
-    Route("/payments/{reference:str}", payment_status, methods=["GET"], name="payment_status"),
-    Route("/webhooks/adyen", adyen_webhook, methods=["POST"], name="adyen_webhook"),
-    Route("/admin/stale", stale_payments, methods=["GET"], name="stale_payments"),
-    Route("/admin/notifications", notifications, methods=["GET"], name="notifications"),
-    Route("/health", health, methods=["GET"], name="health"),
-    Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+    ApiRoute(
+        "/session",
+        create_session,
+        method="POST",
+        name="session",
+        contract=Contract(
+            summary="Exchange a wx.login() code for a shopper token",
+            request=schemas.SessionRequest,
+            answer=schemas.SessionAnswer,
+            errors=merged(JSON_BODY, LIMITED, WECHAT),
+        ),
+    ),
+    ApiRoute(
+        "/payments",
+        create_payment,
+        method="POST",
+        name="payments",
+        contract=Contract(
+            summary="Start a WeChat Pay payment; answers the wx.requestPayment parameters",
+            request=schemas.PaymentRequest,
+            answer=schemas.PaymentAnswer,
+            security=("shopper",),
+            errors=merged(
+                JSON_BODY,
+                SHOPPER,
+                LIMITED,
+                STORAGE,
+                ADYEN,
+                {
+                    400: ("missing_amount", "amount_out_of_range", "client_amount_refused"),
+                    409: ("reference_conflict",),
+                    502: ("order_error",),
+                },
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/payments/details",
+        submit_details,
+        method="POST",
+        name="payment_details",
+        contract=Contract(
+            summary="Submit wx.requestPayment's res.errMsg; answers the payment's state",
+            request=schemas.DetailsRequest,
+            answer=schemas.DetailsAnswer,
+            security=("shopper",),
+            errors=merged(
+                JSON_BODY,
+                SHOPPER,
+                LIMITED,
+                STORAGE,
+                ADYEN,
+                {404: ("payment_not_found",), 409: ("payment_not_started",)},
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/payments/{reference:str}",
+        payment_status,
+        method="GET",
+        name="payment_status",
+        contract=Contract(
+            summary="A payment's state, amount, conflicts and history",
+            answer=schemas.StatusAnswer,
+            security=("shopper", "admin"),
+            errors=merged(SHOPPER, STORAGE, {404: ("payment_not_found",)}),
+        ),
+    ),
+    ApiRoute(
+        "/webhooks/adyen",
+        adyen_webhook,
+        method="POST",
+        name="adyen_webhook",
+        contract=Contract(
+            summary="Adyen standard notifications (Basic auth + HMAC); stored, then [accepted]",
+            request=schemas.NotificationRequest,
+            answer_text="[accepted]",
+            security=("adyenBasic",),
+            errors=merged(
+                STORAGE,
+                {
+                    400: ("invalid_notification",),
+                    401: ("webhook_auth_failed", "webhook_signature_invalid"),
+                    413: ("payload_too_large",),
+                },
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/admin/stale",
+        stale_payments,
+        method="GET",
+        name="stale_payments",
+        contract=Contract(
+            summary="Payments stuck in Created or Pending",
+            answer=schemas.StaleAnswer,
+            security=("admin",),
+            errors=merged(STORAGE, {404: ("not_found",)}),
+        ),
+    ),
+    ApiRoute(
+        "/admin/notifications",
+        notifications,
+        method="GET",
+        name="notifications",
+        contract=Contract(
+            summary="Received webhook items and their processing status",
+            answer=schemas.NotificationsAnswer,
+            security=("admin",),
+            errors=merged(STORAGE, {404: ("not_found",)}),
+            query={"status": "received, applied, ignored, orphan, failed or parked"},
+        ),
+    ),
+    ApiRoute(
+        "/health",
+        health,
+        method="GET",
+        name="health",
+        contract=Contract(
+            summary="Liveness; with X-Admin-Key, counts per state and of the outbox",
+            answer=schemas.HealthAnswer,
+            errors=STORAGE,
+        ),
+    ),
 ]

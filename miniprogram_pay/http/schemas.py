@@ -1,259 +1,525 @@
-"""Request parsing and response shapes of the HTTP contract.
+"""The HTTP contract as pydantic models: every request body and every answer, declared once.
 
-Parsers turn untrusted JSON into the service's small input types or raise an
-``InvalidRequestError`` with a stable code. They never echo a value back.
+Requests are validated by their model; the first problem becomes an
+``InvalidRequestError`` whose code and message come from the field's ``Refusal``
+(a stable code, a fixed message, never the value sent). Answers are built as
+models and rendered with ``render``. ``http/openapi.py`` generates the OpenAPI
+document from these models and the routes, so the document cannot drift.
+
+Adding a request or an answer: declare a model here (fields in snake_case, the
+JSON spelling is camelCase through the alias generator), give each request field
+a ``Refusal``, and name the models on the route (``http/routes.py``).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from starlette.requests import Request
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from miniprogram_pay.domain.money import SUPPORTED_CURRENCIES, Amount
-from miniprogram_pay.errors import InvalidRequestError, PayloadTooLargeError, RequestError
-from miniprogram_pay.services.payments import PAYMENT_METHOD_TYPE, DetailsInput, PaymentInput
-from miniprogram_pay.storage.records import EventRecord, PaymentRecord, TransitionRecord
+from miniprogram_pay.domain.money import MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, Amount
+from miniprogram_pay.domain.states import PaymentState
+from miniprogram_pay.errors import InvalidRequestError
+from miniprogram_pay.services.payments import PAYMENT_METHOD_TYPE
 
 __all__ = [
-    "details_response",
-    "parse_details",
-    "parse_payment",
-    "parse_session",
-    "payment_response",
-    "read_body",
-    "read_json",
-    "status_response",
+    "AmountBody",
+    "DetailsAnswer",
+    "DetailsRequest",
+    "ErrorResponse",
+    "HealthAnswer",
+    "NotificationsAnswer",
+    "PaymentAnswer",
+    "PaymentRequest",
+    "Refusal",
+    "SessionAnswer",
+    "SessionRequest",
+    "StaleAnswer",
+    "StatusAnswer",
+    "parse",
+    "render",
 ]
 
-REFERENCE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,79}$")
-OPENID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,79}$"
+MAX_CODE_CHARS = 128
 MAX_PAYMENT_STATUS_CHARS = 256
 MAX_PAYMENT_DATA_CHARS = 8192
-JSON_MAX_DEPTH = 16
+MAX_ORDER_ID_CHARS = 128
+PAYMENT_STATUS_PREFIX = "requestPayment:"
 
 
-class UnsupportedMediaTypeError(RequestError):
-    code = "unsupported_media_type"
-    status = 415
+@dataclass(frozen=True)
+class Refusal:
+    """How a field that fails validation is refused: its stable code and message.
+
+    ``when`` picks another code and message for some of pydantic's error types
+    (``missing``, ``string_type``, ...); everything else gets ``code``/``message``.
+    """
+
+    code: str
+    message: str
+    when: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def codes(self) -> set[str]:
+        return {self.code, *(code for code, _ in self.when.values())}
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refusing anything over ``max_bytes`` without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"the body is larger than {max_bytes} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLargeError(f"the body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+MODEL_REFUSAL = Refusal("invalid_field", "is not valid")
+_NOT_A_STRING = ("invalid_field", "must be a string")
 
 
-async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The body as a JSON object, with the content type, size, encoding and depth checked."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaTypeError("send the body as application/json")
-    raw = await read_body(request, max_bytes)
-    return decode_object(raw)
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        frozen=True,
+    )
 
 
-def decode_object(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidRequestError(
-            "the body is not valid UTF-8 JSON", code="malformed_json"
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidRequestError("the body must be a JSON object", code="malformed_json")
-    if _depth(value) > JSON_MAX_DEPTH:
-        raise InvalidRequestError("the body is nested too deeply", code="malformed_json")
-    if not _encodable(value):
-        raise InvalidRequestError("the body is not valid UTF-8 JSON", code="malformed_json")
+class _Request(_Model):
+    # Bodies may carry the host's own fields (an order id, a coupon): the order
+    # resolver sees the whole body, so unknown fields pass. Only the JSON spelling
+    # (camelCase) is read.
+    model_config = ConfigDict(extra="allow", validate_by_name=False)
+    # A problem the model as a whole reports (a before-validator), and its code.
+    refusal: ClassVar[Refusal] = MODEL_REFUSAL
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+def _printable_ascii(value: str) -> str:
+    if not (value.isascii() and value.isprintable()):
+        raise ValueError("not printable ASCII")
     return value
 
 
-def _encodable(value: object) -> bool:
-    # A "\ud800" escape decodes to a lone surrogate that no UTF-8 column can store.
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _reject_constant(_name: str) -> Any:
-    raise ValueError("NaN and Infinity are not JSON")
-
-
-def _depth(value: object, level: int = 0) -> int:
-    if level > JSON_MAX_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
-
-
-def _invalid(field: str, problem: str, code: str = "invalid_field") -> InvalidRequestError:
-    return InvalidRequestError(f"{field} {problem}", code=code)
-
-
-def _optional_str(body: Mapping[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _invalid(name, "must be a string")
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("not printable")
     return value
 
 
-def _printable(value: str) -> bool:
-    return value.isprintable()
+CODE_REFUSAL = Refusal(
+    "invalid_code",
+    "is not a jsCode",
+    when={
+        kind: ("missing_code", "is required: the jsCode from wx.login()")
+        for kind in ("missing", "string_type", "string_too_short")
+    },
+)
 
 
-def parse_session(body: Mapping[str, Any]) -> str:
-    code = body.get("code")
-    if not isinstance(code, str) or not code:
-        raise _invalid("code", "is required: the jsCode from wx.login()", "missing_code")
-    if len(code) > 128 or not code.isascii() or not _printable(code):
-        raise _invalid("code", "is not a jsCode", "invalid_code")
-    return code
+class SessionRequest(_Request):
+    """``POST /session``: the one-time code from ``wx.login()``."""
+
+    code: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_CODE_CHARS, description="The code from wx.login()."),
+        AfterValidator(_printable_ascii),
+        CODE_REFUSAL,
+    ]
 
 
-def parse_amount(value: object) -> Amount:
-    if not isinstance(value, Mapping):
-        raise _invalid("amount", "must be an object with currency and value", "invalid_amount")
-    currency, minor = value.get("currency"), value.get("value")
-    if not isinstance(currency, str) or currency not in SUPPORTED_CURRENCIES:
-        raise _invalid(
-            "amount.currency", "is not a currency WeChat Pay accepts", "invalid_currency"
-        )
-    if type(minor) is not int:
-        raise _invalid("amount.value", "must be an integer number of minor units", "invalid_amount")
+CURRENCY_REFUSAL = Refusal("invalid_currency", "is not a currency WeChat Pay accepts")
+VALUE_REFUSAL = Refusal(
+    "invalid_amount",
+    "must be a positive integer",
+    when={
+        kind: ("invalid_amount", "must be an integer number of minor units")
+        for kind in ("missing", "int_type")
+    },
+)
+
+
+def _supported(currency: str) -> str:
+    if currency not in SUPPORTED_CURRENCIES:
+        raise ValueError("unsupported currency")
+    return currency
+
+
+class AmountBody(_Model):
+    """An amount in minor units (``{"currency": "CNY", "value": 1130}`` is CNY 11.30)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    currency: Annotated[
+        str,
+        Field(json_schema_extra={"enum": sorted(SUPPORTED_CURRENCIES)}),
+        AfterValidator(_supported),
+        CURRENCY_REFUSAL,
+    ]
+    value: Annotated[
+        int,
+        Strict(),
+        Field(gt=0, le=MAX_MINOR_UNITS, description="Minor units (fen for CNY)."),
+        VALUE_REFUSAL,
+    ]
+
+    def to_amount(self) -> Amount:
+        return Amount(self.value, self.currency)
+
+    @classmethod
+    def of(cls, amount: Amount) -> AmountBody:
+        return cls(currency=amount.currency, value=amount.value)
+
+
+METHOD_REFUSAL = Refusal("invalid_payment_method", f"must be {PAYMENT_METHOD_TYPE!r}")
+OPENID_REFUSAL = Refusal("openid_mismatch", "does not belong to this session")
+
+
+class PaymentMethod(_Model):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Annotated[Literal["wechatpayMiniProgram"], METHOD_REFUSAL]
+    openid: Annotated[
+        str | None,
+        Field(default=None, description="Optional; if sent, the session's openid."),
+        OPENID_REFUSAL,
+    ]
+
+    @field_validator("openid")
+    @classmethod
+    def _the_sessions(cls, openid: str | None, info: ValidationInfo) -> str | None:
+        expected = (info.context or {}).get("openid")
+        if openid is not None and openid != expected:
+            raise ValueError("not the session's openid")
+        return openid
+
+
+REFERENCE_REFUSAL = Refusal(
+    "invalid_reference",
+    "must be 1-80 letters, digits or ._:/-",
+    when={"string_type": _NOT_A_STRING},
+)
+Reference = Annotated[
+    str | None,
+    Field(default=None, pattern=REFERENCE_PATTERN, description="The merchant's reference."),
+    REFERENCE_REFUSAL,
+]
+
+
+class PaymentRequest(_Request):
+    """``POST /payments``: start a WeChat Pay payment.
+
+    With an order resolver, ``orderId`` (or any field of your own) names the
+    order and the resolver decides reference and amount; ``reference`` and
+    ``amount`` are read only without one (``ALLOW_CLIENT_AMOUNT``), and an
+    ``amount`` sent with a resolver must equal the order's.
+    """
+
+    payment_method: Annotated[PaymentMethod, METHOD_REFUSAL]
+    order_id: Annotated[
+        str | None,
+        Field(default=None, max_length=MAX_ORDER_ID_CHARS, description="Your order's id."),
+        Refusal("invalid_field", "must be a string of at most 128 characters"),
+    ]
+    reference: Reference
+    amount: Annotated[
+        AmountBody | None,
+        Field(default=None),
+        Refusal("invalid_amount", "must be an object with currency and value"),
+    ]
+
+
+DETAILS_REFUSAL = Refusal("missing_reference", "reference or paymentData is required")
+STATUS_REFUSAL = Refusal(
+    "invalid_payment_status",
+    "must be the res.errMsg of wx.requestPayment (requestPayment:...)",
+    when={
+        kind: ("invalid_payment_status", "is too long or not printable")
+        for kind in ("string_too_long", "value_error")
+    },
+)
+
+
+class PaymentDetails(_Model):
+    model_config = ConfigDict(extra="ignore")
+
+    payment_status: Annotated[
+        str,
+        Field(
+            max_length=MAX_PAYMENT_STATUS_CHARS,
+            pattern=f"^{PAYMENT_STATUS_PREFIX}",
+            description="res.errMsg of wx.requestPayment, verbatim.",
+        ),
+        AfterValidator(_printable),
+        STATUS_REFUSAL,
+    ]
+
+
+class DetailsRequest(_Request):
+    """``POST /payments/details``: what ``wx.requestPayment`` answered."""
+
+    refusal: ClassVar[Refusal] = DETAILS_REFUSAL
+
+    reference: Reference
+    payment_data: Annotated[
+        str | None,
+        Field(default=None, min_length=1, max_length=MAX_PAYMENT_DATA_CHARS),
+        Refusal(
+            "invalid_payment_data", "has an invalid length", when={"string_type": _NOT_A_STRING}
+        ),
+    ]
+    details: Annotated[PaymentDetails, Refusal(STATUS_REFUSAL.code, STATUS_REFUSAL.message)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _identified(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("reference") is None and data.get("paymentData") is None:
+            raise PydanticCustomError("missing_reference", "no reference")
+        return data
+
+
+# -- answers -----------------------------------------------------------------------------
+
+# ISO 8601 with the offset spelled out (``+00:00``), as the contract always had it.
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: moment.isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class ErrorDetail(_Model):
+    code: str = Field(description="Stable: switch on it.")
+    message: str = Field(description="For people; may change; never contains what was sent.")
+    psp_reference: str | None = Field(default=None, description="Adyen's, for support.")
+    retryable: bool | None = Field(default=None, description="The same request may succeed later.")
+
+
+class ErrorResponse(_Model):
+    """Every error, from every endpoint."""
+
+    error: ErrorDetail
+
+
+class SessionAnswer(_Model):
+    token: str = Field(description="Send as Authorization: Bearer <token>.")
+    expires_in: int = Field(alias="expires_in", description="Seconds.")
+
+
+class RequestPaymentParams(_Model):
+    """Pass to ``wx.requestPayment()`` as they are."""
+
+    model_config = ConfigDict(alias_generator=None)
+
+    appId: str | None = None  # WeChat's own spelling
+    timeStamp: str
+    nonceStr: str
+    package: str
+    signType: str
+    paySign: str
+
+
+class Redirect(_Model):
+    data: RequestPaymentParams
+
+
+class DetailsAnswer(_Model):
+    reference: str
+    state: PaymentState
+    result_code: str | None
+    psp_reference: str | None
+    refusal_reason: str | None
+
+
+class PaymentAnswer(_Model):
+    reference: str
+    state: PaymentState
+    result_code: str | None
+    psp_reference: str | None
+    amount: AmountBody
+    payment_data: str | None
+    redirect: Redirect | None = Field(description="null once the payment is Authorised.")
+    action: dict[str, Any] | None = Field(description="Adyen's action, unchanged.")
+
+
+class Conflict(_Model):
+    kind: str | None = Field(description="failure_after_authorisation, amount_mismatch, ...")
+    source: str
+    event: str
+    success: bool | None
+    at: Timestamp
+
+
+class HistoryEntry(_Model):
+    from_: PaymentState | None = Field(alias="from")
+    to: PaymentState
+    source: str
+    event: str
+    at: Timestamp
+
+
+class EventEntry(_Model):
+    source: str
+    event: str
+    success: bool | None
+    outcome: str
+    at: Timestamp
+
+
+class StatusAnswer(DetailsAnswer):
+    amount: AmountBody
+    created_at: Timestamp
+    updated_at: Timestamp
+    conflicts: list[Conflict]
+    history: list[HistoryEntry]
+    events: list[EventEntry]
+
+
+class StalePayment(_Model):
+    reference: str
+    state: PaymentState
+    psp_reference: str | None
+    updated_at: Timestamp
+
+
+class StaleAnswer(_Model):
+    older_than_seconds: int
+    payments: list[StalePayment]
+
+
+class StoredNotification(_Model):
+    id: int
+    status: str
+    detail: str | None
+    merchant_reference: str | None
+    event_code: str | None
+    success: bool | None
+    deliveries: int
+    attempts: int
+
+
+class NotificationsAnswer(_Model):
+    notifications: list[StoredNotification]
+
+
+class HealthAnswer(_Model):
+    status: Literal["ok"]
+    states: dict[str, int] | None = Field(default=None, description="With X-Admin-Key only.")
+    outbox: dict[str, int] | None = Field(default=None, description="With X-Admin-Key only.")
+
+
+class NotificationRequestItem(_Model):
+    model_config = ConfigDict(alias_generator=None, extra="allow")
+
+    pspReference: str  # Adyen's own spelling
+    merchantReference: str | None = None
+    merchantAccountCode: str
+    eventCode: str
+    success: Literal["true", "false"]
+    amount: AmountBody | None = None
+    additionalData: dict[str, Any] = Field(description="Carries hmacSignature.")
+
+
+class NotificationItem(_Model):
+    model_config = ConfigDict(alias_generator=None)
+
+    NotificationRequestItem: NotificationRequestItem
+
+
+class NotificationRequest(_Model):
+    """Adyen's standard notification (validated by ``adyen/webhooks.py``, described here)."""
+
+    model_config = ConfigDict(alias_generator=None)
+
+    live: Literal["true", "false"]
+    notificationItems: list[NotificationItem]
+
+
+# -- parsing and rendering ---------------------------------------------------------------
+
+RequestModel = TypeVar("RequestModel", bound=_Request)
+
+
+def parse(model: type[RequestModel], body: Mapping[str, Any], **context: Any) -> RequestModel:
+    """``body`` validated by ``model``; the first problem as an ``InvalidRequestError``."""
     try:
-        return Amount(minor, currency)
-    except ValueError:
-        raise _invalid("amount.value", "must be a positive integer", "invalid_amount") from None
+        return model.model_validate(body, context=context)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        raise _refusal_error(model, first) from None
 
 
-def parse_payment(body: Mapping[str, Any], session_openid: str) -> PaymentInput:
-    method = body.get("paymentMethod")
-    if not isinstance(method, Mapping) or method.get("type") != PAYMENT_METHOD_TYPE:
-        raise _invalid(
-            "paymentMethod.type", f"must be {PAYMENT_METHOD_TYPE!r}", "invalid_payment_method"
-        )
-    openid = method.get("openid")
-    if openid is not None and (not isinstance(openid, str) or openid != session_openid):
-        raise InvalidRequestError(
-            "paymentMethod.openid does not belong to this session", code="openid_mismatch"
-        )
-    reference = _optional_str(body, "reference")
-    if reference is not None and not REFERENCE_PATTERN.match(reference):
-        raise _invalid("reference", "must be 1-80 letters, digits or ._:/-", "invalid_reference")
-    amount = parse_amount(body["amount"]) if body.get("amount") is not None else None
-    return PaymentInput(body=body, reference=reference, amount=amount)
+def _refusal_error(model: type[BaseModel], error: ErrorDetails) -> InvalidRequestError:
+    path, refusal = _refusal_at(model, error["loc"])
+    if refusal is None:
+        refusal = getattr(model, "refusal", MODEL_REFUSAL) if not path else MODEL_REFUSAL
+    code, message = refusal.when.get(error["type"], (refusal.code, refusal.message))
+    # A field's message follows its name; the model's own is a whole sentence.
+    return InvalidRequestError(f"{'.'.join(path)} {message}" if path else message, code=code)
 
 
-def parse_details(body: Mapping[str, Any]) -> DetailsInput:
-    reference = _optional_str(body, "reference")
-    payment_data = _optional_str(body, "paymentData")
-    if reference is None and payment_data is None:
-        raise _invalid("reference", "or paymentData is required", "missing_reference")
-    if reference is not None and not REFERENCE_PATTERN.match(reference):
-        raise _invalid("reference", "must be 1-80 letters, digits or ._:/-", "invalid_reference")
-    if payment_data is not None and not 0 < len(payment_data) <= MAX_PAYMENT_DATA_CHARS:
-        raise _invalid("paymentData", "has an invalid length", "invalid_payment_data")
-    details = body.get("details")
-    status = details.get("paymentStatus") if isinstance(details, Mapping) else None
-    if not isinstance(status, str) or not status.startswith("requestPayment:"):
-        raise _invalid(
-            "details.paymentStatus",
-            "must be the res.errMsg of wx.requestPayment (requestPayment:...)",
-            "invalid_payment_status",
-        )
-    if len(status) > MAX_PAYMENT_STATUS_CHARS or not _printable(status):
-        raise _invalid(
-            "details.paymentStatus", "is too long or not printable", "invalid_payment_status"
-        )
-    return DetailsInput(reference=reference, payment_data=payment_data, payment_status=status)
+def _refusal_at(
+    model: type[BaseModel], loc: tuple[int | str, ...]
+) -> tuple[list[str], Refusal | None]:
+    """The JSON path of ``loc`` and the innermost ``Refusal`` declared along it."""
+    path: list[str] = []
+    found: Refusal | None = None
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        info = None
+        if fields is not None:
+            info = next(
+                (f for name, f in fields.items() if part in (name, f.alias)),
+                None,
+            )
+        if info is None:
+            path.append(str(part))
+            break
+        path.append(info.alias or str(part))
+        found = next((m for m in info.metadata if isinstance(m, Refusal)), found)
+        current = _model_of(info.annotation)
+    return path, found
 
 
-def _amount_json(payment: PaymentRecord) -> dict[str, Any]:
-    return {"currency": payment.amount.currency, "value": payment.amount.value}
+def _model_of(annotation: Any) -> Any:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
-def payment_response(payment: PaymentRecord) -> dict[str, Any]:
-    """POST /payments: the seed's shape (``paymentData``, ``redirect.data``) plus ``action``."""
-    can_pay = payment.wechat_params is not None and payment.state.value != "Authorised"
-    return {
-        "reference": payment.reference,
-        "state": payment.state.value,
-        "resultCode": payment.result_code,
-        "pspReference": payment.psp_reference,
-        "amount": _amount_json(payment),
-        "paymentData": payment.payment_data,
-        "redirect": {"data": payment.wechat_params} if can_pay else None,
-        "action": payment.action,
-    }
+def render(answer: BaseModel) -> dict[str, Any]:
+    """An answer as JSON-ready data, in the contract's spelling.
+
+    Fields given (even as None) are rendered; optional fields left out stay out.
+    """
+    return answer.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
-def details_response(payment: PaymentRecord) -> dict[str, Any]:
-    return {
-        "reference": payment.reference,
-        "state": payment.state.value,
-        "resultCode": payment.result_code,
-        "pspReference": payment.psp_reference,
-        "refusalReason": payment.refusal_reason,
-    }
-
-
-def status_response(
-    payment: PaymentRecord, history: list[TransitionRecord], events: list[EventRecord]
-) -> dict[str, Any]:
-    return {
-        **details_response(payment),
-        "amount": _amount_json(payment),
-        "createdAt": payment.created_at.isoformat(),
-        "updatedAt": payment.updated_at.isoformat(),
-        "conflicts": [
-            {
-                "kind": e.conflict,
-                "source": e.source,
-                "event": e.kind,
-                "success": e.success,
-                "at": e.at.isoformat(),
-            }
-            for e in events
-            if e.conflict
-        ],
-        "history": [
-            {
-                "from": t.from_state.value if t.from_state else None,
-                "to": t.to_state.value,
-                "source": t.source,
-                "event": t.event_kind,
-                "at": t.at.isoformat(),
-            }
-            for t in history
-        ],
-        "events": [
-            {
-                "source": e.source,
-                "event": e.kind,
-                "success": e.success,
-                "outcome": e.outcome,
-                "at": e.at.isoformat(),
-            }
-            for e in events
-        ],
-    }
+def request_refusals(model: type[BaseModel]) -> set[str]:
+    """Every error code validating ``model`` can answer (for the OpenAPI document)."""
+    own = vars(model).get("refusal")
+    codes = set(own.codes()) if isinstance(own, Refusal) else set()
+    for info in model.model_fields.values():
+        for meta in info.metadata:
+            if isinstance(meta, Refusal):
+                codes |= meta.codes()
+        nested = _model_of(info.annotation)
+        if nested is not None:
+            codes |= request_refusals(nested) - {MODEL_REFUSAL.code}
+    return codes
