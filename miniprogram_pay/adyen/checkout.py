@@ -3,8 +3,11 @@
 One ``Idempotency-Key`` per logical operation is made by the caller *before* it
 calls us and is sent unchanged on every retry, so a retry after a timeout returns
 Adyen's first result instead of creating a second payment. Only timeouts,
-connection errors and 5xx are retried; every failure is translated into
-``miniprogram_pay.errors`` at this boundary.
+connection errors and 5xx are retried (the package's policy, ``retrying.py``),
+after the backoff or the ``Retry-After`` Adyen sends, whichever is longer; a
+``Retry-After`` longer than a shopper can wait ends the retries at once and is
+passed on. Every failure is translated into ``miniprogram_pay.errors`` at this
+boundary.
 """
 
 from __future__ import annotations
@@ -12,23 +15,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
+from miniprogram_pay.retrying import Backoff, RetryAfter, parse_retry_after, retrying
 
-__all__ = ["AdyenCheckoutClient", "default_backoff"]
+__all__ = ["DEFAULT_BACKOFF", "AdyenCheckoutClient"]
 
 logger = logging.getLogger("miniprogram_pay.adyen")
 
 MAX_IDEMPOTENCY_KEY_CHARS = 64
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 8.0
+DEFAULT_BACKOFF = Backoff(base_seconds=0.5, cap_seconds=8.0)
+# A shopper waits on this call: a longer Retry-After is handed on rather than slept through.
+MAX_RETRY_AFTER_SECONDS = 10.0
 # Adyen's free-text error message is useful to operators but unbounded; keep it short.
 MAX_ADYEN_MESSAGE_CHARS = 200
 
@@ -40,18 +45,6 @@ _RETRYABLE_TRANSPORT_ERRORS = (
 )
 
 
-def _jitter(delay: float) -> float:
-    """Spread retries of many clients over [delay/2, delay] so they do not stampede."""
-    # Jitter needs no cryptographic randomness.
-    return delay * random.uniform(0.5, 1.0)  # noqa: S311
-
-
-def default_backoff(attempt: int) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1-based): exponential, capped, jittered."""
-    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
-    return _jitter(delay)
-
-
 def _check_idempotency_key(key: str) -> None:
     # A bad key is a bug in our own caller (keys are generated server-side), so
     # this is a ValueError rather than a client-facing error.
@@ -59,6 +52,12 @@ def _check_idempotency_key(key: str) -> None:
         raise ValueError(f"idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")
     if not (key.isascii() and key.isprintable()):
         raise ValueError("idempotency_key must be printable ASCII")
+
+
+def _retry_after(outcome: _Outcome) -> float | None:
+    if isinstance(outcome, httpx.Response):
+        return parse_retry_after(outcome.headers.get("retry-after"))
+    return None
 
 
 def _is_retryable(outcome: _Outcome) -> bool:
@@ -124,8 +123,11 @@ def _conflict(path: str, response: httpx.Response) -> AdyenError:
 def _status_error(path: str, response: httpx.Response, attempts: int) -> AdyenError:
     status = response.status_code
     if status >= 500:
+        wait = _retry_after(response)
         return AdyenUnavailableError(
-            f"Adyen answered {status} on {path} after {attempts} attempt(s)", http_status=status
+            f"Adyen answered {status} on {path} after {attempts} attempt(s)",
+            http_status=status,
+            retry_after_seconds=math.ceil(wait) if wait is not None else None,
         )
     if status in (401, 403):
         return AdyenError(
@@ -180,7 +182,7 @@ class AdyenCheckoutClient:
         http: httpx.AsyncClient,
         timeout_seconds: float = 10.0,
         max_retries: int = 2,
-        backoff: Callable[[int], float] = default_backoff,
+        backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if timeout_seconds <= 0 or max_retries < 0:
@@ -221,15 +223,22 @@ class AdyenCheckoutClient:
     async def _post(self, path: str, body: Mapping[str, Any], key: str) -> dict[str, Any]:
         _check_idempotency_key(key)
         content = json.dumps(dict(body), separators=(",", ":")).encode("utf-8")
-        headers = self._headers(key)
-        attempts = self._max_retries + 1
-        attempt = 1
-        while True:
-            outcome = await self._attempt(path, content, headers, attempt)
-            if attempt == attempts or not _is_retryable(outcome):
-                return _interpret(path, outcome, attempt)
-            await self._sleep(self._backoff(attempt))
-            attempt += 1
+        headers = self._headers(key)  # the same Idempotency-Key on every attempt
+        attempt = 0
+        try:
+            async for retry in retrying(
+                attempts=self._max_retries + 1, backoff=self._backoff, sleep=self._sleep
+            ):
+                with retry:
+                    attempt = retry.retry_state.attempt_number
+                    outcome = await self._attempt(path, content, headers, attempt)
+                    wait = _retry_after(outcome)
+                    if _is_retryable(outcome) and (wait or 0) <= MAX_RETRY_AFTER_SECONDS:
+                        raise RetryAfter(outcome, wait)
+                    return _interpret(path, outcome, attempt)
+        except RetryAfter as exhausted:  # the last attempt failed too
+            return _interpret(path, cast(_Outcome, exhausted.outcome), attempt)
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     def _headers(self, key: str) -> dict[str, str]:
         return {

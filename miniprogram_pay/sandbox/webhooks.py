@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_chain,
+    wait_fixed,
+)
 
+from miniprogram_pay.retrying import RetryAfter
 from miniprogram_pay.sandbox.config import SandboxConfig
 from miniprogram_pay.sandbox.notifications import build_notification, notification_item
 from miniprogram_pay.sandbox.responses import json_bytes
@@ -204,16 +212,23 @@ class WebhookSender:
         return delivery
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
+        # Adyen retries on a fixed schedule, not a backoff: the configured delays, in turn.
         delays = self._config.webhook_retry_delays
-        for number in range(1, len(delays) + 2):
-            attempt = await self._attempt(delivery, number)
-            delivery.attempts.append(attempt)
-            if attempt.accepted:
-                delivery.state = "accepted"
-                return
-            if number <= len(delays):
-                await asyncio.sleep(delays[number - 1])
-        delivery.state = "failed"
+        try:
+            async for retry in AsyncRetrying(
+                stop=stop_after_attempt(len(delays) + 1),
+                wait=wait_chain(*(wait_fixed(delay) for delay in delays)),
+                retry=retry_if_exception_type(RetryAfter),
+                reraise=True,
+            ):
+                with retry:
+                    attempt = await self._attempt(delivery, retry.retry_state.attempt_number)
+                    delivery.attempts.append(attempt)
+                    if not attempt.accepted:
+                        raise RetryAfter(attempt)
+            delivery.state = "accepted"
+        except RetryAfter:
+            delivery.state = "failed"
 
     async def _attempt(self, delivery: WebhookDelivery, number: int) -> DeliveryAttempt:
         url = self._config.webhook_url

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from miniprogram_pay.retrying import Backoff
 from miniprogram_pay.services.hooks import StateChange, StateChangeHook
 from miniprogram_pay.storage.records import OutboxEvent
 from miniprogram_pay.storage.repository import PaymentRepository
@@ -26,6 +26,7 @@ logger = logging.getLogger("miniprogram_pay.workers")
 POLL_SECONDS = 1.0
 OUTBOX_MAX_ATTEMPTS = 12
 MAX_BACKOFF_SECONDS = 300.0
+OUTBOX_BACKOFF = Backoff(base_seconds=0.5, cap_seconds=MAX_BACKOFF_SECONDS)
 # Bounds one wake-up's work, so items another process holds cannot keep this loop spinning.
 MAX_PASSES_PER_WAKE = 20
 STALE_CHECK_SECONDS = 300.0
@@ -34,9 +35,8 @@ OUTBOX_BATCH = 20
 
 
 def outbox_backoff(attempt: int) -> float:
-    """Seconds before retrying a failed delivery: exponential, capped, jittered."""
-    base: float = min(0.5 * 2.0 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-    return base * (0.75 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+    """Seconds before retrying a failed delivery: the package's backoff policy."""
+    return OUTBOX_BACKOFF.delay(attempt)
 
 
 class Workers:

@@ -9,7 +9,6 @@ so a backend without either could never lose an update silently.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -38,6 +37,7 @@ from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.reconcile import Decision, Outcome, PaymentView, decide
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import NotFoundError, StorageError
+from miniprogram_pay.retrying import Backoff, no_jitter, retrying
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.records import (
     AppliedEvent,
@@ -71,6 +71,8 @@ WRITE_ATTEMPTS = 6
 STORE_CHUNK_ROWS = 500
 LEASE_SECONDS = 30.0
 MAX_BACKOFF_SECONDS = 600.0
+# Lock waits and version conflicts clear within milliseconds.
+WRITE_BACKOFF = Backoff(base_seconds=0.005, cap_seconds=0.5)
 
 
 class _VersionConflictError(Exception):
@@ -175,23 +177,26 @@ class PaymentRepository:
 
     async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``work`` in a write transaction, retrying lock and version conflicts."""
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                async with self.db.write() as session:
-                    return await work(session)
-            except _VersionConflictError:
-                logger.info("version conflict, retrying (attempt %d)", attempt + 1)
-            except OperationalError as exc:
-                if not _is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
-                    raise StorageError("the database is unavailable; retry shortly") from exc
-                logger.warning("transient database error, retrying (attempt %d)", attempt + 1)
-            except DBAPIError as exc:
-                if isinstance(exc, IntegrityError) or not _is_transient(exc):
-                    raise
-                if attempt == WRITE_ATTEMPTS - 1:
-                    raise StorageError("the database is busy; retry shortly") from exc
-            await asyncio.sleep(0.005 * 2**attempt)
-        raise StorageError("the database is busy; retry shortly")
+        try:
+            async for attempt in retrying(
+                attempts=WRITE_ATTEMPTS,
+                backoff=WRITE_BACKOFF,
+                retry_on=_is_retryable_write,
+                logger=logger,
+                what="write transaction",
+            ):
+                with attempt:
+                    async with self.db.write() as session:
+                        return await work(session)
+        except _VersionConflictError:
+            raise StorageError("the database is busy; retry shortly") from None
+        except OperationalError as exc:
+            raise StorageError("the database is unavailable; retry shortly") from exc
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError) or not _is_transient(exc):
+                raise
+            raise StorageError("the database is busy; retry shortly") from exc
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncSession]:
@@ -649,7 +654,7 @@ class PaymentRepository:
             note.attempts = attempts
             note.status = status
             note.detail = error[:255]
-            delay = min(backoff_seconds * 2 ** (attempts - 1), MAX_BACKOFF_SECONDS)
+            delay = Backoff(backoff_seconds, MAX_BACKOFF_SECONDS, no_jitter).delay(attempts)
             note.next_attempt_at = utcnow() + timedelta(seconds=delay)
             session.add(note)
             return status
@@ -771,6 +776,15 @@ class PaymentRepository:
         async with self._reading() as session:
             stmt = select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
             return {status: int(n) for status, n in (await session.exec(stmt)).all()}
+
+
+def _is_retryable_write(exc: BaseException) -> bool:
+    """A version conflict, or a lock wait, deadlock or dropped connection, may pass."""
+    if isinstance(exc, _VersionConflictError):
+        return True
+    return (
+        isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError) and _is_transient(exc)
+    )
 
 
 def _is_transient(exc: DBAPIError) -> bool:

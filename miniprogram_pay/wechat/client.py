@@ -20,13 +20,15 @@ import httpx
 
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.errors import InvalidRequestError, WeChatError
+from miniprogram_pay.retrying import Backoff, RetryAfter, retrying
 
 __all__ = ["WeChatClient", "WeChatSession"]
 
 logger = logging.getLogger("miniprogram_pay.wechat")
 
 CODE2SESSION_PATH = "/sns/jscode2session"
-BUSY_RETRY_DELAY_SECONDS = 0.2
+# WeChat's -1 ("system busy") clears in moments; a shopper is waiting on the login.
+BUSY_BACKOFF = Backoff(base_seconds=0.2, cap_seconds=1.0)
 RATE_LIMIT_RETRY_AFTER_SECONDS = 60
 # A jsCode is short and opaque; anything else is not worth a round trip.
 _JS_CODE = re.compile(r"[\x21-\x7e]{1,128}")
@@ -172,6 +174,7 @@ class WeChatClient:
         http: httpx.AsyncClient,
         timeout_seconds: float = 5.0,
         busy_retries: int = 1,
+        backoff: Backoff = BUSY_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if timeout_seconds <= 0 or busy_retries < 0:
@@ -182,6 +185,7 @@ class WeChatClient:
         self._http = http
         self._timeout = httpx.Timeout(timeout_seconds)
         self._busy_retries = busy_retries
+        self._backoff = backoff
         self._sleep = sleep
         _install_httpx_redaction()
 
@@ -201,16 +205,21 @@ class WeChatClient:
     async def code_to_session(self, js_code: str) -> WeChatSession:
         """Call code2Session; raises ``InvalidRequestError`` or ``WeChatError``."""
         _validate_js_code(js_code)
-        attempt = 1
-        while True:
-            body = await self._call(js_code, attempt)
-            errcode = _errcode(body)
-            if errcode == 0:
-                return _session(body)
-            if errcode != _BUSY or attempt > self._busy_retries:
-                raise _errcode_error(errcode)
-            await self._sleep(BUSY_RETRY_DELAY_SECONDS * attempt)
-            attempt += 1
+        try:
+            async for retry in retrying(
+                attempts=self._busy_retries + 1, backoff=self._backoff, sleep=self._sleep
+            ):
+                with retry:
+                    body = await self._call(js_code, retry.retry_state.attempt_number)
+                    errcode = _errcode(body)
+                    if errcode == _BUSY:
+                        raise RetryAfter(errcode)
+                    if errcode != 0:
+                        raise _errcode_error(errcode)
+                    return _session(body)
+        except RetryAfter:  # still busy on the last attempt
+            raise _errcode_error(_BUSY) from None
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     async def _call(self, js_code: str, attempt: int) -> Mapping[str, Any]:
         started = time.perf_counter()

@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from miniprogram_pay.adyen.checkout import AdyenCheckoutClient, default_backoff
+from miniprogram_pay.adyen.checkout import DEFAULT_BACKOFF, AdyenCheckoutClient
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
+from miniprogram_pay.retrying import Backoff, no_jitter
 from tests.fakes import ScriptedServer, Sleeper, Step
 
 API_KEY = "AQE-super-secret-api-key-1234567890"
@@ -32,7 +33,7 @@ def make_client(
         api_key=Secret(API_KEY),
         http=http,
         max_retries=max_retries,
-        backoff=lambda attempt: 0.25,
+        backoff=Backoff(0.25, 0.25, no_jitter),
         sleep=sleeper or Sleeper(),
     )
 
@@ -265,14 +266,43 @@ def test_from_settings() -> None:
 
 def test_default_backoff_grows_and_is_capped() -> None:
     for attempt in range(1, 12):
-        delay = default_backoff(attempt)
+        delay = DEFAULT_BACKOFF.delay(attempt)
         nominal = min(8.0, 0.5 * 2 ** (attempt - 1))
         assert nominal / 2 <= delay <= nominal
 
 
-def test_default_backoff_jitter_is_patchable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("miniprogram_pay.adyen.checkout._jitter", lambda delay: delay)
-    assert [default_backoff(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 8.0]
+def test_default_backoff_without_jitter_is_exact() -> None:
+    exact = Backoff(DEFAULT_BACKOFF.base_seconds, DEFAULT_BACKOFF.cap_seconds, no_jitter)
+    assert [exact.delay(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 8.0]
+
+
+@pytest.mark.parametrize(("header", "expected"), [("3", [3.0]), ("0", [0.25]), ("soon", [0.25])])
+async def test_a_5xx_retry_after_is_honoured_when_longer(
+    header: str, expected: list[float]
+) -> None:
+    fake = FakeAdyen(httpx.Response(503, headers={"Retry-After": header}), ok())
+    sleeper = Sleeper()
+    await make_client(fake, sleeper=sleeper).create_payment(BODY, idempotency_key=KEY)
+    assert sleeper.delays == expected
+    assert {r.headers["Idempotency-Key"] for r in fake.requests} == {KEY}
+
+
+async def test_a_retry_after_too_long_to_wait_is_handed_on() -> None:
+    fake = FakeAdyen(httpx.Response(503, headers={"Retry-After": "120"}), ok())
+    sleeper = Sleeper()
+    with pytest.raises(AdyenUnavailableError) as info:
+        await make_client(fake, sleeper=sleeper).create_payment(BODY, idempotency_key=KEY)
+    assert fake.calls == 1 and sleeper.delays == []
+    assert info.value.retry_after_seconds == 120
+
+
+async def test_retry_after_as_an_http_date() -> None:
+    fake = FakeAdyen(
+        httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), ok()
+    )
+    sleeper = Sleeper()
+    await make_client(fake, sleeper=sleeper).create_payment(BODY, idempotency_key=KEY)
+    assert sleeper.delays == [0.25]  # a date in the past: no extra wait
 
 
 def test_rejects_bad_configuration() -> None:
