@@ -1,15 +1,22 @@
 """The ``miniprogram-pay`` command (also ``python -m miniprogram_pay``).
 
 ```
-miniprogram-pay serve [--sandbox] [--host H] [--port P] [--workers N]
+miniprogram-pay serve [--sandbox] [--host H] [--port P] [--workers N] [--order-resolver M:F]
 miniprogram-pay demo [--scenario NAME | --all] [--action ok|cancel|fail] [--style S]
+miniprogram-pay sandbox [--port P] [--webhook-url URL] [--scenario NAME]
 miniprogram-pay webhook send --event AUTHORISATION --success false --reference R
-miniprogram-pay db upgrade
+miniprogram-pay db upgrade | current | downgrade REVISION
 ```
 
 Errors are one line on stderr (``error: <message>``) and a non-zero exit code:
 1 for a failure (or a demo payment that did not end as expected), 2 for bad
 usage, 130 when interrupted. See ``docs/cli.md``.
+
+Adding a command: write ``cmd_<name>(args, out) -> int`` (raise ``CommandError``
+or any ``MiniProgramPayError`` for a failure: it becomes the one ``error:`` line),
+and ``_add_<name>(commands)`` that registers its parser with a ``help`` for the
+command and for every option (``tests/cli/test_help.py`` checks that); import
+what the command needs inside it, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import copy
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -31,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from miniprogram_pay._version import __version__
 from miniprogram_pay.config import DEFAULT_DATABASE_URL, ENV_PREFIX
 from miniprogram_pay.errors import MiniProgramPayError
 
@@ -38,6 +47,7 @@ __all__ = ["main"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+SANDBOX_PORT = 8100
 DEFAULT_WEBHOOK_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/pay/webhooks/adyen"
 SCHEMA_MODULE = "miniprogram_pay.storage.schema"
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -63,8 +73,10 @@ class Printer:
     def line(self, label: str, text: str = "") -> None:
         if self.quiet:
             return
+        # A label as wide as the column still gets a gap before its text.
+        width = max(LABEL_WIDTH, len(label) + 2)
         with self._lock:
-            print(f"  {label:<{LABEL_WIDTH}}{text}".rstrip(), flush=True)
+            print(f"  {label:<{width}}{text}".rstrip(), flush=True)
 
     def plain(self, text: str = "") -> None:
         with self._lock:
@@ -110,12 +122,40 @@ def _create_tables(database_url: str, schema: str | None) -> None:
     asyncio.run(create())
 
 
+def _need_uvicorn(command: str) -> None:
+    if importlib.util.find_spec("uvicorn") is None:
+        raise CommandError(
+            f"`miniprogram-pay {command}` runs uvicorn, which is not installed: "
+            "pip install 'miniprogram-pay[serve]'"
+        )
+
+
 def cmd_serve(args: argparse.Namespace, out: Printer) -> int:
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
+    _need_uvicorn("serve")
     if args.sandbox:
+        if args.order_resolver or args.on_state_change:
+            raise CommandError(
+                "--order-resolver and --on-state-change are for serve without --sandbox"
+            )
         return _serve_sandboxed(args, out)
     return _serve_plain(args, out)
+
+
+def _preflight(settings: Any) -> None:
+    """Open the database and check its schema once, so a bad URL is one line, not a traceback."""
+    from miniprogram_pay.storage.engine import Database
+    from miniprogram_pay.storage.schema import prepare
+
+    async def check() -> None:
+        database = Database(settings.database_url, schema=settings.database_schema, pool_size=1)
+        try:
+            await prepare(database, auto_migrate=settings.auto_migrate)
+        finally:
+            await database.dispose()
+
+    asyncio.run(check())
 
 
 def _serve_plain(args: argparse.Namespace, out: Printer) -> int:
@@ -123,16 +163,37 @@ def _serve_plain(args: argparse.Namespace, out: Printer) -> int:
 
     from miniprogram_pay.app import create_app
     from miniprogram_pay.config import Settings
-    from miniprogram_pay.host import create_host_app, log_state_change
+    from miniprogram_pay.host import (
+        ON_STATE_CHANGE_VARIABLE,
+        ORDER_RESOLVER_VARIABLE,
+        create_host_app,
+        load_callable,
+    )
 
     settings = Settings.from_env()  # a bad configuration fails here, in one line
+    resolver = (
+        load_callable(args.order_resolver, option="--order-resolver")
+        if args.order_resolver
+        else None
+    )
+    hook = (
+        load_callable(args.on_state_change, option="--on-state-change")
+        if args.on_state_change
+        else None
+    )
+    plugin = create_app(settings, order_resolver=resolver, on_state_change=hook)  # checks the hooks
+    _preflight(settings)
     log_config = _log_config(args.log_level)
     out.plain(f"miniprogram-pay: API at http://{args.host}:{args.port}/pay")
     if args.workers == 1:
-        app = create_host_app(create_app(settings, on_state_change=log_state_change))
-        uvicorn.run(app, host=args.host, port=args.port, log_config=log_config)
+        uvicorn.run(create_host_app(plugin), host=args.host, port=args.port, log_config=log_config)
         return 0
-    _create_tables(settings.database_url, settings.database_schema)
+    for variable, spec in (
+        (ORDER_RESOLVER_VARIABLE, args.order_resolver),
+        (ON_STATE_CHANGE_VARIABLE, args.on_state_change),
+    ):
+        if spec:
+            os.environ[variable] = spec  # the workers are new processes: they import it again
     uvicorn.run(
         "miniprogram_pay.host:create_host_app_from_env",
         factory=True,
@@ -162,10 +223,15 @@ def _serve_sandboxed(args: argparse.Namespace, out: Printer) -> int:
         log_config=_log_config(args.log_level),
         log_level=args.log_level,
     )
+    try:
+        _preflight(servers.settings)
+    except BaseException:
+        servers.close()
+        raise
     ready = _banner(servers, args, out)
     if args.workers == 1:
         servers.run(on_ready=ready)
-        return 0
+        return EXIT_INTERRUPTED if servers.interrupted else 0
     return _serve_sandboxed_workers(servers, args, port, ready)
 
 
@@ -199,13 +265,19 @@ def _banner(servers: Any, args: argparse.Namespace, out: Printer) -> Callable[[]
         out.line("api", servers.api_url)
         out.line("sandbox", f"{servers.sandbox_url} (Adyen /adyen/v71, WeChat /wechat, /_sandbox)")
         out.line("webhooks", servers.api_url + "/webhooks/adyen")
-        out.line("database", _redact_url(servers.database_url))
+        out.line("database", _redact_url(servers.database_url) + _left_behind(servers))
         out.line("workers", str(args.workers))
         if servers.admin_api_key == _sandbox_admin_key():
             out.line("admin key", f"{servers.admin_api_key} (header X-Admin-Key)")
         out.plain("ready (Ctrl-C to stop)")
 
     return ready
+
+
+def _left_behind(servers: Any) -> str:
+    if servers.database_url == DEFAULT_DATABASE_URL:
+        return " (a file in this directory; it stays after the server stops)"
+    return ""
 
 
 def _sandbox_admin_key() -> str:
@@ -218,10 +290,7 @@ def _sandbox_admin_key() -> str:
 
 
 def cmd_demo(args: argparse.Namespace, out: Printer) -> int:
-    from miniprogram_pay.sandbox.scenarios import SCENARIOS
-
-    if args.scenario not in SCENARIOS:
-        raise CommandError(f"unknown scenario {args.scenario!r}; known: {', '.join(SCENARIOS)}")
+    _need_uvicorn("demo")
     _quiet_package_logs()
     with tempfile.TemporaryDirectory(prefix="miniprogram-pay-demo-") as tmp:
         database_url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
@@ -425,35 +494,98 @@ def cmd_webhook_send(args: argparse.Namespace, out: Printer) -> int:
     return 0 if response.is_success else EXIT_FAILURE
 
 
-# -- db upgrade --------------------------------------------------------------------------
+# -- sandbox ---------------------------------------------------------------------------
+
+
+def cmd_sandbox(args: argparse.Namespace, out: Printer) -> int:
+    _need_uvicorn("sandbox")
+    import uvicorn
+
+    from miniprogram_pay.sandbox import SandboxConfig, create_sandbox_app
+
+    config = SandboxConfig(
+        webhook_url=args.webhook_url,
+        response_style=args.style,
+        default_scenario=args.scenario,
+        webhook_delay_seconds=args.webhook_delay,
+    )
+    out.plain(f"sandbox at http://{args.host}:{args.port} (Adyen /adyen/v71, WeChat /wechat)")
+    out.line("webhooks", args.webhook_url or "off (no --webhook-url)")
+    uvicorn.run(create_sandbox_app(config), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+# -- db --------------------------------------------------------------------------------
+
+
+def _database(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    """The URL, schema and a printable description (password masked, where it came from)."""
+    if args.database_url:
+        url, source = args.database_url, "--database-url"
+    elif _env("DATABASE_URL"):
+        url, source = str(_env("DATABASE_URL")), f"{ENV_PREFIX}DATABASE_URL"
+    else:
+        url, source = DEFAULT_DATABASE_URL, f"the default; {ENV_PREFIX}DATABASE_URL is not set"
+    schema = args.schema or _env("DATABASE_SCHEMA")
+    where = _redact_url(url) + (f" (schema {schema})" if schema else "") + f" [{source}]"
+    return url, schema, where
+
+
+def _schema_call(name: str, *call_args: Any, **call_kwargs: Any) -> Any:
+    function = getattr(_schema_module(), name, None)
+    if not callable(function):
+        raise CommandError(f"{SCHEMA_MODULE} has no {name}() function")
+    try:
+        result = function(*call_args, **call_kwargs)
+        if inspect.isawaitable(result):
+            return asyncio.run(_await(result))
+        return result
+    except MiniProgramPayError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise CommandError(
+            f"the database driver {exc.name!r} is missing; for PostgreSQL: "
+            "pip install 'miniprogram-pay[postgres]'"
+        ) from None
+    except Exception as exc:
+        raise CommandError(f"the {name} failed: {type(exc).__name__}: {exc}") from None
 
 
 def cmd_db_upgrade(args: argparse.Namespace, out: Printer) -> int:
-    database_url = args.database_url or _env("DATABASE_URL") or DEFAULT_DATABASE_URL
-    schema = args.schema or _env("DATABASE_SCHEMA")
-    upgrade = _schema_upgrade()
-    where = _redact_url(database_url) + (f" (schema {schema})" if schema else "")
+    url, schema, where = _database(args)
     out.plain(f"upgrading {where} ...")
     started = time.monotonic()
-    try:
-        result = upgrade(database_url, schema)
-        if inspect.isawaitable(result):
-            asyncio.run(_await(result))
-    except MiniProgramPayError:
-        raise
-    except Exception as exc:
-        raise CommandError(f"the upgrade failed: {type(exc).__name__}: {exc}") from None
+    _schema_call("upgrade", url, schema)
     out.plain(f"done ({time.monotonic() - started:.1f} s)")
     return 0
 
 
-async def _await(awaitable: Any) -> None:
-    await awaitable
+def cmd_db_current(args: argparse.Namespace, out: Printer) -> int:
+    url, schema, where = _database(args)
+    current = _schema_call("current_revision", url, schema)
+    head = _schema_call("head_revision")
+    out.plain(where)
+    out.line("revision", current or "none (no miniprogram-pay tables)")
+    out.line("this version needs", head)
+    return 0
 
 
-def _schema_upgrade() -> Callable[[str, str | None], Any]:
+def cmd_db_downgrade(args: argparse.Namespace, out: Printer) -> int:
+    url, schema, where = _database(args)
+    out.plain(f"downgrading {where} to {args.revision} ...")
+    started = time.monotonic()
+    _schema_call("downgrade", url, schema, revision=args.revision)
+    out.plain(f"done ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _schema_module() -> Any:
     try:
-        module = importlib.import_module(SCHEMA_MODULE)
+        return importlib.import_module(SCHEMA_MODULE)
     except ModuleNotFoundError as exc:
         if exc.name != SCHEMA_MODULE:
             raise
@@ -461,10 +593,6 @@ def _schema_upgrade() -> Callable[[str, str | None], Any]:
             "database migrations are not available in this version "
             f"({SCHEMA_MODULE} is missing); tables are created on start-up"
         ) from None
-    upgrade = getattr(module, "upgrade", None)
-    if not callable(upgrade):
-        raise CommandError(f"{SCHEMA_MODULE} has no upgrade() function")
-    return upgrade  # type: ignore[no-any-return]
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -476,14 +604,23 @@ def _scenario_names() -> list[str]:
     return list(SCENARIOS)
 
 
-def build_parser() -> argparse.ArgumentParser:
+STYLES = ("redirect", "action", "sdk")
+STYLE_HELP = "where the sandbox puts the wx.requestPayment parameters (default: %(default)s)"
+
+
+def build_parser(prog: str = "miniprogram-pay") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="miniprogram-pay",
-        description="WeChat Pay in Mini Programs through Adyen: serve, demo, test webhooks.",
+        prog=prog,
+        description="WeChat Pay in Mini Programs through Adyen: serve, demo, sandbox, test "
+        "webhooks, migrate the database.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     _add_demo(commands)
+    _add_sandbox(commands)
     _add_webhook(commands)
     _add_db(commands)
     return parser
@@ -494,21 +631,40 @@ def _add_serve(commands: Any) -> None:
         "serve",
         help="run the merchant API (mounted at /pay) with uvicorn",
         description="Run the merchant API at http://HOST:PORT/pay, configured by MINIPROGRAM_PAY_* "
-        "variables; with --sandbox, also the simulated Adyen and WeChat, with working defaults.",
+        "variables and your --order-resolver; with --sandbox, also the simulated Adyen and "
+        "WeChat, with working defaults.",
     )
     serve.add_argument("--sandbox", action="store_true", help="also run the sandbox, on PORT+1")
-    serve.add_argument("--host", default=DEFAULT_HOST)
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    serve.add_argument("--sandbox-port", type=int, default=None, help="default PORT+1")
-    serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
-        "--style",
-        choices=("redirect", "action", "sdk"),
-        default="action",
-        help="where the sandbox puts the wx.requestPayment parameters",
+        "--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)"
     )
     serve.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+        "--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s; 0 picks one)"
+    )
+    serve.add_argument(
+        "--sandbox-port", type=int, default=None, help="the sandbox's port (default: PORT+1)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--order-resolver",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        help="your async order resolver, e.g. myshop.payments:resolve_order (without --sandbox)",
+    )
+    serve.add_argument(
+        "--on-state-change",
+        metavar="MODULE:FUNCTION",
+        default=None,
+        help="your async state-change hook, e.g. myshop.payments:order_changed",
+    )
+    serve.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log level (default: %(default)s)",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -520,27 +676,65 @@ def _add_demo(commands: Any) -> None:
         description="Start the API and the sandbox on free ports, play a payment over HTTP, "
         "print each step, and exit 0 when it ends in the expected state.",
     )
-    demo.add_argument(
-        "--scenario",
-        default="authorised",
-        metavar="NAME",
-        help="a sandbox scenario: " + ", ".join(_scenario_names()),
-    )
+    _add_scenario(demo, "the sandbox scenario to play")
     demo.add_argument("--all", action="store_true", help="play every scenario, print a table")
     demo.add_argument(
         "--action",
         choices=("ok", "cancel", "fail"),
         default="ok",
-        help="the shopper's answer to wx.requestPayment",
+        help="the shopper's answer to wx.requestPayment (default: %(default)s)",
     )
-    demo.add_argument(
-        "--style",
-        choices=("redirect", "action", "sdk"),
-        default="action",
-        help="where the sandbox puts the wx.requestPayment parameters",
-    )
+    demo.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
     demo.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     demo.set_defaults(handler=cmd_demo)
+
+
+def _add_scenario(parser: argparse.ArgumentParser, text: str) -> None:
+    names = _scenario_names()
+    parser.add_argument(
+        "--scenario",
+        default="authorised",
+        choices=names,
+        metavar="NAME",
+        help=f"{text}: {', '.join(names)} (default: %(default)s)",
+    )
+
+
+def _add_sandbox(commands: Any) -> None:
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run the simulated Adyen Checkout and WeChat alone",
+        description="Serve the sandbox (docs/sandbox.md) until Ctrl-C; point your server's "
+        "Adyen and WeChat URLs at it and give it your webhook URL.",
+    )
+    sandbox.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)"
+    )
+    sandbox.add_argument(
+        "--port", type=int, default=SANDBOX_PORT, help="port (default: %(default)s)"
+    )
+    sandbox.add_argument(
+        "--webhook-url",
+        default=None,
+        help="your POST /webhooks/adyen URL, e.g. http://127.0.0.1:8000/pay/webhooks/adyen "
+        "(default: no webhooks)",
+    )
+    sandbox.add_argument(
+        "--response-style",
+        "--style",
+        dest="style",
+        choices=STYLES,
+        default="action",
+        help=STYLE_HELP,
+    )
+    _add_scenario(sandbox, "the scenario of payments whose reference names none")
+    sandbox.add_argument(
+        "--webhook-delay",
+        type=float,
+        default=0.0,
+        help="seconds before each notification (default: %(default)s)",
+    )
+    sandbox.set_defaults(handler=cmd_sandbox)
 
 
 def _add_webhook(commands: Any) -> None:
@@ -552,36 +746,57 @@ def _add_webhook(commands: Any) -> None:
         description="Sign with the first of MINIPROGRAM_PAY_ADYEN_HMAC_KEYS, authenticate with "
         "MINIPROGRAM_PAY_WEBHOOK_USERNAME/PASSWORD (sandbox values when unset).",
     )
-    send.add_argument("--event", default="AUTHORISATION", help="eventCode")
-    send.add_argument("--success", choices=("true", "false"), default="true")
+    send.add_argument("--event", default="AUTHORISATION", help="eventCode (default: %(default)s)")
+    send.add_argument(
+        "--success", choices=("true", "false"), default="true", help="(default: %(default)s)"
+    )
     send.add_argument("--reference", required=True, help="merchantReference")
     send.add_argument("--psp", default=None, help="pspReference (default: random)")
-    send.add_argument("--original-reference", default=None)
-    send.add_argument("--amount", type=int, default=1130, help="minor units")
-    send.add_argument("--currency", default="CNY")
-    send.add_argument("--reason", default="")
-    send.add_argument("--merchant-account", default=None)
+    send.add_argument("--original-reference", default=None, help="originalReference (refunds)")
+    send.add_argument("--amount", type=int, default=1130, help="minor units (default: %(default)s)")
+    send.add_argument("--currency", default="CNY", help="(default: %(default)s)")
+    send.add_argument("--reason", default="", help="reason (default: empty)")
+    send.add_argument(
+        "--merchant-account", default=None, help="default: MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT"
+    )
     send.add_argument("--hmac-key", default=None, help="hex key (default from the environment)")
     send.add_argument("--live", action="store_true", help='send live="true"')
-    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL)
-    send.add_argument("--timeout", type=float, default=15.0, help="seconds")
+    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help="(default: %(default)s)")
+    send.add_argument("--timeout", type=float, default=15.0, help="seconds (default: %(default)s)")
     send.set_defaults(handler=cmd_webhook_send)
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help=f"default: MINIPROGRAM_PAY_DATABASE_URL, else {DEFAULT_DATABASE_URL}",
+    )
+    parser.add_argument(
+        "--schema",
+        default=None,
+        help="PostgreSQL schema (default: MINIPROGRAM_PAY_DATABASE_SCHEMA)",
+    )
 
 
 def _add_db(commands: Any) -> None:
     db = commands.add_parser("db", help="database maintenance")
     actions = db.add_subparsers(dest="action", required=True, metavar="ACTION")
     upgrade = actions.add_parser("upgrade", help="migrate the database schema to this version")
-    upgrade.add_argument(
-        "--database-url", default=None, help="default: MINIPROGRAM_PAY_DATABASE_URL"
-    )
-    upgrade.add_argument("--schema", default=None, help="PostgreSQL schema")
+    _add_database_options(upgrade)
     upgrade.set_defaults(handler=cmd_db_upgrade)
+    current = actions.add_parser("current", help="show the schema revision of the database")
+    _add_database_options(current)
+    current.set_defaults(handler=cmd_db_current)
+    downgrade = actions.add_parser("downgrade", help="migrate the schema down to REVISION")
+    downgrade.add_argument("revision", help="a revision id, or base to drop every table")
+    _add_database_options(downgrade)
+    downgrade.set_defaults(handler=cmd_db_downgrade)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "miniprogram-pay") -> int:
     """Run the command line; returns the exit code (``sys.exit(main())``)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     out = Printer()
     try:
         code: int = args.handler(args, out)

@@ -63,7 +63,7 @@ MAX_URL_CHARS = 8000
 # A command to run, not a secret.
 HOW_TO_GENERATE = "Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 # Variables with the prefix that are not settings, read by the project's own tooling.
-_NOT_SETTINGS = frozenset({"TEST_POSTGRES_URL"})
+_NOT_SETTINGS = frozenset({"TEST_POSTGRES_URL", "SERVE_ORDER_RESOLVER", "SERVE_ON_STATE_CHANGE"})
 
 
 class Secret(SecretStr):
@@ -400,6 +400,7 @@ def _fail(setting: str, problem: str, fix: str) -> None:
 
 
 def _validate(s: Settings) -> None:
+    _validate_database(s)
     _validate_adyen(s)
     _validate_urls(s)
     _validate_webhook(s)
@@ -426,6 +427,33 @@ def _validate_adyen(s: Settings) -> None:
         )
     if len(s.adyen_country_code) != 2 or not s.adyen_country_code.isalpha():
         _fail("ADYEN_COUNTRY_CODE", "must be a two-letter ISO 3166 code", "Use CN for WeChat Pay.")
+
+
+DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+psycopg")
+
+
+def _validate_database(s: Settings) -> None:
+    scheme = s.database_url.partition("://")[0].lower()
+    if scheme in DATABASE_DRIVERS:
+        return
+    if scheme.startswith("sqlite"):
+        _fail(
+            "DATABASE_URL",
+            f"{scheme}:// is not the async SQLite driver",
+            "Write it as sqlite+aiosqlite:///path/to/file.db.",
+        )
+    if scheme.startswith("postgres"):
+        _fail(
+            "DATABASE_URL",
+            f"{scheme}:// is not the PostgreSQL driver the plugin uses",
+            "Write it as postgresql+psycopg://user:password@host/db and install the driver: "
+            "pip install 'miniprogram-pay[postgres]'.",
+        )
+    _fail(
+        "DATABASE_URL",
+        "is not a database URL the plugin supports",
+        "Use sqlite+aiosqlite:///path.db or postgresql+psycopg://user@host/db.",
+    )
 
 
 def _is_http_url(value: str) -> bool:

@@ -12,7 +12,9 @@ Example::
 
 from __future__ import annotations
 
-import logging
+import importlib
+import os
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,22 +22,40 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from miniprogram_pay.app import MiniProgramPay, create_app
-from miniprogram_pay.config import Settings
-from miniprogram_pay.services.hooks import StateChange
+from miniprogram_pay.config import ENV_PREFIX, Settings
+from miniprogram_pay.errors import ConfigurationError
 
-__all__ = ["API_PREFIX", "create_host_app", "create_host_app_from_env", "log_state_change"]
+__all__ = [
+    "API_PREFIX",
+    "ON_STATE_CHANGE_VARIABLE",
+    "ORDER_RESOLVER_VARIABLE",
+    "create_host_app",
+    "create_host_app_from_env",
+    "load_callable",
+]
 
 API_PREFIX = "/pay"
+# How ``serve --workers N`` hands ``--order-resolver``/``--on-state-change`` to its workers.
+ORDER_RESOLVER_VARIABLE = ENV_PREFIX + "SERVE_ORDER_RESOLVER"
+ON_STATE_CHANGE_VARIABLE = ENV_PREFIX + "SERVE_ON_STATE_CHANGE"
 
-logger = logging.getLogger("miniprogram_pay.host")
 
-
-async def log_state_change(change: StateChange) -> None:
-    """The default ``on_state_change`` of ``serve``: one log line per committed change."""
-    previous = change.previous.value if change.previous else "(new)"
-    logger.info(
-        "payment %s: %s -> %s (%s)", change.reference, previous, change.state.value, change.source
-    )
+def load_callable(spec: str, *, option: str) -> Any:
+    """``module:function`` imported; a ``ConfigurationError`` saying what is wrong otherwise."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"{option} must look like module:function, not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{option}: cannot import {module_name!r} ({exc}); run from the directory that "
+            "holds it or put it on PYTHONPATH"
+        ) from None
+    found = getattr(module, attribute, None)
+    if not callable(found):
+        raise ConfigurationError(f"{option}: {module_name!r} has no function {attribute!r}")
+    return found
 
 
 def create_host_app(plugin: MiniProgramPay, *, prefix: str = API_PREFIX) -> Starlette:
@@ -64,5 +84,16 @@ def create_host_app(plugin: MiniProgramPay, *, prefix: str = API_PREFIX) -> Star
 
 
 def create_host_app_from_env() -> Starlette:
-    """uvicorn factory (``--factory``): the plugin configured by ``MINIPROGRAM_PAY_*`` variables."""
-    return create_host_app(create_app(Settings.from_env(), on_state_change=log_state_change))
+    """uvicorn factory (``--factory``): the plugin configured by ``MINIPROGRAM_PAY_*`` variables.
+
+    The hooks come from ``MINIPROGRAM_PAY_SERVE_ORDER_RESOLVER`` and
+    ``MINIPROGRAM_PAY_SERVE_ON_STATE_CHANGE`` (``module:function``), when set.
+    """
+    resolver = os.environ.get(ORDER_RESOLVER_VARIABLE)
+    hook = os.environ.get(ON_STATE_CHANGE_VARIABLE)
+    plugin = create_app(
+        Settings.from_env(),
+        order_resolver=load_callable(resolver, option="--order-resolver") if resolver else None,
+        on_state_change=load_callable(hook, option="--on-state-change") if hook else None,
+    )
+    return create_host_app(plugin)

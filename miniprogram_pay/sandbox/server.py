@@ -39,7 +39,7 @@ from starlette.types import ASGIApp
 from miniprogram_pay.app import create_app
 from miniprogram_pay.config import DEFAULT_DATABASE_URL, ENV_PREFIX, Settings
 from miniprogram_pay.errors import ConfigurationError, MiniProgramPayError
-from miniprogram_pay.host import API_PREFIX, create_host_app, log_state_change
+from miniprogram_pay.host import API_PREFIX, create_host_app
 from miniprogram_pay.sandbox.app import create_sandbox_app
 from miniprogram_pay.sandbox.config import ResponseStyle, SandboxConfig
 from miniprogram_pay.services.hooks import StateChangeHook
@@ -154,7 +154,7 @@ def create_sandboxed_app() -> Starlette:
             "create_sandboxed_app reads the environment prepared by "
             "`miniprogram-pay serve --sandbox`; start the server with that command."
         )
-    plugin = create_app(sandboxed_settings(os.environ), on_state_change=log_state_change)
+    plugin = create_app(sandboxed_settings(os.environ))
     return create_host_app(plugin)
 
 
@@ -232,6 +232,7 @@ class SandboxedServers:
         self._servers: list[_Server] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.interrupted = False  # stopped by SIGINT/SIGTERM (the CLI exits 130)
         try:
             self._build(host, port, sandbox_port, environ, database_url, merchant, on_state_change)
             self.sandbox_config = mirror_config(
@@ -273,7 +274,7 @@ class SandboxedServers:
         self.settings = sandboxed_settings(self.environment)
         self.admin_api_key = self.environment[ENV_PREFIX + "ADMIN_API_KEY"]
         if merchant_socket is not None:
-            plugin = create_app(self.settings, on_state_change=on_state_change or log_state_change)
+            plugin = create_app(self.settings, on_state_change=on_state_change)
             self._add_server(create_host_app(plugin), merchant_socket)
 
     def _add_server(self, app: ASGIApp, sock: socket.socket) -> None:
@@ -319,6 +320,10 @@ class SandboxedServers:
             server.should_exit = True
         self._stopping = True
 
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self.stop()
+
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve in the foreground until SIGINT or SIGTERM."""
         asyncio.run(self._serve_with_signals(on_ready))
@@ -326,7 +331,7 @@ class SandboxedServers:
     async def _serve_with_signals(self, on_ready: Callable[[], None] | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self._interrupt)
         await self.serve(on_ready)
 
     def start_in_thread(self, timeout: float = START_TIMEOUT_SECONDS) -> SandboxedServers:

@@ -78,6 +78,13 @@ class Database:
         _sqlite_pragmas(self.reader, immediate=False)
 
     def _init_postgres(self, pool_size: int, echo: bool) -> None:
+        try:
+            import psycopg  # noqa: F401 - the driver of postgresql+psycopg, an optional extra
+        except ModuleNotFoundError:
+            raise ConfigurationError(
+                "MINIPROGRAM_PAY_DATABASE_URL: PostgreSQL needs the psycopg driver. "
+                "Install it with: pip install 'miniprogram-pay[postgres]'."
+            ) from None
         self.writer = create_async_engine(
             self.url,
             echo=echo,

@@ -90,9 +90,9 @@ def test_demo_all_prints_a_table_of_every_scenario(run_cli: Run) -> None:
     assert f"{total} of {total} as expected" in result.stdout
 
 
-def test_demo_unknown_scenario_is_one_line_on_stderr(run_cli: Run) -> None:
+def test_demo_unknown_scenario_is_a_usage_error_naming_the_scenarios(run_cli: Run) -> None:
     result = run_cli("demo", "--scenario", "nope")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("error: unknown scenario 'nope'")
-    assert result.stderr.count("\n") == 1
+    assert "invalid choice: 'nope'" in result.stderr
+    assert "failure-then-success" in result.stderr
