@@ -19,6 +19,7 @@ from miniprogram_pay.domain.events import EventSource, result_event
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.storage.schema import create_all
 
 __all__ = [
     "bulk_payments",
@@ -40,7 +41,7 @@ def psp_for(reference: str) -> str:
 async def create_schema(url: str) -> None:
     db = Database(url)
     try:
-        await db.create_all()
+        await create_all(db)
     finally:
         await db.dispose()
 

@@ -111,11 +111,12 @@ def _log_config(level: str) -> dict[str, Any]:
 def _create_tables(database_url: str, schema: str | None) -> None:
     """Create missing tables once, before several workers race to do it."""
     from miniprogram_pay.storage.engine import Database
+    from miniprogram_pay.storage.schema import create_all
 
     async def create() -> None:
         database = Database(database_url, schema=schema)
         try:
-            await database.create_all()
+            await create_all(database)
         finally:
             await database.dispose()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from miniprogram_pay.storage import Database, PaymentRepository
+from miniprogram_pay.storage.schema import create_all
 
 POSTGRES_URL_ENV = "MINIPROGRAM_PAY_TEST_POSTGRES_URL"
 
@@ -38,7 +39,7 @@ async def database(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIter
     """A database with every table created and nothing in it."""
     if request.param == "sqlite":
         db = Database(sqlite_url)
-        await db.create_all()
+        await create_all(db)
         try:
             yield db
         finally:
@@ -46,7 +47,7 @@ async def database(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIter
         return
     schema = f"mpp_test_{uuid.uuid4().hex[:12]}"
     db = Database(os.environ[POSTGRES_URL_ENV], schema=schema)
-    await db.create_all()
+    await create_all(db)
     try:
         yield db
     finally:

@@ -17,13 +17,10 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from miniprogram_pay.errors import ConfigurationError, StorageError
-from miniprogram_pay.storage.schema import stamp_head_if_unversioned
-from miniprogram_pay.storage.tables import metadata
+from miniprogram_pay.errors import ConfigurationError
 
 __all__ = ["Database"]
 
@@ -105,21 +102,6 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncSession]:
         async with self._reads() as session:
             yield session
-
-    async def create_all(self) -> None:
-        """Create missing tables (development and tests; production uses migrations).
-
-        A database made here is recorded as the newest migration revision, so the
-        start-up schema check accepts it.
-        """
-        try:
-            async with self.writer.begin() as conn:
-                if self.schema:
-                    await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                await conn.run_sync(metadata.create_all)
-                await conn.run_sync(stamp_head_if_unversioned, self.schema)
-        except OperationalError as exc:
-            raise StorageError("the database is unavailable; retry shortly") from exc
 
     async def dispose(self) -> None:
         await self.writer.dispose()

@@ -34,19 +34,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from miniprogram_pay.errors import ConfigurationError, StorageError
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.tables import metadata
 
+# Alembic (and Mako) cost a third of the package's import time; they load on the
+# first migration, not with the package.
 if TYPE_CHECKING:
-    from miniprogram_pay.storage.engine import Database
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
 __all__ = [
     "BASELINE_REVISION",
@@ -54,6 +56,7 @@ __all__ = [
     "VERSION_TABLE",
     "alembic_config",
     "check",
+    "create_all",
     "current_revision",
     "downgrade",
     "head_revision",
@@ -83,6 +86,8 @@ _ALEMBIC_LOCK = threading.Lock()
 
 def alembic_config(database_url: str, schema: str | None = None) -> Config:
     """An Alembic ``Config`` for the package's migrations (no ini file needed)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_PATH))
     config.set_main_option(
@@ -98,11 +103,15 @@ def upgrade(database_url: str, schema: str | None = None, *, revision: str = "he
     Idempotent, and safe to run from several processes at once. Blocking: call it
     from a CLI, a deploy step, or ``asyncio.to_thread``.
     """
+    from alembic import command
+
     _migrate(database_url, schema, lambda config: command.upgrade(config, revision))
 
 
 def downgrade(database_url: str, schema: str | None, *, revision: str) -> None:
     """Migrate down to ``revision`` (``"base"`` drops every table of the package)."""
+    from alembic import command
+
     _migrate(database_url, schema, lambda config: command.downgrade(config, revision))
 
 
@@ -162,6 +171,22 @@ async def check(database: Database) -> None:
     )
 
 
+async def create_all(database: Database) -> None:
+    """Create missing tables (development and tests; production uses migrations).
+
+    A database made here is recorded as the newest migration revision, so the
+    start-up schema check accepts it.
+    """
+    try:
+        async with database.writer.begin() as conn:
+            if database.schema:
+                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
+            await conn.run_sync(metadata.create_all)
+            await conn.run_sync(stamp_head_if_unversioned, database.schema)
+    except OperationalError as exc:
+        raise StorageError("the database is unavailable; retry shortly") from exc
+
+
 def stamp_head_if_unversioned(connection: Connection, schema: str | None) -> None:
     """Record tables just made by ``metadata.create_all`` as the newest revision.
 
@@ -208,12 +233,16 @@ def _adopt_unversioned(connection: Connection, config: Config) -> None:
     tables = inspect(connection).get_table_names(schema=schema)
     if VERSION_TABLE in tables or "mpp_payment" not in tables:
         return
+    from alembic import command
+
     logger.warning("adopting unversioned miniprogram-pay tables as revision %s", BASELINE_REVISION)
     config.attributes["connection"] = connection
     command.stamp(config, BASELINE_REVISION)
 
 
 def _context(connection: Connection, schema: str | None) -> MigrationContext:
+    from alembic.migration import MigrationContext
+
     return MigrationContext.configure(
         connection, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
     )
@@ -226,6 +255,9 @@ def _current(connection: Connection, schema: str | None) -> str | None:
 
 @lru_cache(maxsize=1)
 def _script() -> ScriptDirectory:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_PATH))
     return ScriptDirectory.from_config(config)

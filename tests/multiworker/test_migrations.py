@@ -20,6 +20,7 @@ from miniprogram_pay.storage import Database
 from miniprogram_pay.storage.schema import (
     BASELINE_REVISION,
     VERSION_TABLE,
+    create_all,
     current_revision,
     downgrade,
     head_revision,
@@ -199,7 +200,7 @@ async def test_tables_from_before_migrations_are_adopted(tmp_path: Path) -> None
 
 async def test_create_all_is_recorded_as_head(tmp_path: Path) -> None:
     database = Database(_sqlite(tmp_path))
-    await database.create_all()
+    await create_all(database)
     await database.dispose()
     pay = _pay(database.url, auto_migrate=False)
     await pay.start()

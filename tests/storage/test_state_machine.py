@@ -31,6 +31,7 @@ from hypothesis.stateful import (
 from miniprogram_pay.domain.events import EventSource, PaymentEvent, result_event, webhook_event
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.storage import Database, InboxItem, PaymentRecord, PaymentRepository
+from miniprogram_pay.storage.schema import create_all
 from tests.domain.model import (
     EXPECTED_API_CODES,
     UNEXPECTED_API_CODES,
@@ -100,7 +101,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.folder = Path(tempfile.mkdtemp(prefix="mpp-stateful-"))
         self.db = Database(f"sqlite+aiosqlite:///{self.folder / 'state.db'}")
-        self.run(self.db.create_all())
+        self.run(create_all(self.db))
         self.repository = PaymentRepository(self.db)
         self.payments: dict[str, ModelPayment] = {}
         self.notifications: dict[str, ModelNotification] = {}

@@ -1,0 +1,53 @@
+"""Run README.md's quickstart as a merchant would copy it, and check the host works.
+
+Usage: ``python tests/docs/quickstart_smoke.py README.md`` (``scripts/package`` runs it
+in a clean venv holding only the built wheel). Needs nothing beyond the wheel's dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from miniprogram_pay.sandbox.server import sandbox_environment
+
+
+def quickstart(readme: Path) -> str:
+    text = readme.read_text(encoding="utf-8").split("## Quickstart", 1)[1]
+    found = re.search(r"```python\n(.*?)```", text, re.S)
+    assert found, "README.md has no Python quickstart"
+    return found.group(1)
+
+
+async def check(app: Any) -> None:
+    async with app.router.lifespan_context(app):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop")
+        async with client:
+            health = await client.get("/pay/health")
+            assert health.status_code == 200 and health.json() == {"status": "ok"}, health.text
+            refused = await client.post("/pay/payments", json={"orderId": "A1001"})
+            assert refused.status_code == 401, refused.text
+            docs = await client.get("/pay/openapi.json")
+            assert docs.status_code == 200 and "/payments" in docs.json()["paths"]
+
+
+def main(readme: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'shop.db'}"
+        os.environ.update(sandbox_environment("http://sandbox.test", {}, database_url=url))
+        os.environ["MINIPROGRAM_PAY_ALLOW_CLIENT_AMOUNT"] = "false"
+        namespace: dict[str, Any] = {"__name__": "quickstart"}
+        exec(compile(quickstart(Path(readme)), "README.md quickstart", "exec"), namespace)
+        asyncio.run(check(namespace["app"]))
+    print("README quickstart: a working host")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
