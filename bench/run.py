@@ -1,4 +1,4 @@
-"""Run the benchmark: ``python -m bench [--quick] [--only webhook,flow,status,memory]``.
+"""Run the benchmark: ``python -m bench [--quick] [--only import,webhook,flow,status,memory]``.
 
 Every figure is paired with a baseline measured in the same run, on the same
 database, so the ratios hold on a noisy shared machine even when the absolute
@@ -16,6 +16,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -584,13 +585,53 @@ async def memory_workload(report: Report, plan: Plan, dbs: Databases) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
-WORKLOADS = ("webhook", "flow", "status", "memory")
+# -- workload 0: import time -------------------------------------------------------------
+
+# VmHWM, not ru_maxrss: a forked child's ru_maxrss starts from its parent's size.
+IMPORT_PROBE = """
+import re, sys, time
+t = time.perf_counter()
+exec(sys.argv[1])
+took = time.perf_counter() - t
+status = open("/proc/self/status").read()
+print(took, len(sys.modules), int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) / 1024)
+"""
+IMPORTS = {
+    "baseline": "pass",
+    "package": "import miniprogram_pay",
+    "host": "from miniprogram_pay import Settings, create_app",
+}
+
+
+def import_workload(report: Report, runs: int = 5) -> None:
+    """Seconds, modules and RSS of a fresh interpreter importing the package (median of runs)."""
+    fields: dict[str, Any] = {}
+    for label, statement in IMPORTS.items():
+        samples = []
+        for _ in range(runs):
+            out = subprocess.run(
+                [sys.executable, "-c", IMPORT_PROBE, statement],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+            samples.append((float(out[0]), int(out[1]), float(out[2])))
+        samples.sort()
+        seconds, modules, rss = samples[len(samples) // 2]
+        fields[f"{label}_s"] = round(seconds, 3)
+        fields[f"{label}_modules"] = modules
+        fields[f"{label}_rss_mb"] = round(rss, 1)
+    report.add("import", fields)
+
+
+WORKLOADS = ("import", "webhook", "flow", "status", "memory")
 
 
 async def run(report: Report, plan: Plan, quick: bool, only: set[str], postgres: bool) -> None:
     dbs = Databases()
     t0 = time.perf_counter()
     try:
+        if "import" in only:
+            import_workload(report)
+        report.mark("import")
         if "webhook" in only:
             await webhook_workload(report, plan, dbs, "sqlite")
         report.mark("webhook-sqlite")
