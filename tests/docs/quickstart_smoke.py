@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from miniprogram_pay.sandbox.server import sandbox_environment
+from miniprogram_pay.sandbox import SandboxConfig
 
 
 def quickstart(readme: Path) -> str:
@@ -38,11 +38,30 @@ async def check(app: Any) -> None:
             assert docs.status_code == 200 and "/payments" in docs.json()["paths"]
 
 
+def variables(database_url: str) -> dict[str, str]:
+    """The configuration quickstart's variables, with the sandbox's values (no uvicorn needed)."""
+    sandbox = SandboxConfig()
+    values = {
+        "ADYEN_API_KEY": sandbox.api_key,
+        "ADYEN_MERCHANT_ACCOUNT": sandbox.merchant_account,
+        "ADYEN_HMAC_KEYS": ",".join(sandbox.hmac_keys),
+        "ADYEN_RETURN_URL": "https://shop.example/return",
+        "ADYEN_CHECKOUT_URL": "http://sandbox.test/adyen/v71",
+        "WEBHOOK_USERNAME": sandbox.webhook_username,
+        "WEBHOOK_PASSWORD": sandbox.webhook_password,
+        "WECHAT_APP_ID": sandbox.wechat_app_id,
+        "WECHAT_APP_SECRET": sandbox.wechat_app_secret,
+        "WECHAT_API_URL": "http://sandbox.test/wechat",
+        "SESSION_SECRETS": "quickstart-session-secret-0123456789",
+        "DATABASE_URL": database_url,
+    }
+    return {"MINIPROGRAM_PAY_" + name: value for name, value in values.items()}
+
+
 def main(readme: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'shop.db'}"
-        os.environ.update(sandbox_environment("http://sandbox.test", {}, database_url=url))
-        os.environ["MINIPROGRAM_PAY_ALLOW_CLIENT_AMOUNT"] = "false"
+        os.environ.update(variables(url))
         namespace: dict[str, Any] = {"__name__": "quickstart"}
         exec(compile(quickstart(Path(readme)), "README.md quickstart", "exec"), namespace)
         asyncio.run(check(namespace["app"]))
