@@ -93,7 +93,7 @@ describe('pay() against `miniprogram-pay serve --sandbox`', () => {
 
   test('a Pending answer is followed until the webhook settles it', async () => {
     const wx = shopperWx({ outcome: 'ok' });
-    const result = await pay({ wx, apiBase: server.apiBase, order: order('failure-then-success'), poll: FAST_POLL });
+    const result = await pay({ wx, apiBase: server.apiBase, order: order('pending-then-webhook'), poll: FAST_POLL });
     assert.equal(result.state, 'Authorised');
   });
 
