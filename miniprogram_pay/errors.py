@@ -9,9 +9,14 @@ MiniProgramPayError
 ├── ConfigurationError              bad or conflicting Settings, raised at start-up
 ├── RequestError (4xx)              the caller sent something we refuse
 │   ├── InvalidRequestError         400 invalid_request / malformed_json / ...
+│   │   └── InvalidRefundError      400 invalid_refund_amount / refund_currency_mismatch /
+│   │                                   invalid_refund_reason
 │   ├── AuthenticationError         401 unauthenticated / invalid_token / ...
 │   ├── NotFoundError               404 not_found
 │   ├── ConflictError               409 conflict
+│   │   └── RefundNotAllowedError   409 payment_not_refundable / refund_exceeds_refundable /
+│   │                                   refund_limit_reached / refund_window_closed /
+│   │                                   refund_under_review
 │   ├── PayloadTooLargeError        413 payload_too_large
 │   └── RateLimitedError            429 rate_limited
 ├── WebhookError (401)              a notification we must not trust
@@ -35,11 +40,13 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConflictError",
+    "InvalidRefundError",
     "InvalidRequestError",
     "MiniProgramPayError",
     "NotFoundError",
     "PayloadTooLargeError",
     "RateLimitedError",
+    "RefundNotAllowedError",
     "RequestError",
     "SignatureError",
     "StorageError",
@@ -77,12 +84,15 @@ class MiniProgramPayError(Exception):
 
     def to_dict(self) -> dict[str, object]:
         """The JSON body the HTTP layer renders: stable code, message, PSP reference."""
+        return {"error": self._error_fields()}
+
+    def _error_fields(self) -> dict[str, object]:
         error: dict[str, object] = {"code": self.code, "message": self.message}
         if self.psp_reference:
             error["pspReference"] = self.psp_reference
         if self.retryable:
             error["retryable"] = True
-        return {"error": error}
+        return error
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -105,6 +115,12 @@ class InvalidRequestError(RequestError):
     status = 400
 
 
+class InvalidRefundError(InvalidRequestError):
+    """A refund request that is wrong in itself: its amount, currency or reason."""
+
+    code = "invalid_refund_amount"
+
+
 class AuthenticationError(RequestError):
     code = "unauthenticated"
     status = 401
@@ -118,6 +134,34 @@ class NotFoundError(RequestError):
 class ConflictError(RequestError):
     code = "conflict"
     status = 409
+
+
+class RefundNotAllowedError(ConflictError):
+    """The payment cannot take this refund now; ``code`` says which rule refused it.
+
+    ``refundable`` is what is left to refund (value, currency), when it is known.
+    """
+
+    code = "refund_not_allowed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        psp_reference: str | None = None,
+        refundable: tuple[int, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, psp_reference=psp_reference)
+        self.refundable = refundable
+
+    def _error_fields(self) -> dict[str, object]:
+        # What is left to refund, so a caller can retry with an amount that fits.
+        error = super()._error_fields()
+        if self.refundable is not None:
+            value, currency = self.refundable
+            error["refundable"] = {"value": value, "currency": currency}
+        return error
 
 
 class PayloadTooLargeError(RequestError):

@@ -1,4 +1,4 @@
-"""The pure payment domain: states, events, the transition table, reconciliation.
+"""The pure domain: payment and refund states, events, transition tables, reconciliation.
 
 Nothing here performs I/O; everything is testable without a database or network.
 """
@@ -6,12 +6,47 @@ Nothing here performs I/O; everything is testable without a database or network.
 from __future__ import annotations
 
 from miniprogram_pay.domain.events import EventSource, PaymentEvent, implied_state
+from miniprogram_pay.domain.ledger import (
+    DEFAULT_REFUND_WINDOW,
+    MAX_REFUNDS_PER_PAYMENT,
+    RefundablePayment,
+    RefundLedger,
+    RefundRefusal,
+    admit_refund,
+    refund_ledger,
+)
 from miniprogram_pay.domain.machine import TRANSITIONS, PaymentMachine, mermaid_diagram
 from miniprogram_pay.domain.money import SUPPORTED_CURRENCIES, Amount
 from miniprogram_pay.domain.reconcile import ConflictKind, Decision, Outcome, PaymentView, decide
+from miniprogram_pay.domain.refunds import (
+    REFUND_EVENT_CODES,
+    REFUND_TRANSITIONS,
+    RefundConflict,
+    RefundDecision,
+    RefundEvent,
+    RefundMachine,
+    RefundReason,
+    RefundSource,
+    RefundState,
+    RefundView,
+    apply_refund_decision,
+    decide_refund,
+    fold_refund,
+    implied_refund_state,
+    parse_refund_reason,
+    refund_mermaid_diagram,
+    refund_received_event,
+    refund_rejected_event,
+    refund_requested_event,
+    refund_webhook_event,
+)
 from miniprogram_pay.domain.states import PaymentState
 
 __all__ = [
+    "DEFAULT_REFUND_WINDOW",
+    "MAX_REFUNDS_PER_PAYMENT",
+    "REFUND_EVENT_CODES",
+    "REFUND_TRANSITIONS",
     "SUPPORTED_CURRENCIES",
     "TRANSITIONS",
     "Amount",
@@ -23,7 +58,30 @@ __all__ = [
     "PaymentMachine",
     "PaymentState",
     "PaymentView",
+    "RefundConflict",
+    "RefundDecision",
+    "RefundEvent",
+    "RefundLedger",
+    "RefundMachine",
+    "RefundReason",
+    "RefundRefusal",
+    "RefundSource",
+    "RefundState",
+    "RefundView",
+    "RefundablePayment",
+    "admit_refund",
+    "apply_refund_decision",
     "decide",
+    "decide_refund",
+    "fold_refund",
+    "implied_refund_state",
     "implied_state",
     "mermaid_diagram",
+    "parse_refund_reason",
+    "refund_ledger",
+    "refund_mermaid_diagram",
+    "refund_received_event",
+    "refund_rejected_event",
+    "refund_requested_event",
+    "refund_webhook_event",
 ]
