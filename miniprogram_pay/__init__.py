@@ -21,15 +21,18 @@ if TYPE_CHECKING:
     from miniprogram_pay.app import MiniProgramPay, MiniProgramPayMiddleware, create_app
     from miniprogram_pay.config import Secret, Settings
     from miniprogram_pay.domain.money import Amount
+    from miniprogram_pay.domain.refunds import RefundState
     from miniprogram_pay.domain.states import PaymentState
     from miniprogram_pay.errors import (
         AdyenError,
         AuthenticationError,
         ConfigurationError,
         ConflictError,
+        InvalidRefundError,
         InvalidRequestError,
         MiniProgramPayError,
         NotFoundError,
+        RefundNotAllowedError,
         SignatureError,
         StorageError,
         UpstreamError,
@@ -53,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "miniprogram_pay.errors",
     "ConfigurationError": "miniprogram_pay.errors",
     "ConflictError": "miniprogram_pay.errors",
+    "InvalidRefundError": "miniprogram_pay.errors",
     "InvalidRequestError": "miniprogram_pay.errors",
     "MiniProgramPay": "miniprogram_pay.app",
     "MiniProgramPayError": "miniprogram_pay.errors",
@@ -62,6 +66,8 @@ _EXPORTS: dict[str, str] = {
     "OrderRequest": "miniprogram_pay.services.hooks",
     "OrderResolver": "miniprogram_pay.services.hooks",
     "PaymentState": "miniprogram_pay.domain.states",
+    "RefundNotAllowedError": "miniprogram_pay.errors",
+    "RefundState": "miniprogram_pay.domain.refunds",
     "Secret": "miniprogram_pay.config",
     "Settings": "miniprogram_pay.config",
     "SignatureError": "miniprogram_pay.errors",
@@ -94,6 +100,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConflictError",
+    "InvalidRefundError",
     "InvalidRequestError",
     "MiniProgramPay",
     "MiniProgramPayError",
@@ -103,6 +110,8 @@ __all__ = [
     "OrderRequest",
     "OrderResolver",
     "PaymentState",
+    "RefundNotAllowedError",
+    "RefundState",
     "Secret",
     "Settings",
     "SignatureError",
