@@ -1,4 +1,4 @@
-"""Adyen Checkout API client: POST /payments and /payments/details.
+"""Adyen Checkout API client: POST /payments, /payments/details and /payments/{psp}/refunds.
 
 One ``Idempotency-Key`` per logical operation is made by the caller *before* it
 calls us and is sent unchanged on every retry, so a retry after a timeout returns
@@ -19,14 +19,18 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
+from urllib.parse import quote
 
 import httpx
 
+from miniprogram_pay.adyen.responses import RefundResult, parse_refund_result
 from miniprogram_pay.config import Secret, Settings
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.refunds import RefundReason
 from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
 from miniprogram_pay.retrying import Backoff, RetryAfter, parse_retry_after, retrying
 
-__all__ = ["DEFAULT_BACKOFF", "AdyenCheckoutClient"]
+__all__ = ["DEFAULT_BACKOFF", "AdyenCheckoutClient", "refund_request_body"]
 
 logger = logging.getLogger("miniprogram_pay.adyen")
 
@@ -34,6 +38,8 @@ MAX_IDEMPOTENCY_KEY_CHARS = 64
 DEFAULT_BACKOFF = Backoff(base_seconds=0.5, cap_seconds=8.0)
 # A shopper waits on this call: a longer Retry-After is handed on rather than slept through.
 MAX_RETRY_AFTER_SECONDS = 10.0
+MAX_REFUND_REFERENCE_CHARS = 80
+MAX_PSP_REFERENCE_CHARS = 64
 # Adyen's free-text error message is useful to operators but unbounded; keep it short.
 MAX_ADYEN_MESSAGE_CHARS = 200
 
@@ -58,6 +64,30 @@ def _retry_after(outcome: _Outcome) -> float | None:
     if isinstance(outcome, httpx.Response):
         return parse_retry_after(outcome.headers.get("retry-after"))
     return None
+
+
+def _check_refund_request(psp_reference: str, reference: str, merchant_account: str) -> None:
+    # Like a bad key, these come from our own service, never straight from a caller.
+    if not 0 < len(psp_reference) <= MAX_PSP_REFERENCE_CHARS:
+        raise ValueError(f"psp_reference must be 1 to {MAX_PSP_REFERENCE_CHARS} characters")
+    if not 0 < len(reference) <= MAX_REFUND_REFERENCE_CHARS:
+        raise ValueError(f"reference must be 1 to {MAX_REFUND_REFERENCE_CHARS} characters")
+    if not merchant_account:
+        raise ValueError("merchant_account must not be empty")
+
+
+def refund_request_body(
+    *, merchant_account: str, amount: Amount, reference: str, reason: RefundReason | None
+) -> dict[str, Any]:
+    """A ``PaymentRefundRequest``: ``merchantRefundReason`` only when there is one."""
+    body: dict[str, Any] = {
+        "merchantAccount": merchant_account,
+        "amount": amount.to_adyen(),
+        "reference": reference,
+    }
+    if reason is not None:
+        body["merchantRefundReason"] = reason.value
+    return body
 
 
 def _is_retryable(outcome: _Outcome) -> bool:
@@ -165,7 +195,7 @@ def _interpret(path: str, outcome: _Outcome, attempts: int) -> dict[str, Any]:
 
 
 class AdyenCheckoutClient:
-    """Async client for the two Checkout endpoints a Mini Program payment needs.
+    """Async client for the Checkout endpoints a Mini Program payment and its refunds need.
 
     Example::
 
@@ -219,6 +249,37 @@ class AdyenCheckoutClient:
     ) -> dict[str, Any]:
         """POST /payments/details with the Mini Program's ``paymentStatus`` and ``paymentData``."""
         return await self._post("/payments/details", body, idempotency_key)
+
+    async def refund_payment(
+        self,
+        psp_reference: str,
+        *,
+        merchant_account: str,
+        amount: Amount,
+        reference: str,
+        idempotency_key: str,
+        reason: RefundReason | None = None,
+    ) -> RefundResult:
+        """POST /payments/{psp_reference}/refunds; Adyen's ``received`` answer, typed.
+
+        The outcome comes later, in a REFUND webhook carrying the returned
+        ``psp_reference``. Retried like the other calls, with the same key.
+
+        Example::
+
+            received = await adyen.refund_payment(
+                "7914073381342284", merchant_account="ShopCN", amount=Amount(300, "CNY"),
+                reference="order-17-refund-1", idempotency_key=str(uuid4()),
+            )
+        """
+        _check_refund_request(psp_reference, reference, merchant_account)
+        body = refund_request_body(
+            merchant_account=merchant_account, amount=amount, reference=reference, reason=reason
+        )
+        # A pspReference is Adyen's, but it goes in the path: escape it whole ("/" included).
+        path = f"/payments/{quote(psp_reference, safe='')}/refunds"
+        answer = await self._post(path, body, idempotency_key)
+        return parse_refund_result(answer, payment_psp_reference=psp_reference)
 
     async def _post(self, path: str, body: Mapping[str, Any], key: str) -> dict[str, Any]:
         _check_idempotency_key(key)

@@ -1,4 +1,4 @@
-"""Normalise Adyen /payments and /payments/details responses.
+"""Normalise Adyen /payments, /payments/details and /payments/{psp}/refunds responses.
 
 Adyen has moved the ``wx.requestPayment`` parameters between API versions: the
 top-level ``redirect.data`` (older API, the seed document), ``action.data`` (a
@@ -10,17 +10,25 @@ accepts all three and always yields one shape. Anything of the wrong type raises
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from miniprogram_pay.domain.money import MAX_MINOR_UNITS
 from miniprogram_pay.errors import AdyenError
 
-__all__ = ["WECHAT_PARAM_KEYS", "PaymentResult", "parse_payment_result"]
+__all__ = [
+    "WECHAT_PARAM_KEYS",
+    "PaymentResult",
+    "RefundResult",
+    "parse_payment_result",
+    "parse_refund_result",
+]
 
 # The parameters wx.requestPayment takes, and nothing else: extra keys from Adyen
 # are dropped so the Mini Program never sees something we did not vet.
+T = TypeVar("T")
+
 WECHAT_PARAM_KEYS = ("timeStamp", "package", "paySign", "appId", "signType", "nonceStr")
 
 
@@ -48,6 +56,16 @@ def _bad(problem: str) -> AdyenError:
     return AdyenError(
         f"Adyen response is malformed: {problem}", code="adyen_bad_response", status=502
     )
+
+
+def _checked(body: object, parse: Callable[[Mapping[str, Any]], T]) -> T:
+    """``parse(body)``, with every problem translated once into ``adyen_bad_response``."""
+    if not isinstance(body, Mapping):
+        raise _bad("the body is not an object")
+    try:
+        return parse(body)
+    except _BadResponse as exc:
+        raise _bad(str(exc)) from exc
 
 
 def _opt_str(body: Mapping[str, Any], name: str) -> str | None:
@@ -159,9 +177,63 @@ def parse_payment_result(body: Mapping[str, Any]) -> PaymentResult:
         if result.result_code == "Pending" and result.wechat_params:
             ...  # hand result.wechat_params to wx.requestPayment
     """
-    if not isinstance(body, Mapping):
-        raise _bad("the body is not an object")
-    try:
-        return _parse(body)
-    except _BadResponse as exc:
-        raise _bad(str(exc)) from exc
+    return _checked(body, _parse)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """Adyen's answer to a refund request: it has the request, the outcome comes later."""
+
+    psp_reference: str
+    """The refund's own pspReference, which its webhooks carry."""
+    payment_psp_reference: str
+    status: str
+    """Always ``"received"``."""
+    reference: str | None
+    amount_value: int | None
+    amount_currency: str | None
+
+
+REFUND_RECEIVED = "received"
+
+
+def _required_str(body: Mapping[str, Any], name: str) -> str:
+    value = _short(_opt_str(body, name), name, 64)
+    if not value:
+        raise _BadResponse(f"{name} is missing")
+    return value
+
+
+def _parse_refund(body: Mapping[str, Any], payment_psp_reference: str | None) -> RefundResult:
+    status = _opt_str(body, "status")
+    if status != REFUND_RECEIVED:
+        # The only status Adyen defines; anything else is not an answer we can trust.
+        raise _BadResponse(f"status is not {REFUND_RECEIVED!r}")
+    paid = _required_str(body, "paymentPspReference")
+    if payment_psp_reference is not None and paid != payment_psp_reference:
+        raise _BadResponse("paymentPspReference is not the payment refunded")
+    value, currency = _amount(body)
+    return RefundResult(
+        psp_reference=_required_str(body, "pspReference"),
+        payment_psp_reference=paid,
+        status=status,
+        reference=_opt_str(body, "reference"),
+        amount_value=value,
+        amount_currency=currency,
+    )
+
+
+def parse_refund_result(
+    body: Mapping[str, Any], *, payment_psp_reference: str | None = None
+) -> RefundResult:
+    """Check and type a ``PaymentRefundResponse``.
+
+    ``payment_psp_reference``, when given, must be the answer's
+    ``paymentPspReference``: an answer about another payment is malformed.
+
+    Example::
+
+        result = parse_refund_result(body, payment_psp_reference="7914073381342284")
+        result.psp_reference  # the refund's, to match its REFUND webhook
+    """
+    return _checked(body, lambda checked: _parse_refund(checked, payment_psp_reference))
