@@ -17,19 +17,22 @@ from miniprogram_pay.sandbox.app import create_sandbox_app
 from miniprogram_pay.sandbox.config import DEFAULT_HMAC_KEY, DEFAULT_PAYSIGN_KEY, SandboxConfig
 from miniprogram_pay.sandbox.faults import Fault
 from miniprogram_pay.sandbox.paysign import hmac_sha256_pay_sign, md5_pay_sign, verify_pay_sign
-from miniprogram_pay.sandbox.scenarios import SCENARIOS, Scenario
-from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment
+from miniprogram_pay.sandbox.scenarios import REFUND_SCENARIOS, SCENARIOS, RefundScenario, Scenario
+from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment, SandboxRefund
 from miniprogram_pay.sandbox.webhooks import DeliveryAttempt, WebhookDelivery
 
 __all__ = [
     "DEFAULT_HMAC_KEY",
     "DEFAULT_PAYSIGN_KEY",
+    "REFUND_SCENARIOS",
     "SCENARIOS",
     "DeliveryAttempt",
     "Fault",
+    "RefundScenario",
     "Sandbox",
     "SandboxConfig",
     "SandboxPayment",
+    "SandboxRefund",
     "Scenario",
     "WebhookDelivery",
     "create_sandbox_app",

@@ -1,4 +1,5 @@
-"""Simulated Adyen Checkout: ``POST /adyen/v{N}/payments`` and ``/payments/details``.
+"""Simulated Adyen Checkout: ``POST /adyen/v{N}/payments``, ``/payments/details``
+and ``/payments/{pspReference}/refunds``.
 
 Each call runs the same pipeline: an injected fault that rejects up front,
 ``X-API-Key``, JSON, ``Idempotency-Key``, the real work, then a fault that
@@ -10,28 +11,28 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from miniprogram_pay.sandbox.config import ResponseStyle
-from miniprogram_pay.sandbox.faults import Fault, render_fault
+from miniprogram_pay.sandbox.faults import Endpoint, Fault, render_fault
 from miniprogram_pay.sandbox.idempotency import MAX_KEY_LENGTH, Lookup, fingerprint
 from miniprogram_pay.sandbox.responses import json_response, service_error, unauthorized
 from miniprogram_pay.sandbox.scenarios import UnknownScenarioError
-from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment
+from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment, SandboxRefund
 from miniprogram_pay.sandbox.validation import (
     PAYMENT_METHOD_TYPE,
     RequestInvalid,
     parse_details,
     parse_payment,
+    parse_refund,
 )
 
-__all__ = ["adyen_routes", "details_body", "payment_body"]
+__all__ = ["adyen_routes", "details_body", "payment_body", "refund_body"]
 
-Endpoint = Literal["payments", "details"]
 Processed = tuple[Response, Fault | None]
 Process = Callable[[Any], Awaitable[Processed]]
 WX_PARAM_NAMES = ("appId", "timeStamp", "nonceStr", "package", "signType", "paySign")
@@ -76,6 +77,22 @@ def details_body(payment: SandboxPayment) -> dict[str, Any]:
     return body
 
 
+def refund_body(refund: SandboxRefund, merchant_account: str) -> dict[str, Any]:
+    """A PaymentRefundResponse: ``status`` is always ``received``, the outcome comes later."""
+    body: dict[str, Any] = {
+        "merchantAccount": merchant_account,
+        "paymentPspReference": refund.payment_psp_reference,
+        "pspReference": refund.psp_reference,
+        "status": "received",
+        "amount": refund.amount,
+    }
+    if refund.reference is not None:
+        body["reference"] = refund.reference
+    if refund.reason is not None:
+        body["merchantRefundReason"] = refund.reason
+    return body
+
+
 def _invalid(exc: RequestInvalid) -> Processed:
     return service_error(exc.status, exc.code, exc.message, exc.error_type), None
 
@@ -92,6 +109,12 @@ class AdyenSimulator:
 
     async def details(self, request: Request) -> Response:
         return await self._handle(request, "details", self._submit_details)
+
+    async def refunds(self, request: Request) -> Response:
+        psp_reference: str = request.path_params["psp_reference"]
+        return await self._handle(
+            request, "refunds", lambda body: self._refund(psp_reference, body)
+        )
 
     async def _handle(self, request: Request, endpoint: Endpoint, process: Process) -> Response:
         fault = self.sandbox.faults.take(endpoint)
@@ -125,7 +148,10 @@ class AdyenSimulator:
         if not key or len(key) > MAX_KEY_LENGTH:
             return _invalid(RequestInvalid(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} chars."))
         store = self.sandbox.idempotency
-        lookup, replay = store.begin(endpoint, key, fingerprint(body))
+        # The same key for a refund of another payment is another request, not a replay.
+        scope = request.path_params.get("psp_reference")
+        digest = fingerprint(body if scope is None else [scope, body])
+        lookup, replay = store.begin(endpoint, key, digest)
         if lookup is Lookup.REPLAY and replay is not None:
             return replay, None
         if lookup is Lookup.MISMATCH:
@@ -167,6 +193,23 @@ class AdyenSimulator:
         await self.sandbox.settle(payment, details_request.payment_status)
         return json_response(details_body(payment)), None
 
+    async def _refund(self, psp_reference: str, body: Any) -> Processed:
+        try:
+            refund_request = parse_refund(body, self.config)
+        except RequestInvalid as exc:
+            return _invalid(exc)
+        payment = self.sandbox.payments.get(psp_reference)
+        if payment is None:
+            # Adyen's code for an unknown original pspReference is unconfirmed.
+            message = "Original pspReference is not a payment of this merchant account."
+            return _invalid(RequestInvalid(message))
+        try:
+            scenario = self.sandbox.refund_scenario_for(refund_request.reference, payment)
+        except UnknownScenarioError as exc:
+            return _invalid(RequestInvalid(str(exc)))
+        refund = await self.sandbox.refund(payment, refund_request, scenario)
+        return json_response(refund_body(refund, self.config.merchant_account), 201), None
+
 
 def adyen_routes(sandbox: Sandbox) -> list[Route]:
     """Routes under ``/adyen/v{N}``: any API version answers the same (v71 shapes)."""
@@ -174,4 +217,9 @@ def adyen_routes(sandbox: Sandbox) -> list[Route]:
     return [
         Route("/adyen/v{version:int}/payments", simulator.payments, methods=["POST"]),
         Route("/adyen/v{version:int}/payments/details", simulator.details, methods=["POST"]),
+        Route(
+            "/adyen/v{version:int}/payments/{psp_reference}/refunds",
+            simulator.refunds,
+            methods=["POST"],
+        ),
     ]

@@ -15,8 +15,15 @@ from starlette.routing import Route
 
 from miniprogram_pay.sandbox.faults import FAULT_KINDS, FAULT_TARGETS
 from miniprogram_pay.sandbox.responses import json_response
-from miniprogram_pay.sandbox.scenarios import SCENARIOS, UnknownScenarioError, is_payment_status
-from miniprogram_pay.sandbox.state import Sandbox
+from miniprogram_pay.sandbox.scenarios import (
+    DEFAULT_REFUND_SCENARIO,
+    REFUND_SCENARIOS,
+    SCENARIOS,
+    UnknownScenarioError,
+    is_payment_status,
+)
+from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment
+from miniprogram_pay.sandbox.validation import RefundRequest, RequestInvalid, parse_refund
 
 __all__ = ["control_routes"]
 
@@ -49,21 +56,30 @@ class ControlApi:
 
     async def list_scenarios(self, request: Request) -> Response:
         scenarios = [{"name": s.name, "summary": s.summary} for s in SCENARIOS.values()]
+        refunds = [{"name": s.name, "summary": s.summary} for s in REFUND_SCENARIOS.values()]
         return json_response(
             {
                 "scenarios": scenarios,
                 "default": self.sandbox.config.default_scenario,
                 "overrides": self.sandbox.scenario_overrides,
+                "refundScenarios": refunds,
+                "refundDefault": DEFAULT_REFUND_SCENARIO,
+                "refundOverrides": self.sandbox.refund_scenario_overrides,
             }
         )
 
     async def set_scenario(self, request: Request) -> Response:
-        body = await _json_object(request)
-        reference, scenario = body.get("reference"), body.get("scenario")
-        if not isinstance(reference, str) or not isinstance(scenario, str):
-            raise BadControlRequest("send {'reference': str, 'scenario': str}")
+        reference, scenario = await _reference_and_scenario(request)
         try:
             self.sandbox.set_scenario(reference, scenario)
+        except UnknownScenarioError as exc:
+            raise BadControlRequest(str(exc)) from None
+        return json_response({"reference": reference, "scenario": scenario})
+
+    async def set_refund_scenario(self, request: Request) -> Response:
+        reference, scenario = await _reference_and_scenario(request)
+        try:
+            self.sandbox.set_refund_scenario(reference, scenario)
         except UnknownScenarioError as exc:
             raise BadControlRequest(str(exc)) from None
         return json_response({"reference": reference, "scenario": scenario})
@@ -120,6 +136,24 @@ class ControlApi:
         await self.sandbox.settle(payment, status)
         return json_response(payment.to_dict())
 
+    async def refund_payment(self, request: Request) -> Response:
+        """A refund made in Adyen's Customer Area: only its webhooks reach the merchant."""
+        payment = self.sandbox.payments.get(request.path_params["psp_reference"])
+        if payment is None:
+            return _bad("no such payment", 404)
+        body = await _json_object(request)
+        scenario = body.get("scenario", DEFAULT_REFUND_SCENARIO)
+        if not isinstance(scenario, str):
+            raise BadControlRequest("scenario must be a string")
+        wanted = _customer_area_request(payment, body, self.sandbox)
+        try:
+            refund = await self.sandbox.refund_in_customer_area(
+                payment, wanted.amount, scenario=scenario, reference=wanted.reference
+            )
+        except UnknownScenarioError as exc:
+            raise BadControlRequest(str(exc)) from None
+        return json_response(refund.to_dict(), 201)
+
     async def list_webhooks(self, request: Request) -> Response:
         return json_response({"deliveries": [d.to_dict() for d in self.sandbox.deliveries]})
 
@@ -136,6 +170,30 @@ class ControlApi:
     async def reset(self, request: Request) -> Response:
         await self.sandbox.reset()
         return json_response({"reset": True})
+
+
+async def _reference_and_scenario(request: Request) -> tuple[str, str]:
+    body = await _json_object(request)
+    reference, scenario = body.get("reference"), body.get("scenario")
+    if not isinstance(reference, str) or not isinstance(scenario, str):
+        raise BadControlRequest("send {'reference': str, 'scenario': str}")
+    return reference, scenario
+
+
+def _customer_area_request(
+    payment: SandboxPayment, body: dict[str, Any], sandbox: Sandbox
+) -> RefundRequest:
+    """A Customer Area refund's amount and reference, checked like a /refunds body.
+
+    The amount defaults to the payment's whole amount.
+    """
+    config = sandbox.config
+    wanted = {"amount": body.get("amount") or payment.amount, "reference": body.get("reference")}
+    checked = {k: v for k, v in wanted.items() if v is not None}
+    try:
+        return parse_refund({**checked, "merchantAccount": config.merchant_account}, config)
+    except RequestInvalid as exc:
+        raise BadControlRequest(exc.message) from None
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -158,6 +216,8 @@ def control_routes(sandbox: Sandbox) -> list[Route]:
         Route("/_sandbox/payments", api.list_payments, methods=["GET"]),
         Route(payment, api.get_payment, methods=["GET"]),
         Route(payment + "/complete", api.complete_payment, methods=["POST"]),
+        Route(payment + "/refunds", api.refund_payment, methods=["POST"]),
+        Route("/_sandbox/refund-scenarios", api.set_refund_scenario, methods=["POST"]),
         Route("/_sandbox/webhooks", api.list_webhooks, methods=["GET"]),
         Route("/_sandbox/drain", api.drain, methods=["POST"]),
         Route("/_sandbox/reset", api.reset, methods=["POST"]),

@@ -16,10 +16,11 @@ from starlette.responses import Response
 
 from miniprogram_pay.sandbox.responses import service_error, unauthorized
 
-__all__ = ["Fault", "FaultKind", "FaultQueue", "FaultTarget", "render_fault"]
+__all__ = ["Endpoint", "Fault", "FaultKind", "FaultQueue", "FaultTarget", "render_fault"]
 
 FaultKind = Literal["500", "503", "timeout", "401", "422", "garbage"]
-FaultTarget = Literal["payments", "details", "any"]
+Endpoint = Literal["payments", "details", "refunds"]
+FaultTarget = Literal["payments", "details", "refunds", "any"]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 FAULT_TARGETS: tuple[str, ...] = get_args(FaultTarget)
 
@@ -59,7 +60,7 @@ class FaultQueue:
             raise ValueError("count must be at least 1")
         self._faults.append(fault)
 
-    def take(self, endpoint: Literal["payments", "details"]) -> Fault | None:
+    def take(self, endpoint: Endpoint) -> Fault | None:
         """The fault for this call, if one is due; decrements its count."""
         for fault in self._faults:
             if fault.target in (endpoint, "any"):

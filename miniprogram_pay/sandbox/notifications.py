@@ -23,8 +23,13 @@ def notification_item(
     merchant_account: str,
     amount: dict[str, Any],
     step: WebhookStep,
+    original_reference: str | None = None,
 ) -> dict[str, Any]:
-    """One ``NotificationRequestItem`` without its signature."""
+    """One ``NotificationRequestItem`` without its signature.
+
+    A modification (a refund) carries its own ``pspReference`` and the payment's
+    as ``originalReference``.
+    """
     item: dict[str, Any] = {
         "additionalData": {},
         "amount": {"currency": amount["currency"], "value": amount["value"]},
@@ -37,6 +42,8 @@ def notification_item(
         "reason": step.reason,
         "success": "true" if step.success else "false",
     }
+    if original_reference is not None:
+        item["originalReference"] = original_reference
     if step.event_code == "AUTHORISATION" and step.success:
         item["operations"] = ["CANCEL", "CAPTURE", "REFUND"]
     return item

@@ -1,11 +1,15 @@
-"""Scenarios: what happens to a payment after the shopper acts, as data.
+"""Scenarios: what happens to a payment after the shopper acts, and to a refund, as data.
 
 A scenario decides the ``/payments/details`` answer for ``requestPayment:ok``,
 the webhooks that follow, and the delivery quirks (signing key, duplicates,
-timing). The module is pure: no I/O, so the table is easy to read and test.
+timing). A refund scenario decides the webhooks that follow a refund request.
+The module is pure: no I/O, so the tables are easy to read and test.
 
 A payment's scenario comes from, in order: an override set through the
 control API, ``sbx-<scenario>`` inside its reference, the configured default.
+A refund's comes from an override for its own reference, then for its
+payment's, then ``sbx-refund-<scenario>`` in its own reference, then in its
+payment's, then ``refunded``.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "DEFAULT_REFUND_SCENARIO",
+    "REFUND_SCENARIOS",
     "SCENARIOS",
     "Outcome",
+    "RefundScenario",
     "Scenario",
     "UnknownScenarioError",
     "WebhookStep",
     "outcome_for",
+    "refund_scenario_in_reference",
     "scenario_in_reference",
 ]
 
@@ -27,6 +35,7 @@ Signing = Literal["primary", "rotated", "bad"]
 FirstCallFault = Literal["500", "timeout"]
 
 REFERENCE_MARKER = "sbx-"
+REFUND_MARKER = "sbx-refund-"
 CANCEL_STATUS = "requestPayment:fail cancel"
 OK_STATUS = "requestPayment:ok"
 FAIL_PREFIX = "requestPayment:fail"
@@ -150,20 +159,26 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in _SCENARIO_LIST}
 _NAMES_LONGEST_FIRST = sorted(SCENARIOS, key=len, reverse=True)
 
 
-def scenario_in_reference(reference: str) -> str | None:
-    """The scenario named by ``sbx-<scenario>`` in a payment reference, if any.
-
-    Raises ``UnknownScenarioError`` when the marker is there but names nothing
-    known: a typo should fail loudly rather than run the default silently.
-    """
-    start = reference.find(REFERENCE_MARKER)
-    if start < 0:
-        return None
-    rest = reference[start + len(REFERENCE_MARKER) :]
-    for name in _NAMES_LONGEST_FIRST:
+def _named(rest: str, names: list[str], reference: str) -> str:
+    for name in names:
         if rest.startswith(name):
             return name
     raise UnknownScenarioError(f"reference {reference!r} names no known sandbox scenario")
+
+
+def scenario_in_reference(reference: str) -> str | None:
+    """The scenario named by ``sbx-<scenario>`` in a payment reference, if any.
+
+    ``sbx-refund-<scenario>`` markers are the refunds' and are skipped. Raises
+    ``UnknownScenarioError`` when a marker is there but names nothing known: a
+    typo should fail loudly rather than run the default silently.
+    """
+    start = reference.find(REFERENCE_MARKER)
+    while start >= 0 and reference.startswith(REFUND_MARKER, start):
+        start = reference.find(REFERENCE_MARKER, start + len(REFUND_MARKER))
+    if start < 0:
+        return None
+    return _named(reference[start + len(REFERENCE_MARKER) :], _NAMES_LONGEST_FIRST, reference)
 
 
 def outcome_for(scenario: Scenario, payment_status: str) -> Outcome:
@@ -183,3 +198,80 @@ def outcome_for(scenario: Scenario, payment_status: str) -> Outcome:
 def is_payment_status(value: object) -> bool:
     """True for a ``wx.requestPayment`` errMsg (``requestPayment:...``)."""
     return isinstance(value, str) and value.startswith("requestPayment:")
+
+
+RefundOutcome = Literal["refunded", "refused", "failed", "reversed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RefundScenario:
+    """What happens to a refund Adyen accepted, what it sends, how the webhooks travel.
+
+    ``outcome`` is what really happened, whatever order the webhooks travel in:
+    only a ``refunded`` refund keeps its amount out of the payment's balance.
+    """
+
+    name: str
+    summary: str
+    webhooks: tuple[WebhookStep, ...] = (WebhookStep("REFUND", True),)
+    outcome: RefundOutcome = "refunded"
+    copies: int = 1
+    webhooks_before_answer: bool = False
+
+
+_REFUNDED = WebhookStep("REFUND", True)
+_REFUND_FAILED = WebhookStep("REFUND_FAILED", True, "Refund Failed")
+
+_REFUND_SCENARIO_LIST = (
+    RefundScenario("refunded", "REFUND success=true."),
+    RefundScenario(
+        "refused",
+        "REFUND success=false (the refund is refused).",
+        webhooks=(WebhookStep("REFUND", False, "Refund refused"),),
+        outcome="refused",
+    ),
+    RefundScenario(
+        "failed",
+        "REFUND success=true, then REFUND_FAILED (an accepted refund fails later).",
+        webhooks=(_REFUNDED, _REFUND_FAILED),
+        outcome="failed",
+    ),
+    RefundScenario(
+        "reversed",
+        "REFUND success=true, then REFUNDED_REVERSED (the money comes back to the merchant).",
+        webhooks=(_REFUNDED, WebhookStep("REFUNDED_REVERSED", True)),
+        outcome="reversed",
+    ),
+    RefundScenario(
+        "duplicated",
+        "REFUND success=true 3 times, the first two concurrently.",
+        copies=3,
+    ),
+    RefundScenario(
+        "reordered",
+        "REFUND_FAILED delivered before the REFUND success=true it undoes.",
+        webhooks=(_REFUND_FAILED, _REFUNDED),
+        outcome="failed",
+    ),
+    RefundScenario(
+        "webhook-before-answer",
+        "REFUND success=true is delivered (retries included) before /refunds answers.",
+        webhooks_before_answer=True,
+    ),
+)
+
+REFUND_SCENARIOS: dict[str, RefundScenario] = {s.name: s for s in _REFUND_SCENARIO_LIST}
+DEFAULT_REFUND_SCENARIO = "refunded"
+_REFUND_NAMES_LONGEST_FIRST = sorted(REFUND_SCENARIOS, key=len, reverse=True)
+
+
+def refund_scenario_in_reference(reference: str | None) -> str | None:
+    """The refund scenario named by ``sbx-refund-<scenario>`` in a reference, if any.
+
+    Raises ``UnknownScenarioError`` for a marker that names nothing known.
+    """
+    start = -1 if reference is None else reference.find(REFUND_MARKER)
+    if reference is None or start < 0:
+        return None
+    rest = reference[start + len(REFUND_MARKER) :]
+    return _named(rest, _REFUND_NAMES_LONGEST_FIRST, reference)

@@ -1,4 +1,4 @@
-"""The sandbox's memory: payments, idempotent answers, scenarios, faults, webhooks.
+"""The sandbox's memory: payments, refunds, idempotent answers, scenarios, faults, webhooks.
 
 One ``Sandbox`` per app, reachable as ``app.state.sandbox``. Tests read it to see
 what the merchant did and what it was sent; the control API is a JSON view of it.
@@ -35,18 +35,71 @@ from miniprogram_pay.sandbox.ids import (
 )
 from miniprogram_pay.sandbox.paysign import md5_pay_sign
 from miniprogram_pay.sandbox.scenarios import (
+    DEFAULT_REFUND_SCENARIO,
+    REFUND_SCENARIOS,
     SCENARIOS,
+    RefundOutcome,
+    RefundScenario,
     Scenario,
     UnknownScenarioError,
+    WebhookStep,
     outcome_for,
+    refund_scenario_in_reference,
     scenario_in_reference,
 )
-from miniprogram_pay.sandbox.validation import PaymentRequest
+from miniprogram_pay.sandbox.validation import PaymentRequest, RefundRequest
 from miniprogram_pay.sandbox.webhooks import DeliveryPlan, WebhookDelivery, WebhookSender
 
-__all__ = ["Sandbox", "SandboxPayment"]
+__all__ = ["Sandbox", "SandboxPayment", "SandboxRefund"]
 
 OPENID_LENGTH = 28
+# Adyen's own words for a refund of a payment that was never captured (its webhook example).
+NOT_CAPTURED = "Transaction hasn't been captured, refund not possible"
+# Adyen's wording for these two is unconfirmed: these are the sandbox's.
+CURRENCY_MISMATCH = "Refund currency does not match the payment's currency"
+EXCEEDS_BALANCE = "Refund amount exceeds the amount left to refund"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _refusal_reason(steps: tuple[WebhookStep, ...]) -> str | None:
+    return next((step.reason for step in steps if not step.success), None)
+
+
+@dataclass(slots=True)
+class SandboxRefund:
+    """A refund as the simulated Adyen knows it; ``outcome`` is where its webhooks lead."""
+
+    psp_reference: str
+    payment_psp_reference: str
+    reference: str | None
+    amount: dict[str, Any]
+    reason: str | None
+    scenario: str
+    external: bool
+    outcome: RefundOutcome
+    refusal_reason: str | None = None
+    created_at: str = field(default_factory=_now)
+
+    @property
+    def holds_balance(self) -> bool:
+        return self.outcome == "refunded"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pspReference": self.psp_reference,
+            "paymentPspReference": self.payment_psp_reference,
+            "reference": self.reference,
+            "amount": self.amount,
+            "merchantRefundReason": self.reason,
+            "scenario": self.scenario,
+            "external": self.external,
+            "outcome": self.outcome,
+            "refusalReason": self.refusal_reason,
+            "createdAt": self.created_at,
+        }
 
 
 @dataclass(slots=True)
@@ -61,12 +114,19 @@ class SandboxPayment:
     scenario: str
     payment_data: str
     wx_params: dict[str, str]
-    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    created_at: str = field(default_factory=_now)
     result_code: str = "Pending"
     refusal_reason: str | None = None
     payment_status: str | None = None  # the errMsg that settled it; None = shopper not back yet
     wechat_outcome: str | None = None  # the errMsg /_sandbox/wechat/pay answered
     details_calls: int = 0
+    refunds: list[SandboxRefund] = field(default_factory=list)
+
+    @property
+    def refundable_value(self) -> int:
+        """What is left to refund at the sandbox: refunded-and-kept money is gone."""
+        kept = sum(int(r.amount["value"]) for r in self.refunds if r.holds_balance)
+        return int(self.amount["value"]) - kept
 
     @property
     def prepay_id(self) -> str:
@@ -91,6 +151,8 @@ class SandboxPayment:
             "wechatOutcome": self.wechat_outcome,
             "detailsCalls": self.details_calls,
             "prepayId": self.prepay_id,
+            "refundableValue": self.refundable_value,
+            "refunds": [refund.to_dict() for refund in self.refunds],
         }
 
 
@@ -111,9 +173,11 @@ class Sandbox:
     ) -> None:
         self.config = config
         self.payments: dict[str, SandboxPayment] = {}
+        self.refunds: dict[str, SandboxRefund] = {}
         self.idempotency = IdempotencyStore()
         self.faults = FaultQueue()
         self.scenario_overrides: dict[str, str] = {}
+        self.refund_scenario_overrides: dict[str, str] = {}
         self.webhooks = WebhookSender(config, webhook_client)
         self.used_codes: set[str] = set()
         self.busy_codes: set[str] = set()
@@ -136,6 +200,8 @@ class Sandbox:
 
     def scenario_for(self, reference: str) -> Scenario:
         """Override, then ``sbx-<name>`` in the reference, then the default."""
+        # A refund marker in a payment reference is checked now, so a typo fails at once.
+        refund_scenario_in_reference(reference)
         name = (
             self.scenario_overrides.get(reference)
             or scenario_in_reference(reference)
@@ -152,6 +218,25 @@ class Sandbox:
             raise UnknownScenarioError(
                 "scenario 'rotated-key' signs with hmac_keys[1]: give SandboxConfig two hmac_keys"
             )
+
+    def set_refund_scenario(self, reference: str, scenario: str) -> None:
+        """Run ``scenario`` for refunds with this reference, or of payments with it."""
+        if scenario not in REFUND_SCENARIOS:
+            known = sorted(REFUND_SCENARIOS)
+            raise UnknownScenarioError(f"unknown refund scenario {scenario!r}; known: {known}")
+        self.refund_scenario_overrides[reference] = scenario
+
+    def refund_scenario_for(self, reference: str | None, payment: SandboxPayment) -> RefundScenario:
+        """Overrides (the refund's reference, then its payment's), markers, then the default."""
+        overrides = self.refund_scenario_overrides
+        name = (
+            (overrides.get(reference) if reference is not None else None)
+            or overrides.get(payment.merchant_reference)
+            or refund_scenario_in_reference(reference)
+            or refund_scenario_in_reference(payment.merchant_reference)
+            or DEFAULT_REFUND_SCENARIO
+        )
+        return REFUND_SCENARIOS[name]
 
     def inject_fault(
         self,
@@ -181,9 +266,7 @@ class Sandbox:
 
     def create_payment(self, request: PaymentRequest, scenario: Scenario) -> SandboxPayment:
         """Record a new payment with WeChat's signed wx.requestPayment parameters."""
-        psp_reference = new_psp_reference()
-        while psp_reference in self.payments:
-            psp_reference = new_psp_reference()
+        psp_reference = self._new_psp_reference()
         payment = SandboxPayment(
             psp_reference=psp_reference,
             merchant_reference=request.reference,
@@ -196,6 +279,12 @@ class Sandbox:
         )
         self.payments[psp_reference] = payment
         return payment
+
+    def _new_psp_reference(self) -> str:
+        psp_reference = new_psp_reference()
+        while psp_reference in self.payments or psp_reference in self.refunds:
+            psp_reference = new_psp_reference()
+        return psp_reference
 
     def _wx_params(self) -> dict[str, str]:
         params = {
@@ -236,6 +325,77 @@ class Sandbox:
             # Shielded: a caller that gives up must not cancel Adyen's deliveries.
             await asyncio.shield(task)
 
+    # Refunds --------------------------------------------------------------
+
+    async def refund(
+        self,
+        payment: SandboxPayment,
+        request: RefundRequest,
+        scenario: RefundScenario,
+        *,
+        external: bool = False,
+    ) -> SandboxRefund:
+        """Accept a refund like Adyen: record it, then say in webhooks how it went.
+
+        A refund the payment cannot take (not authorised, another currency, more
+        than is left) is accepted too and refused in its REFUND webhook.
+        """
+        refusal = self._refund_refusal(payment, request.amount)
+        steps = (WebhookStep("REFUND", False, refusal),) if refusal else scenario.webhooks
+        refund = SandboxRefund(
+            psp_reference=self._new_psp_reference(),
+            payment_psp_reference=payment.psp_reference,
+            reference=request.reference,
+            amount=request.amount,
+            reason=request.reason,
+            scenario=scenario.name,
+            external=external,
+            outcome="refused" if refusal else scenario.outcome,
+            refusal_reason=refusal or _refusal_reason(steps),
+        )
+        payment.refunds.append(refund)
+        self.refunds[refund.psp_reference] = refund
+        plan = DeliveryPlan(
+            psp_reference=refund.psp_reference,
+            # Adyen's choice here is unconfirmed: the refund's reference when there is one.
+            merchant_reference=request.reference or payment.merchant_reference,
+            amount=request.amount,
+            steps=steps,
+            copies=scenario.copies,
+            original_reference=payment.psp_reference,
+        )
+        task = self.webhooks.start(plan)
+        if task is not None and scenario.webhooks_before_answer:
+            await asyncio.shield(task)
+        return refund
+
+    async def refund_in_customer_area(
+        self,
+        payment: SandboxPayment,
+        amount: dict[str, Any] | None = None,
+        *,
+        scenario: str = DEFAULT_REFUND_SCENARIO,
+        reference: str | None = None,
+    ) -> SandboxRefund:
+        """A refund made by hand in Adyen's Customer Area: the merchant hears only webhooks.
+
+        ``amount`` defaults to the payment's whole amount.
+        """
+        chosen = REFUND_SCENARIOS.get(scenario)
+        if chosen is None:
+            raise UnknownScenarioError(f"unknown refund scenario {scenario!r}")
+        request = RefundRequest(dict(amount or payment.amount), reference, None)
+        return await self.refund(payment, request, chosen, external=True)
+
+    def _refund_refusal(self, payment: SandboxPayment, amount: dict[str, Any]) -> str | None:
+        if payment.result_code != "Authorised":
+            return NOT_CAPTURED
+        if amount["currency"] != payment.amount["currency"]:
+            return CURRENCY_MISMATCH
+        if amount["value"] > payment.refundable_value:
+            return EXCEEDS_BALANCE
+        return None
+
     # WeChat ---------------------------------------------------------------
 
     def openid_for(self, shopper: str) -> str:
@@ -256,9 +416,11 @@ class Sandbox:
         """Forget everything: payments, keys, scenarios, faults, codes, deliveries."""
         await self.webhooks.reset()
         self.payments.clear()
+        self.refunds.clear()
         self.idempotency.clear()
         self.faults.clear()
         self.scenario_overrides.clear()
+        self.refund_scenario_overrides.clear()
         self.used_codes.clear()
         self.busy_codes.clear()
         self._faulted_references.clear()

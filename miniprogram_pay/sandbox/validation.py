@@ -14,7 +14,15 @@ from typing import Any
 
 from miniprogram_pay.sandbox.config import SandboxConfig
 
-__all__ = ["DetailsRequest", "PaymentRequest", "RequestInvalid", "parse_details", "parse_payment"]
+__all__ = [
+    "DetailsRequest",
+    "PaymentRequest",
+    "RefundRequest",
+    "RequestInvalid",
+    "parse_details",
+    "parse_payment",
+    "parse_refund",
+]
 
 MAX_REFERENCE_LENGTH = 80
 MAX_RETURN_URL_LENGTH = 8000
@@ -22,6 +30,22 @@ PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
 _PAYMENT_METHOD_FIELDS = frozenset({"type", "openid", "appId"})
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _INT64_MAX = 2**63 - 1
+# PaymentRefundRequest's properties (additionalProperties: false) and merchantRefundReason's enum.
+_REFUND_FIELDS = frozenset(
+    {
+        "amount",
+        "applicationInfo",
+        "capturePspReference",
+        "enhancedSchemeData",
+        "lineItems",
+        "merchantAccount",
+        "merchantRefundReason",
+        "reference",
+        "splits",
+        "store",
+    }
+)
+REFUND_REASONS = ("FRAUD", "CUSTOMER REQUEST", "RETURN", "DUPLICATE", "OTHER")
 
 
 class RequestInvalid(Exception):
@@ -49,6 +73,15 @@ class PaymentRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """The parts of a valid ``PaymentRefundRequest`` the sandbox uses."""
+
+    amount: dict[str, Any]
+    reference: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class DetailsRequest:
     payment_data: str
     payment_status: str
@@ -58,14 +91,28 @@ def parse_payment(body: Any, config: SandboxConfig) -> PaymentRequest:
     """Check a ``POST /payments`` body; raise ``RequestInvalid`` like Adyen would."""
     body = _object(body)
     amount = _amount(body.get("amount"))
-    if body.get("merchantAccount") != config.merchant_account:
-        raise RequestInvalid(
-            "Invalid Merchant Account", code="901", status=403, error_type="security"
-        )
+    _merchant_account(body, config)
     reference = _reference(body.get("reference"))
     return_url = _return_url(body.get("returnUrl"))
     openid, app_id = _payment_method(body.get("paymentMethod"), config)
     return PaymentRequest(amount, reference, openid, app_id, return_url)
+
+
+def parse_refund(body: Any, config: SandboxConfig) -> RefundRequest:
+    """Check a ``POST /payments/{psp}/refunds`` body; raise ``RequestInvalid`` like Adyen would."""
+    body = _object(body)
+    unknown = sorted(set(body) - _REFUND_FIELDS)
+    if unknown:
+        raise RequestInvalid(f"PaymentRefundRequest contains unknown fields: {unknown}")
+    amount = _amount(body.get("amount"))
+    _merchant_account(body, config)
+    reference = body.get("reference")
+    if reference is not None:
+        reference = _reference(reference)
+    reason = body.get("merchantRefundReason")
+    if reason is not None and reason not in REFUND_REASONS:
+        raise RequestInvalid(f"Field 'merchantRefundReason' must be one of {list(REFUND_REASONS)}.")
+    return RefundRequest(amount, reference, reason)
 
 
 def parse_details(body: Any) -> DetailsRequest:
@@ -101,6 +148,13 @@ def _amount(amount: Any) -> dict[str, Any]:
             "Invalid amount specified: value must be a positive integer", code="137"
         )
     return {"currency": currency, "value": value}
+
+
+def _merchant_account(body: dict[str, Any], config: SandboxConfig) -> None:
+    if body.get("merchantAccount") != config.merchant_account:
+        raise RequestInvalid(
+            "Invalid Merchant Account", code="901", status=403, error_type="security"
+        )
 
 
 def _reference(reference: Any) -> str:

@@ -57,6 +57,7 @@ class WebhookDelivery:
 
     id: int
     psp_reference: str
+    original_reference: str | None
     event_code: str
     success: str
     reason: str
@@ -80,6 +81,7 @@ class WebhookDelivery:
         return {
             "id": self.id,
             "pspReference": self.psp_reference,
+            "originalReference": self.original_reference,
             "eventCode": self.event_code,
             "success": self.success,
             "reason": self.reason,
@@ -102,7 +104,10 @@ class WebhookDelivery:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPlan:
-    """The webhooks one payment produces, sent in order, each after the previous ends."""
+    """The webhooks one payment or refund produces, sent in order, each after the previous ends.
+
+    For a refund, ``psp_reference`` is the refund's and ``original_reference`` the payment's.
+    """
 
     psp_reference: str
     merchant_reference: str
@@ -110,6 +115,7 @@ class DeliveryPlan:
     steps: tuple[WebhookStep, ...]
     signing: Signing = "primary"
     copies: int = 1
+    original_reference: str | None = None
 
 
 class WebhookSender:
@@ -187,6 +193,7 @@ class WebhookSender:
             merchant_account=self._config.merchant_account,
             amount=plan.amount,
             step=step,
+            original_reference=plan.original_reference,
         )
         notification = build_notification(self._config, item, plan.signing)
         deliveries = [self._record(plan, step, notification, n) for n in range(1, plan.copies + 1)]
@@ -201,6 +208,7 @@ class WebhookSender:
         delivery = WebhookDelivery(
             id=len(self.deliveries) + 1,
             psp_reference=plan.psp_reference,
+            original_reference=plan.original_reference,
             event_code=step.event_code,
             success="true" if step.success else "false",
             reason=step.reason,

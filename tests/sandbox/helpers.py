@@ -48,6 +48,21 @@ def payment_request(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def refund_request(**overrides: Any) -> dict[str, Any]:
+    """A valid /payments/{psp}/refunds body; an override of ``_MISSING`` deletes the field."""
+    body: dict[str, Any] = {
+        "merchantAccount": "SandboxMerchantCN",
+        "amount": {"currency": "CNY", "value": 300},
+        "reference": "order-1-refund-1",
+    }
+    for name, value in overrides.items():
+        if value is _MISSING:
+            body.pop(name, None)
+        else:
+            body[name] = value
+    return body
+
+
 def missing() -> Any:
     return _MISSING
 
@@ -151,6 +166,29 @@ class Harness:
             headers["Idempotency-Key"] = key
         body = {"paymentData": payment_data, "details": {"paymentStatus": status}}
         return await self.client.post(f"{ADYEN}/payments/details", json=body, headers=headers)
+
+    async def post_refund(
+        self,
+        psp_reference: str,
+        body: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        **overrides: Any,
+    ) -> httpx.Response:
+        headers = {"X-API-Key": self.sandbox.config.api_key}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        payload = body if body is not None else refund_request(**overrides)
+        url = f"{ADYEN}/payments/{psp_reference}/refunds"
+        return await self.client.post(url, json=payload, headers=headers)
+
+    async def paid(self, reference: str = "order-1") -> str:
+        """An authorised payment whose webhooks have all been delivered; its pspReference."""
+        body = await self.pay(reference)
+        await self.sandbox.drain(2)
+        self.receiver.received.clear()
+        psp_reference: str = body["pspReference"]
+        return psp_reference
 
     async def pay(self, reference: str, status: str = "requestPayment:ok") -> dict[str, Any]:
         """Create a payment and submit the shopper's result; the details answer."""

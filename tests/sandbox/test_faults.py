@@ -148,7 +148,7 @@ async def test_faults_through_the_control_api(harness: Harness) -> None:
     "body",
     [
         {"kind": "418"},
-        {"kind": "500", "target": "refunds"},
+        {"kind": "500", "target": "captures"},
         {"kind": "500", "count": 0},
         {"kind": "500", "processed": "yes"},
         {"kind": "timeout", "delay_seconds": -1},
