@@ -9,8 +9,8 @@ MiniProgramPayError
 ├── ConfigurationError              bad or conflicting Settings, raised at start-up
 ├── RequestError (4xx)              the caller sent something we refuse
 │   ├── InvalidRequestError         400 invalid_request / malformed_json / ...
-│   │   └── InvalidRefundError      400 invalid_refund_amount / refund_currency_mismatch /
-│   │                                   invalid_refund_reason
+│   │   └── InvalidRefundError      400 invalid_refund / invalid_refund_amount /
+│   │                                   refund_currency_mismatch / invalid_refund_reason
 │   ├── AuthenticationError         401 unauthenticated / invalid_token / ...
 │   ├── NotFoundError               404 not_found
 │   ├── ConflictError               409 conflict
@@ -118,7 +118,7 @@ class InvalidRequestError(RequestError):
 class InvalidRefundError(InvalidRequestError):
     """A refund request that is wrong in itself: its amount, currency or reason."""
 
-    code = "invalid_refund_amount"
+    code = "invalid_refund"
 
 
 class AuthenticationError(RequestError):

@@ -517,3 +517,10 @@ RefundWorld.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_refunds_against_adyen = RefundWorld.TestCase
+
+
+def test_a_refusal_without_a_ledger_carries_no_refundable() -> None:
+    with pytest.raises(RefundNotAllowedError) as caught:
+        admit_refund(payment(state=PaymentState.PENDING), [], 1, now=NOW)
+    assert "refundable" not in caught.value.to_dict()["error"]  # type: ignore[operator]
+    assert caught.value.refundable is None
