@@ -27,7 +27,10 @@ def _normalise(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()).rstrip("\n")
 
 
-@pytest.mark.parametrize(("doc", "draw", "table", "initial"), DIAGRAMS, ids=lambda v: str(v))
+IDS = [doc for doc, *_ in DIAGRAMS]
+
+
+@pytest.mark.parametrize(("doc", "draw", "table", "initial"), DIAGRAMS, ids=IDS)
 def test_doc_holds_the_generated_diagram(
     doc: str, draw: Callable[[], str], table: Table, initial: str
 ) -> None:
@@ -37,7 +40,7 @@ def test_doc_holds_the_generated_diagram(
     assert wanted in blocks, f"{doc} does not show the current state diagram; {REGENERATE}"
 
 
-@pytest.mark.parametrize(("doc", "draw", "table", "initial"), DIAGRAMS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("doc", "draw", "table", "initial"), DIAGRAMS, ids=IDS)
 def test_diagram_draws_every_move_of_the_table(
     doc: str, draw: Callable[[], str], table: Table, initial: str
 ) -> None:
