@@ -80,9 +80,16 @@ def test_every_route_is_in_the_document() -> None:
     assert sum(len(item) for item in paths.values()) == len(all_routes())
 
 
+# Codes of the refund domain, raised by no endpoint yet. Strict: once a route answers one,
+# it must leave this set.
+NO_ROUTE_YET = frozenset({"invalid_refund", "invalid_refund_reason", "refund_not_allowed"})
+
+
 def test_every_error_code_the_package_raises_is_in_the_document() -> None:
-    missing = raised_codes() - document_codes(openapi_document())
+    documented = document_codes(openapi_document())
+    missing = raised_codes() - documented - NO_ROUTE_YET
     assert not missing, f"codes raised but in no route's contract: {sorted(missing)}"
+    assert not NO_ROUTE_YET & documented, "a route answers it now: drop it from NO_ROUTE_YET"
 
 
 def test_every_documented_code_is_explained_in_the_api_guide() -> None:
