@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from miniprogram_pay.sandbox.calls import AdyenCall
 from miniprogram_pay.sandbox.config import ResponseStyle
 from miniprogram_pay.sandbox.faults import Endpoint, Fault, render_fault
 from miniprogram_pay.sandbox.idempotency import MAX_KEY_LENGTH, Lookup, fingerprint
@@ -117,18 +118,58 @@ class AdyenSimulator:
         )
 
     async def _handle(self, request: Request, endpoint: Endpoint, process: Process) -> Response:
+        raw = await request.body()
+        call = self._open_call(request, endpoint, raw)
+        response, fault = await self._respond(request, endpoint, process, call, raw)
+        call.answer(response, fault)
+        return response
+
+    async def _respond(
+        self, request: Request, endpoint: Endpoint, process: Process, call: AdyenCall, raw: bytes
+    ) -> tuple[Response, str | None]:
         fault = self.sandbox.faults.take(endpoint)
         if fault is not None and not fault.processed:
-            return await self._render(fault, None)
+            return await self._faulted(fault, None, call), fault.kind
         if not self._authorized(request):
-            return unauthorized()
+            return unauthorized(), None
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError:
-            return service_error(400, "000", "Unable to parse message.", "validation")
-        response, late_fault = await self._idempotent(request, endpoint, body, process)
+            return service_error(400, "000", "Unable to parse message.", "validation"), None
+        response, late_fault = await self._idempotent(request, endpoint, body, process, call)
+        call.learn(response)
         fault = fault or late_fault
-        return response if fault is None else await self._render(fault, response)
+        if fault is None:
+            return response, None
+        return await self._faulted(fault, response, call), fault.kind
+
+    async def _faulted(self, fault: Fault, real: Response | None, call: AdyenCall) -> Response:
+        call.fault = fault.kind  # shown while a timeout keeps the caller waiting
+        return await self._render(fault, real)
+
+    def _open_call(self, request: Request, endpoint: Endpoint, raw: bytes) -> AdyenCall:
+        """Record the call at once, with the payment it names when the request tells."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        payment: SandboxPayment | None = None
+        if endpoint == "details" and isinstance(body.get("paymentData"), str):
+            payment = self.sandbox.payment_by_data(body["paymentData"])
+        elif endpoint == "refunds":
+            payment = self.sandbox.payments.get(request.path_params["psp_reference"])
+        reference = body.get("reference") if endpoint == "payments" else None
+        return self.sandbox.calls.open(
+            endpoint,
+            idempotency_key=request.headers.get("idempotency-key"),
+            psp_reference=payment.psp_reference if payment is not None else None,
+            merchant_reference=(
+                payment.merchant_reference
+                if payment is not None
+                else (reference if isinstance(reference, str) else None)
+            ),
+        )
 
     def _authorized(self, request: Request) -> bool:
         received = request.headers.get("x-api-key", "").encode("utf-8", "replace")
@@ -140,7 +181,7 @@ class AdyenSimulator:
         )
 
     async def _idempotent(
-        self, request: Request, endpoint: Endpoint, body: Any, process: Process
+        self, request: Request, endpoint: Endpoint, body: Any, process: Process, call: AdyenCall
     ) -> Processed:
         key = request.headers.get("idempotency-key")
         if key is None:
@@ -153,6 +194,7 @@ class AdyenSimulator:
         digest = fingerprint(body if scope is None else [scope, body])
         lookup, replay = store.begin(endpoint, key, digest)
         if lookup is Lookup.REPLAY and replay is not None:
+            call.replayed = True
             return replay, None
         if lookup is Lookup.MISMATCH:
             message = "Idempotency-Key was already used with a different request body."

@@ -21,6 +21,8 @@ from miniprogram_pay.sandbox.scenarios import (
     SCENARIOS,
     UnknownScenarioError,
     is_payment_status,
+    refund_scenario_steps,
+    scenario_steps,
 )
 from miniprogram_pay.sandbox.state import Sandbox, SandboxPayment
 from miniprogram_pay.sandbox.validation import RefundRequest, RequestInvalid, parse_refund
@@ -55,8 +57,14 @@ class ControlApi:
         self.sandbox = sandbox
 
     async def list_scenarios(self, request: Request) -> Response:
-        scenarios = [{"name": s.name, "summary": s.summary} for s in SCENARIOS.values()]
-        refunds = [{"name": s.name, "summary": s.summary} for s in REFUND_SCENARIOS.values()]
+        scenarios = [
+            {"name": s.name, "summary": s.summary, "steps": list(scenario_steps(s))}
+            for s in SCENARIOS.values()
+        ]
+        refunds = [
+            {"name": s.name, "summary": s.summary, "steps": list(refund_scenario_steps(s))}
+            for s in REFUND_SCENARIOS.values()
+        ]
         return json_response(
             {
                 "scenarios": scenarios,
@@ -135,6 +143,24 @@ class ControlApi:
             raise BadControlRequest("paymentStatus must start with 'requestPayment:'")
         await self.sandbox.settle(payment, status)
         return json_response(payment.to_dict())
+
+    async def release_payment(self, request: Request) -> Response:
+        """Send the webhooks a ``webhook-held`` payment keeps back."""
+        payment = self.sandbox.payments.get(request.path_params["psp_reference"])
+        if payment is None:
+            return _bad("no such payment", 404)
+        if not self.sandbox.release(payment):
+            return _bad("this payment holds no webhooks (scenario webhook-held, once settled)", 409)
+        return json_response(payment.to_dict())
+
+    async def list_calls(self, request: Request) -> Response:
+        """The merchant's calls to the simulated Adyen, about one payment when asked."""
+        query = request.query_params
+        psp, reference = query.get("pspReference"), query.get("reference")
+        calls = self.sandbox.calls.calls
+        if psp is not None or reference is not None:
+            calls = self.sandbox.calls.about(psp_reference=psp, merchant_reference=reference)
+        return json_response({"calls": [call.to_dict() for call in calls]})
 
     async def refund_payment(self, request: Request) -> Response:
         """A refund made in Adyen's Customer Area: only its webhooks reach the merchant."""
@@ -217,6 +243,8 @@ def control_routes(sandbox: Sandbox) -> list[Route]:
         Route(payment, api.get_payment, methods=["GET"]),
         Route(payment + "/complete", api.complete_payment, methods=["POST"]),
         Route(payment + "/refunds", api.refund_payment, methods=["POST"]),
+        Route(payment + "/release", api.release_payment, methods=["POST"]),
+        Route("/_sandbox/calls", api.list_calls, methods=["GET"]),
         Route("/_sandbox/refund-scenarios", api.set_refund_scenario, methods=["POST"]),
         Route("/_sandbox/webhooks", api.list_webhooks, methods=["GET"]),
         Route("/_sandbox/drain", api.drain, methods=["POST"]),

@@ -28,7 +28,9 @@ __all__ = [
     "WebhookStep",
     "outcome_for",
     "refund_scenario_in_reference",
+    "refund_scenario_steps",
     "scenario_in_reference",
+    "scenario_steps",
 ]
 
 Signing = Literal["primary", "rotated", "bad"]
@@ -67,6 +69,10 @@ class Scenario:
     copies: int = 1
     webhooks_before_details: bool = False
     first_payments_call_fault: FirstCallFault | None = None
+    # Held webhooks wait until released (``Sandbox.release``); none at all leaves a stale payment.
+    held: bool = False
+    # The webhooks' amount differs from the payment's by this many minor units.
+    amount_delta: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,18 @@ _SCENARIO_LIST = (
         result_on_ok="Pending",
     ),
     Scenario(
+        "webhook-held",
+        "Details Pending; AUTHORISATION success=true waits until you release it.",
+        result_on_ok="Pending",
+        held=True,
+    ),
+    Scenario(
+        "webhook-never",
+        "Details Pending; no webhook ever: the payment stays Pending (stale).",
+        result_on_ok="Pending",
+        webhooks_on_ok=(),
+    ),
+    Scenario(
         "webhook-before-details",
         "AUTHORISATION success=true is delivered (retries included) before details answers.",
         webhooks_before_details=True,
@@ -126,6 +144,12 @@ _SCENARIO_LIST = (
         "success-then-failure",
         "Details Authorised; AUTHORISATION success=true, then success=false.",
         webhooks_on_ok=(_AUTH_OK, _auth_failed("Refused")),
+    ),
+    Scenario(
+        "wrong-amount",
+        "Details Pending; AUTHORISATION success=true for 1 more minor unit than was paid.",
+        result_on_ok="Pending",
+        amount_delta=1,
     ),
     Scenario(
         "rotated-key", "Details Authorised; webhook signed with hmac_keys[1].", signing="rotated"
@@ -198,6 +222,45 @@ def outcome_for(scenario: Scenario, payment_status: str) -> Outcome:
 def is_payment_status(value: object) -> bool:
     """True for a ``wx.requestPayment`` errMsg (``requestPayment:...``)."""
     return isinstance(value, str) and value.startswith("requestPayment:")
+
+
+_SIGNED = {"primary": "", "rotated": ", signed with hmac_keys[1]", "bad": ", wrong HMAC signature"}
+_FIRST_CALL = {
+    "500": "first /payments call: the payment is created, then 500",
+    "timeout": "first /payments call: the payment is created, then no answer in time",
+}
+
+
+def _webhook_text(step: WebhookStep) -> str:
+    reason = f' "{step.reason}"' if step.reason else ""
+    return f"{step.event_code} success={'true' if step.success else 'false'}{reason}"
+
+
+def _copies_text(copies: int) -> str:
+    return f" x{copies}, the first two at once" if copies > 1 else ""
+
+
+def scenario_steps(scenario: Scenario) -> tuple[str, ...]:
+    """What the sandbox does, in order, once the shopper pays: for people (the console, docs)."""
+    steps: list[str] = []
+    if scenario.first_payments_call_fault is not None:
+        steps.append(_FIRST_CALL[scenario.first_payments_call_fault])
+    reason = f' "{scenario.refusal_reason}"' if scenario.refusal_reason else ""
+    details = f"details answers {scenario.result_on_ok}{reason}"
+    webhooks = [
+        _webhook_text(step)
+        + _copies_text(scenario.copies)
+        + _SIGNED[scenario.signing]
+        + (f", amount {scenario.amount_delta:+d}" if scenario.amount_delta else "")
+        for step in scenario.webhooks_on_ok
+    ]
+    if scenario.held:
+        webhooks = [text + ", held until you release it" for text in webhooks]
+    if scenario.webhooks_before_details:
+        steps += [*webhooks, details]
+    else:
+        steps += [details, *(webhooks or ["no webhook, ever"])]
+    return tuple(steps)
 
 
 RefundOutcome = Literal["refunded", "refused", "failed", "reversed"]
@@ -275,3 +338,10 @@ def refund_scenario_in_reference(reference: str | None) -> str | None:
         return None
     rest = reference[start + len(REFUND_MARKER) :]
     return _named(rest, _REFUND_NAMES_LONGEST_FIRST, reference)
+
+
+def refund_scenario_steps(scenario: RefundScenario) -> tuple[str, ...]:
+    """What the sandbox sends, in order, once it has accepted a refund."""
+    webhooks = [_webhook_text(step) + _copies_text(scenario.copies) for step in scenario.webhooks]
+    answer = "/refunds answers received"
+    return (*webhooks, answer) if scenario.webhooks_before_answer else (answer, *webhooks)

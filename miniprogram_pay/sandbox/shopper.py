@@ -37,7 +37,7 @@ Action = Literal["ok", "cancel", "fail"]
 Say = Callable[[str, str], None]
 """Told ``(label, text)`` for every step as it happens."""
 
-A, R = PaymentState.AUTHORISED, PaymentState.REFUSED
+A, R, P = PaymentState.AUTHORISED, PaymentState.REFUSED, PaymentState.PENDING
 # The final state when the shopper pays (requestPayment:ok): the highest state
 # implied by an event that agrees with the payment's money facts.
 EXPECTED: dict[str, PaymentState] = {
@@ -45,10 +45,13 @@ EXPECTED: dict[str, PaymentState] = {
     "refused": R,
     "error": R,  # details Error, then AUTHORISATION success=false: Refused outranks Error
     "pending-then-webhook": A,
+    "webhook-held": P,  # until the held webhook is released
+    "webhook-never": P,  # stale: nothing ever settles it
     "webhook-before-details": A,
     "duplicate-webhooks": A,
     "failure-then-success": A,  # a later success upgrades a failure
     "success-then-failure": A,  # a failure never downgrades; it is recorded as a conflict
+    "wrong-amount": P,  # a webhook for another amount moves nothing
     "rotated-key": A,
     "bad-signature": A,  # the webhook is rejected; the details answer stands
     "adyen-5xx-once": A,

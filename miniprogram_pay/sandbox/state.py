@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from miniprogram_pay.sandbox.calls import CallLog
 from miniprogram_pay.sandbox.config import SandboxConfig
 from miniprogram_pay.sandbox.faults import (
     Fault,
@@ -119,8 +120,10 @@ class SandboxPayment:
     refusal_reason: str | None = None
     payment_status: str | None = None  # the errMsg that settled it; None = shopper not back yet
     wechat_outcome: str | None = None  # the errMsg /_sandbox/wechat/pay answered
+    wechat_at: str | None = None  # when the shopper answered the pay sheet
     details_calls: int = 0
     refunds: list[SandboxRefund] = field(default_factory=list)
+    held: DeliveryPlan | None = None  # webhooks waiting for ``Sandbox.release``
 
     @property
     def refundable_value(self) -> int:
@@ -149,7 +152,9 @@ class SandboxPayment:
             "refusalReason": self.refusal_reason,
             "paymentStatus": self.payment_status,
             "wechatOutcome": self.wechat_outcome,
+            "wechatAt": self.wechat_at,
             "detailsCalls": self.details_calls,
+            "heldWebhooks": len(self.held.steps) if self.held is not None else 0,
             "prepayId": self.prepay_id,
             "refundableValue": self.refundable_value,
             "refunds": [refund.to_dict() for refund in self.refunds],
@@ -175,6 +180,7 @@ class Sandbox:
         self.payments: dict[str, SandboxPayment] = {}
         self.refunds: dict[str, SandboxRefund] = {}
         self.idempotency = IdempotencyStore()
+        self.calls = CallLog()
         self.faults = FaultQueue()
         self.scenario_overrides: dict[str, str] = {}
         self.refund_scenario_overrides: dict[str, str] = {}
@@ -312,18 +318,32 @@ class Sandbox:
         payment.payment_status = payment_status
         payment.result_code = outcome.result_code
         payment.refusal_reason = outcome.refusal_reason
+        amount = payment.amount
+        if scenario.amount_delta:
+            amount = {**amount, "value": int(amount["value"]) + scenario.amount_delta}
         plan = DeliveryPlan(
             psp_reference=payment.psp_reference,
             merchant_reference=payment.merchant_reference,
-            amount=payment.amount,
+            amount=amount,
             steps=outcome.webhooks,
             signing=scenario.signing,
             copies=scenario.copies,
         )
+        if scenario.held and plan.steps:
+            payment.held = plan
+            return
         task = self.webhooks.start(plan)
         if task is not None and scenario.webhooks_before_details:
             # Shielded: a caller that gives up must not cancel Adyen's deliveries.
             await asyncio.shield(task)
+
+    def release(self, payment: SandboxPayment) -> bool:
+        """Send the payment's held webhooks now; False when none are held."""
+        plan, payment.held = payment.held, None
+        if plan is None:
+            return False
+        self.webhooks.start(plan)
+        return True
 
     # Refunds --------------------------------------------------------------
 
@@ -418,6 +438,7 @@ class Sandbox:
         self.payments.clear()
         self.refunds.clear()
         self.idempotency.clear()
+        self.calls.clear()
         self.faults.clear()
         self.scenario_overrides.clear()
         self.refund_scenario_overrides.clear()

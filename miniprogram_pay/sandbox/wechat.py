@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -123,6 +124,7 @@ class WeChatSimulator:
         else:
             err_msg = f"requestPayment:fail {body.get('reason') or 'insufficient balance'}"
         payment.wechat_outcome = err_msg
+        payment.wechat_at = datetime.now(UTC).isoformat()
         return err_msg
 
 

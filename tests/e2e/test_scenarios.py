@@ -26,10 +26,13 @@ RULE: dict[str, tuple[str, list[str]]] = {
     "refused": ("Refused", []),
     "error": ("Refused", []),  # details Error, webhook failure: Refused outranks Error
     "pending-then-webhook": ("Authorised", []),
+    "webhook-held": ("Pending", []),  # until released (below)
+    "webhook-never": ("Pending", []),
     "webhook-before-details": ("Authorised", []),
     "duplicate-webhooks": ("Authorised", []),
     "failure-then-success": ("Authorised", []),
     "success-then-failure": ("Authorised", ["failure_after_authorisation"]),
+    "wrong-amount": ("Pending", ["amount_mismatch"]),  # another amount authorises nothing
     "rotated-key": ("Authorised", []),
     "bad-signature": ("Authorised", []),  # webhook rejected; the details answer stands
     "adyen-5xx-once": ("Authorised", []),
@@ -98,6 +101,8 @@ async def test_scenario_ends_where_the_rule_says(
         assert webhook_events == []
         assert {d["state"] for d in result.webhooks} == {"failed"}
         assert all(a["statusCode"] == 401 for d in result.webhooks for a in d["attempts"])
+    elif scenario in ("webhook-held", "webhook-never"):
+        assert result.webhooks == [] and webhook_events == []
     else:
         assert result.webhooks and {d["state"] for d in result.webhooks} == {"accepted"}
     if scenario == "duplicate-webhooks":
@@ -183,3 +188,21 @@ def _cny(value: int) -> Any:
     from miniprogram_pay import Amount
 
     return Amount(value, "CNY")
+
+
+async def test_a_held_webhook_settles_the_payment_once_released(
+    servers: SandboxedServers, client: httpx.AsyncClient
+) -> None:
+    shopper = shopper_for(client, servers)
+    result = await shopper.pay("webhook-held", name="held")
+    assert result.state == "Pending"
+    (payment,) = await sandbox_payments(client, servers, result.reference)
+    assert payment["heldWebhooks"] == 1
+    released = await client.post(
+        f"{servers.sandbox_url}/_sandbox/payments/{payment['pspReference']}/release"
+    )
+    assert released.status_code == 200
+    await shopper._await_webhooks(result.reference, payment["pspReference"])
+    status = await admin_status(client, servers, result.reference)
+    assert status["state"] == "Authorised"
+    assert status["history"][-1]["source"] == "webhook"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 
-from miniprogram_pay.sandbox import SCENARIOS
+from miniprogram_pay.sandbox import SCENARIOS, faults
 from tests.sandbox.helpers import Harness
 
 
@@ -81,3 +82,104 @@ async def test_reset_forgets_everything(harness: Harness) -> None:
     assert (sandbox.payments, sandbox.deliveries, sandbox.scenario_overrides) == ({}, [], {})
     assert sandbox.faults.pending() == []
     assert (await harness.post_payment(key="k")).status_code == 200
+
+
+async def test_scenarios_list_their_steps(harness: Harness) -> None:
+    body = (await harness.client.get("/_sandbox/scenarios")).json()
+    steps = {s["name"]: s["steps"] for s in body["scenarios"]}
+    assert steps["authorised"] == ["details answers Authorised", "AUTHORISATION success=true"]
+    assert steps["webhook-before-details"] == [
+        "AUTHORISATION success=true",
+        "details answers Authorised",
+    ]
+    assert steps["duplicate-webhooks"][1] == "AUTHORISATION success=true x3, the first two at once"
+    assert steps["webhook-never"] == ["details answers Pending", "no webhook, ever"]
+    assert steps["wrong-amount"][1] == "AUTHORISATION success=true, amount +1"
+    assert steps["adyen-5xx-once"][0].startswith("first /payments call")
+    refunds = {s["name"]: s["steps"] for s in body["refundScenarios"]}
+    assert refunds["reordered"] == [
+        "/refunds answers received",
+        'REFUND_FAILED success=true "Refund Failed"',
+        "REFUND success=true",
+    ]
+    assert refunds["webhook-before-answer"][-1] == "/refunds answers received"
+
+
+async def test_release_sends_held_webhooks_once(harness: Harness) -> None:
+    created = (await harness.post_payment(reference="o-sbx-webhook-held")).json()
+    url = f"/_sandbox/payments/{created['pspReference']}/release"
+    assert (await harness.client.post(url)).status_code == 409  # not settled: nothing held
+    await harness.post_details(created["action"]["paymentData"])
+    released = await harness.client.post(url)
+    assert released.status_code == 200
+    assert released.json()["heldWebhooks"] == 0
+    await harness.sandbox.drain(2)
+    assert [d.event_code for d in harness.sandbox.deliveries] == ["AUTHORISATION"]
+    again = await harness.client.post(url)
+    assert again.status_code == 409
+    assert "holds no webhooks" in again.json()["error"]
+    assert (await harness.client.post("/_sandbox/payments/1/release")).status_code == 404
+
+
+async def test_calls_record_each_adyen_call_with_its_payment(harness: Harness) -> None:
+    harness.sandbox.inject_fault("500", target="payments")
+    first = await harness.post_payment(reference="o-1", key="k1")
+    assert first.status_code == 500
+    replay = await harness.post_payment(reference="o-1", key="k1")
+    psp = replay.json()["pspReference"]
+    await harness.post_details(replay.json()["action"]["paymentData"])
+    await harness.post_payment(reference="o-2")
+    calls = (await harness.client.get("/_sandbox/calls", params={"reference": "o-1"})).json()
+    assert [
+        (c["endpoint"], c["statusCode"], c["fault"], c["replayed"], c["result"])
+        for c in calls["calls"]
+    ] == [
+        ("payments", 500, "500", False, "Internal error"),
+        ("payments", 200, None, True, "Pending"),
+        ("details", 200, None, False, "Authorised"),
+    ]
+    # The faulted call created the payment before failing: it knows its pspReference.
+    assert {c["pspReference"] for c in calls["calls"]} == {psp}
+    assert all(c["idempotencyKey"] in ("k1", None) and c["answeredAt"] for c in calls["calls"])
+    by_psp = (await harness.client.get("/_sandbox/calls", params={"pspReference": psp})).json()
+    assert by_psp == calls
+    everything = (await harness.client.get("/_sandbox/calls")).json()["calls"]
+    assert [c["merchantReference"] for c in everything] == ["o-1", "o-1", "o-1", "o-2"]
+
+
+async def test_calls_name_the_payment_a_refund_is_about(harness: Harness) -> None:
+    psp = await harness.paid("o-1")
+    refund = await harness.post_refund(psp)
+    [call] = (await harness.client.get("/_sandbox/calls", params={"pspReference": psp})).json()[
+        "calls"
+    ][-1:]
+    assert (call["endpoint"], call["statusCode"], call["result"]) == ("refunds", 201, "received")
+    assert call["merchantReference"] == "o-1"
+    assert call["refundPspReference"] == refund.json()["pspReference"]
+
+
+async def test_an_unanswered_call_shows_while_it_hangs(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hanging, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(seconds: float) -> None:  # the timeout fault's wait, held by the test
+        hanging.set()
+        await release.wait()
+
+    monkeypatch.setattr(faults.asyncio, "sleep", hang)
+    harness.sandbox.inject_fault("timeout", target="payments")
+    pending = asyncio.create_task(harness.post_payment(reference="o-1"))
+    await hanging.wait()
+    [call] = (await harness.client.get("/_sandbox/calls")).json()["calls"]
+    assert (call["statusCode"], call["fault"], call["answeredAt"]) == (None, "timeout", None)
+    release.set()
+    assert (await pending).status_code == 200  # the late, real answer
+    [call] = (await harness.client.get("/_sandbox/calls")).json()["calls"]
+    assert (call["statusCode"], call["fault"], call["result"]) == (200, "timeout", "Pending")
+
+
+async def test_reset_forgets_calls(harness: Harness) -> None:
+    await harness.pay("o-1")
+    await harness.client.post("/_sandbox/reset")
+    assert (await harness.client.get("/_sandbox/calls")).json() == {"calls": []}

@@ -21,6 +21,8 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "refused": ("Refused", [("AUTHORISATION", "false")]),
     "error": ("Error", [("AUTHORISATION", "false")]),
     "pending-then-webhook": ("Pending", [("AUTHORISATION", "true")]),
+    "webhook-held": ("Pending", [("AUTHORISATION", "true")]),  # once released
+    "webhook-never": ("Pending", []),
     "webhook-before-details": ("Authorised", [("AUTHORISATION", "true")]),
     "duplicate-webhooks": ("Authorised", [("AUTHORISATION", "true")] * 3),
     "failure-then-success": ("Pending", [("AUTHORISATION", "false"), ("AUTHORISATION", "true")]),
@@ -28,6 +30,7 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, str]]]] = {
         "Authorised",
         [("AUTHORISATION", "true"), ("AUTHORISATION", "false")],
     ),
+    "wrong-amount": ("Pending", [("AUTHORISATION", "true")]),
     "rotated-key": ("Authorised", [("AUTHORISATION", "true")]),
     "bad-signature": ("Authorised", [("AUTHORISATION", "true")]),
     "adyen-5xx-once": ("Authorised", [("AUTHORISATION", "true")]),
@@ -52,6 +55,10 @@ async def test_scenario_result_and_webhook_sequence(harness: Harness, scenario: 
     details = await harness.post_details(payment.payment_data)
     result_code, webhooks = EXPECTED[scenario]
     assert details.json()["resultCode"] == result_code
+    if SCENARIOS[scenario].held:
+        await harness.sandbox.drain(2)
+        assert harness.sandbox.deliveries == []
+        assert harness.sandbox.release(payment)
     await harness.sandbox.drain(2)
     sent = [(d.event_code, d.success) for d in harness.sandbox.deliveries]
     assert sent == webhooks
@@ -214,3 +221,35 @@ def test_an_unknown_scenario_marker_is_an_error() -> None:
 def test_outcome_for_cancel_overrides_the_scenario() -> None:
     outcome = outcome_for(SCENARIOS["refused"], "requestPayment:fail cancel")
     assert outcome.result_code == "Cancelled"
+
+
+async def test_wrong_amount_notifies_one_minor_unit_more_than_was_paid(harness: Harness) -> None:
+    await harness.pay("order-sbx-wrong-amount")
+    await harness.sandbox.drain(2)
+    [received] = harness.receiver.received
+    assert received.key_index == 0  # correctly signed: only the amount is wrong
+    assert received.item["amount"] == {"currency": "CNY", "value": 1131}
+    [payment] = harness.sandbox.payments.values()
+    assert payment.amount == {"currency": "CNY", "value": 1130}
+
+
+async def test_held_webhooks_wait_for_release_and_go_once(harness: Harness) -> None:
+    body = await harness.pay("order-sbx-webhook-held")
+    assert body["resultCode"] == "Pending"
+    [payment] = harness.sandbox.payments.values()
+    await harness.sandbox.drain(2)  # nothing is scheduled, so nothing to wait for
+    assert harness.sandbox.deliveries == []
+    assert payment.to_dict()["heldWebhooks"] == 1
+    assert harness.sandbox.release(payment)
+    assert not harness.sandbox.release(payment)
+    await harness.sandbox.drain(2)
+    assert [(d.event_code, d.success) for d in harness.sandbox.deliveries] == [
+        ("AUTHORISATION", "true")
+    ]
+    assert payment.to_dict()["heldWebhooks"] == 0
+
+
+async def test_a_payment_not_yet_settled_holds_nothing(harness: Harness) -> None:
+    await harness.post_payment(reference="order-sbx-webhook-held")
+    [payment] = harness.sandbox.payments.values()
+    assert not harness.sandbox.release(payment)
