@@ -263,6 +263,7 @@ def _serve_sandboxed_workers(
 def _banner(servers: Any, args: argparse.Namespace, out: Printer) -> Callable[[], None]:
     def ready() -> None:
         out.plain("miniprogram-pay serve --sandbox")
+        out.line("console", f"{servers.sandbox_url}/ (open it in a browser)")
         out.line("api", servers.api_url)
         out.line("sandbox", f"{servers.sandbox_url} (Adyen /adyen/v71, WeChat /wechat, /_sandbox)")
         out.line("webhooks", servers.api_url + "/webhooks/adyen")

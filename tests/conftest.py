@@ -19,6 +19,8 @@ from miniprogram_pay.storage import Database, PaymentRepository
 from miniprogram_pay.storage.schema import create_all
 
 POSTGRES_URL_ENV = "MINIPROGRAM_PAY_TEST_POSTGRES_URL"
+# Page tests' fixtures (browser, page): a real headless Chromium.
+pytest_plugins = ["tests.browser"]
 
 
 def _backends() -> list[object]:

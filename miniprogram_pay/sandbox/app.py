@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from miniprogram_pay.sandbox.adyen import adyen_routes
 from miniprogram_pay.sandbox.config import SandboxConfig
+from miniprogram_pay.sandbox.console import Console
 from miniprogram_pay.sandbox.control import EXCEPTION_HANDLERS, control_routes
 from miniprogram_pay.sandbox.state import Sandbox
 from miniprogram_pay.sandbox.wechat import wechat_routes
@@ -20,12 +21,15 @@ __all__ = ["create_sandbox_app"]
 def create_sandbox_app(
     config: SandboxConfig, *, webhook_client: httpx.AsyncClient | None = None
 ) -> Starlette:
-    """A Starlette app simulating Adyen Checkout and WeChat for ``config``.
+    """Simulated Adyen Checkout and WeChat for ``config``, with the console at ``/``.
 
-    ``app.state.sandbox`` is the ``Sandbox`` to inspect. Webhooks go out through
-    ``webhook_client`` when given (the caller closes it); otherwise the sandbox
-    creates its own client lazily and closes it when the app's lifespan ends
-    (or when you call ``await app.state.sandbox.aclose()`` if it never ran).
+    ``app.state.sandbox`` is the ``Sandbox`` to inspect, ``app.state.console``
+    the console. Everything the sandbox sends the merchant (webhooks, the
+    console's requests) goes through ``webhook_client`` when given (the caller
+    closes it); otherwise the sandbox creates its own clients lazily and closes
+    them when the app's lifespan ends (or call ``await
+    app.state.sandbox.aclose()`` and ``await app.state.console.aclose()`` if it
+    never ran).
 
     Example::
 
@@ -34,6 +38,7 @@ def create_sandbox_app(
         #                                  WeChat base http://127.0.0.1:8100/wechat
     """
     sandbox = Sandbox(config, webhook_client=webhook_client)
+    console = Console(sandbox, client=webhook_client)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -42,12 +47,19 @@ def create_sandbox_app(
         finally:
             # Cancel pending deliveries so shutdown never waits on a retry schedule.
             await sandbox.aclose()
+            await console.aclose()
 
-    routes = [*adyen_routes(sandbox), *wechat_routes(sandbox), *control_routes(sandbox)]
+    routes = [
+        *adyen_routes(sandbox),
+        *wechat_routes(sandbox),
+        *control_routes(sandbox),
+        *console.routes(),
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.sandbox = sandbox
+    app.state.console = console
     return app

@@ -63,6 +63,10 @@ class SandboxConfig:
     timeout_fault_seconds: float = 30.0
     # Openids are HMAC(openid_secret, shopper): stable per shopper, unguessable without it.
     openid_secret: str = field(default="sandbox-openid-secret", repr=False)
+    # The console's defaults: the plugin it drives (None: webhook_url's base, else
+    # http://127.0.0.1:8000/pay) and the X-Admin-Key it reads the host's view with.
+    merchant_api_url: str | None = None
+    merchant_admin_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # A tuple given as a list still works; a frozen dataclass needs object.__setattr__.

@@ -126,7 +126,11 @@ def mirror_config(
     response_style: ResponseStyle = "action",
     webhook_delay_seconds: float = 0.0,
 ) -> SandboxConfig:
-    """A sandbox that accepts exactly the credentials ``settings`` uses, and signs with its keys."""
+    """A sandbox that accepts exactly the credentials ``settings`` uses, and signs with its keys.
+
+    Its console drives the plugin whose webhooks are at ``webhook_url`` and reads
+    the host's view with ``settings``' admin key.
+    """
     return SandboxConfig(
         api_key=settings.adyen_api_key.reveal(),
         merchant_account=settings.adyen_merchant_account,
@@ -140,6 +144,8 @@ def mirror_config(
         live=settings.is_live,
         webhook_delay_seconds=webhook_delay_seconds,
         timeout_fault_seconds=TIMEOUT_FAULT_SECONDS,
+        merchant_api_url=webhook_url.removesuffix("/webhooks/adyen"),
+        merchant_admin_key=settings.admin_api_key.reveal() if settings.admin_api_key else None,
     )
 
 

@@ -1,0 +1,215 @@
+"""One payment's story from both sides, in time order (pure).
+
+The sandbox knows what the shopper's Mini Program sent the host (the console's
+relay), what the host asked Adyen, which webhooks Adyen sent and how the host
+answered each attempt, and the refunds made at Adyen. The host's own view, its
+``GET /payments/{reference}`` for an admin, adds what it recorded, the states
+its payment went through and the conflicts it found. ``build`` merges them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from miniprogram_pay.sandbox.calls import AdyenCall
+from miniprogram_pay.sandbox.console.relay import RelayRecord
+from miniprogram_pay.sandbox.state import SandboxPayment, SandboxRefund
+from miniprogram_pay.sandbox.webhooks import WebhookDelivery
+
+__all__ = ["Entry", "Lane", "Tone", "build", "host_path"]
+
+Lane = Literal["shopper", "adyen", "webhook", "host", "state", "conflict", "refund"]
+Tone = Literal["ok", "warn", "bad", "wait", "info"]
+# Among entries stamped the same instant: cause before effect.
+_LANE_ORDER: dict[str, int] = {
+    lane: n
+    for n, lane in enumerate(("shopper", "adyen", "refund", "webhook", "host", "state", "conflict"))
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    at: str
+    lane: Lane
+    title: str
+    detail: str = ""
+    tone: Tone = "info"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _moment(at: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return _EPOCH
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _status_tone(status: int | None) -> Tone:
+    if status is None:
+        return "wait"
+    return "ok" if 200 <= status < 300 else "bad"
+
+
+def _money(amount: dict[str, Any]) -> str:
+    value = int(amount.get("value", 0))
+    return f"{amount.get('currency', '')} {value / 100:.2f}"
+
+
+def host_path(record: RelayRecord, api_base: str) -> str:
+    """The request's path below the plugin's base URL (``/payments``), else the URL's path."""
+    base = api_base.rstrip("/")
+    if record.url.startswith(base):
+        return record.url[len(base) :].split("?", 1)[0] or "/"
+    return record.path
+
+
+def _relay_detail(record: RelayRecord) -> str:
+    answer = record.answer if isinstance(record.answer, dict) else {}
+    if record.error:
+        return record.error
+    error = answer.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    parts = [
+        f"{name} {answer[key]}"
+        for key, name in (("state", "state"), ("resultCode", "resultCode"), ("pspReference", "psp"))
+        if answer.get(key)
+    ]
+    if "token" in answer:
+        parts.append("session token issued")
+    return ", ".join(parts)
+
+
+def _shopper_entries(records: Iterable[RelayRecord], api_base: str) -> list[Entry]:
+    entries = []
+    for record in records:
+        status = "..." if record.status_code is None and not record.error else record.status_code
+        title = f"Mini Program -> host: {record.method} {host_path(record, api_base)} -> {status}"
+        tone = "bad" if record.error else _status_tone(record.status_code)
+        entries.append(Entry(record.at, "shopper", title, _relay_detail(record), tone))
+    return entries
+
+
+def _wechat_entries(payment: SandboxPayment | None) -> list[Entry]:
+    if payment is None or payment.wechat_at is None or payment.wechat_outcome is None:
+        return []
+    ok = payment.wechat_outcome == "requestPayment:ok"
+    return [
+        Entry(
+            payment.wechat_at,
+            "shopper",
+            f"wx.requestPayment -> {payment.wechat_outcome}",
+            "the shopper answered the WeChat pay sheet",
+            "ok" if ok else "warn",
+        )
+    ]
+
+
+_PATHS = {"payments": "/payments", "details": "/payments/details", "refunds": "/refunds"}
+
+
+def _call_entries(calls: Iterable[AdyenCall]) -> list[Entry]:
+    entries = []
+    for call in calls:
+        status = "no answer yet" if call.status_code is None else str(call.status_code)
+        title = f"host -> Adyen: POST {_PATHS[call.endpoint]} -> {status}"
+        notes = [call.result or ""]
+        if call.fault:
+            notes.append(f"injected fault: {call.fault}")
+        if call.replayed:
+            notes.append("replayed for the same Idempotency-Key")
+        tone: Tone = "warn" if call.fault else _status_tone(call.status_code)
+        entries.append(Entry(call.at, "adyen", title, "; ".join(n for n in notes if n), tone))
+    return entries
+
+
+def _delivery_label(delivery: WebhookDelivery) -> str:
+    label = f"{delivery.event_code} success={delivery.success}"
+    if delivery.copy > 1:
+        label += f" (copy {delivery.copy})"
+    if delivery.signing != "primary":
+        label += f" [{delivery.signing} signature]"
+    return label
+
+
+def _webhook_entries(deliveries: Iterable[WebhookDelivery]) -> list[Entry]:
+    entries = []
+    for delivery in deliveries:
+        label = _delivery_label(delivery)
+        amount = _money(delivery.item.get("amount", {}))
+        about = f"refund {delivery.psp_reference}, " if delivery.original_reference else ""
+        for attempt in delivery.attempts:
+            answer = attempt.status_code if attempt.status_code is not None else attempt.error
+            verdict = "accepted" if attempt.accepted else "not accepted"
+            title = f"Adyen -> host: {label} -> {answer}"
+            detail = f"{about}{amount}, attempt {attempt.number}, {verdict}"
+            entries.append(
+                Entry(attempt.at, "webhook", title, detail, "ok" if attempt.accepted else "bad")
+            )
+    return entries
+
+
+def _refund_entries(refunds: Sequence[SandboxRefund]) -> list[Entry]:
+    entries = []
+    for refund in refunds:
+        where = "Customer Area" if refund.external else "POST /refunds"
+        title = f"refund {_money(refund.amount)} at Adyen ({where})"
+        detail = f"scenario {refund.scenario}, ends {refund.outcome}"
+        if refund.refusal_reason:
+            detail += f": {refund.refusal_reason}"
+        entries.append(Entry(refund.created_at, "refund", title, detail, "info"))
+    return entries
+
+
+# A host event that moved the state or is a conflict has an entry of its own (state, conflict).
+_SHOWN_ELSEWHERE = ("transition", "conflict")
+
+
+def _host_entries(status: dict[str, Any]) -> list[Entry]:
+    entries = []
+    for event in status.get("events", []):
+        if event.get("outcome") in _SHOWN_ELSEWHERE:
+            continue
+        flag = event.get("success")
+        success = "" if flag is None else f" success={str(flag).lower()}"
+        title = f"host recorded {event.get('source')} {event.get('event')}{success}"
+        detail = f"{event.get('outcome')}: the state did not move"
+        entries.append(Entry(str(event.get("at")), "host", title, detail))
+    for change in status.get("history", []):
+        before = change.get("from") or "(new)"
+        title = f"state {before} -> {change.get('to')}"
+        detail = f"by {change.get('source')} {change.get('event')}"
+        entries.append(Entry(str(change.get("at")), "state", title, detail, "ok"))
+    for conflict in status.get("conflicts", []):
+        title = f"conflict: {conflict.get('kind')}"
+        detail = f"{conflict.get('source')} {conflict.get('event')}; the state did not move"
+        entries.append(Entry(str(conflict.get("at")), "conflict", title, detail, "bad"))
+    return entries
+
+
+def build(
+    *,
+    api_base: str,
+    relayed: Iterable[RelayRecord],
+    payment: SandboxPayment | None,
+    calls: Iterable[AdyenCall],
+    deliveries: Iterable[WebhookDelivery],
+    host: dict[str, Any] | None,
+) -> list[Entry]:
+    """Every entry, oldest first; entries of the same instant in cause-to-effect order."""
+    entries = [
+        *_shopper_entries(relayed, api_base),
+        *_wechat_entries(payment),
+        *_call_entries(calls),
+        *_refund_entries(payment.refunds if payment is not None else ()),
+        *_webhook_entries(deliveries),
+        *_host_entries(host or {}),
+    ]
+    return sorted(entries, key=lambda e: (_moment(e.at), _LANE_ORDER[e.lane]))
