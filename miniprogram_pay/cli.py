@@ -4,6 +4,7 @@
 miniprogram-pay serve [--sandbox] [--host H] [--port P] [--workers N] [--order-resolver M:F]
 miniprogram-pay demo [--scenario NAME | --all] [--action ok|cancel|fail] [--style S]
 miniprogram-pay sandbox [--port P] [--webhook-url URL] [--scenario NAME]
+miniprogram-pay shopper --api URL [--sandbox URL] [--scenario NAME] [--action ok|cancel|fail]
 miniprogram-pay webhook send --event AUTHORISATION --success false --reference R
 miniprogram-pay db upgrade | current | downgrade REVISION
 ```
@@ -367,6 +368,10 @@ async def _play_one(
     watch.prefix = f"demo-sbx-{args.scenario}-"
     async with httpx.AsyncClient(timeout=30) as client:
         result = await _shopper(client, servers, out.line).pay(args.scenario, action=args.action)
+    return _verdict(out, result)
+
+
+def _verdict(out: Printer, result: Any) -> int:
     verdict = "OK" if result.ok else "MISMATCH"
     out.plain()
     out.line(
@@ -418,6 +423,70 @@ def _print_table(out: Printer, results: Sequence[Any]) -> None:
             f"{r.scenario:<24}{r.action:<9}{r.expected:<12}{r.state:<12}{conflicts:<30}{verdict}"
         )
     out.plain()
+
+
+# -- shopper ---------------------------------------------------------------------------
+
+
+def _order(text: str | None) -> dict[str, Any] | None:
+    import json
+
+    if text is None:
+        return None
+    try:
+        order = json.loads(text)
+    except ValueError:
+        order = None
+    if not isinstance(order, dict):
+        raise CommandError('--order must be a JSON object, e.g. \'{"orderId": "A1001"}\'')
+    return order
+
+
+def cmd_shopper(args: argparse.Namespace, out: Printer) -> int:
+    import httpx
+
+    from miniprogram_pay.domain.money import Amount
+    from miniprogram_pay.sandbox.scenarios import SCENARIOS
+    from miniprogram_pay.sandbox.shopper import Shopper
+
+    order = _order(args.order)
+    try:
+        amount = Amount(args.amount, args.currency)
+    except ValueError as exc:
+        raise CommandError(f"invalid amount: {exc}") from None
+    admin_key = args.admin_key or _env("ADMIN_API_KEY") or _sandbox_admin_key()
+    out.plain(f"miniprogram-pay shopper: a Mini Program pays at {args.api}")
+    out.line("sandbox", f"{args.sandbox} (WeChat and Adyen)")
+    out.line("scenario", f"{args.scenario}: {SCENARIOS[args.scenario].summary}")
+    out.line("shopper", f"{args.name}, requestPayment answers {args.action!r}")
+    out.plain()
+
+    async def play() -> Any:
+        async with httpx.AsyncClient(timeout=30) as client:
+            shopper = Shopper(
+                client,
+                api_url=args.api,
+                sandbox_url=args.sandbox,
+                admin_api_key=admin_key,
+                say=out.line,
+            )
+            return await shopper.pay(
+                args.scenario,
+                action=args.action,
+                amount=amount,
+                name=args.name,
+                order=order,
+                prefix="shopper",
+            )
+
+    try:
+        result = asyncio.run(play())
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"could not reach {args.api} or {args.sandbox} ({type(exc).__name__}); "
+            "is the server running?"
+        ) from None
+    return _verdict(out, result)
 
 
 # -- webhook send ------------------------------------------------------------------------
@@ -504,14 +573,19 @@ def cmd_sandbox(args: argparse.Namespace, out: Printer) -> int:
     import uvicorn
 
     from miniprogram_pay.sandbox import SandboxConfig, create_sandbox_app
+    from miniprogram_pay.sandbox.console import default_api_url
 
     config = SandboxConfig(
         webhook_url=args.webhook_url,
         response_style=args.style,
         default_scenario=args.scenario,
         webhook_delay_seconds=args.webhook_delay,
+        merchant_api_url=args.api_url,
+        merchant_admin_key=args.admin_key or _env("ADMIN_API_KEY") or _sandbox_admin_key(),
     )
+    console_api = default_api_url(config.merchant_api_url, config.webhook_url)
     out.plain(f"sandbox at http://{args.host}:{args.port} (Adyen /adyen/v71, WeChat /wechat)")
+    out.line("console", f"http://{args.host}:{args.port}/ (drives {console_api})")
     out.line("webhooks", args.webhook_url or "off (no --webhook-url)")
     uvicorn.run(create_sandbox_app(config), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -623,6 +697,7 @@ def build_parser(prog: str = "miniprogram-pay") -> argparse.ArgumentParser:
     _add_serve(commands)
     _add_demo(commands)
     _add_sandbox(commands)
+    _add_shopper(commands)
     _add_webhook(commands)
     _add_db(commands)
     return parser
@@ -731,12 +806,75 @@ def _add_sandbox(commands: Any) -> None:
     )
     _add_scenario(sandbox, "the scenario of payments whose reference names none")
     sandbox.add_argument(
+        "--api-url",
+        default=None,
+        help="the plugin the console drives (default: --webhook-url without /webhooks/adyen, "
+        f"else http://{DEFAULT_HOST}:{DEFAULT_PORT}/pay)",
+    )
+    sandbox.add_argument(
+        "--admin-key",
+        default=None,
+        help="the X-Admin-Key the console reads your host's view with "
+        "(default: MINIPROGRAM_PAY_ADMIN_API_KEY, else sandbox-admin-key)",
+    )
+    sandbox.add_argument(
         "--webhook-delay",
         type=float,
         default=0.0,
         help="seconds before each notification (default: %(default)s)",
     )
     sandbox.set_defaults(handler=cmd_sandbox)
+
+
+def _add_shopper(commands: Any) -> None:
+    shopper = commands.add_parser(
+        "shopper",
+        help="play a Mini Program's payment against any running host",
+        description="Log in, pay and report the result like a Mini Program, against the plugin at "
+        "--api, with the sandbox at --sandbox standing in for WeChat and Adyen; exit 0 when the "
+        "payment ends in the scenario's expected state.",
+    )
+    shopper.add_argument(
+        "--api",
+        default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/pay",
+        help="the plugin's base URL in your host (default: %(default)s)",
+    )
+    shopper.add_argument(
+        "--sandbox",
+        default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT + 1}",
+        help="the sandbox your host talks to (default: %(default)s, as serve --sandbox)",
+    )
+    _add_scenario(shopper, "what Adyen does once the shopper pays")
+    shopper.add_argument(
+        "--action",
+        choices=("ok", "cancel", "fail"),
+        default="ok",
+        help="the shopper's answer to wx.requestPayment (default: %(default)s)",
+    )
+    shopper.add_argument(
+        "--order",
+        metavar="JSON",
+        default=None,
+        help='the POST /payments body for your order resolver, e.g. \'{"orderId": "A1001"}\' '
+        "(default: a reference naming the scenario and --amount)",
+    )
+    shopper.add_argument(
+        "--amount",
+        type=int,
+        default=1130,
+        help="minor units, without --order (default: %(default)s)",
+    )
+    shopper.add_argument("--currency", default="CNY", help="(default: %(default)s)")
+    shopper.add_argument(
+        "--admin-key",
+        default=None,
+        help="your host's X-Admin-Key, to wait until it applied the webhooks "
+        "(default: MINIPROGRAM_PAY_ADMIN_API_KEY, else the sandbox's)",
+    )
+    shopper.add_argument(
+        "--name", default="alice", help="the shopper (the sandbox derives the openid from it)"
+    )
+    shopper.set_defaults(handler=cmd_shopper)
 
 
 def _add_webhook(commands: Any) -> None:

@@ -20,7 +20,7 @@ __all__ = ["AdyenCall", "CallLog"]
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass(slots=True)

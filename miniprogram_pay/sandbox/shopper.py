@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -78,6 +79,10 @@ class FlowError(MiniProgramPayError):
     code = "flow_failed"
 
 
+class _AdminRefused(Exception):
+    """The host does not take the admin key it was given."""
+
+
 @dataclass
 class PaymentResult:
     """How one played payment ended, as the server tells it."""
@@ -117,13 +122,14 @@ class Shopper:
         *,
         api_url: str,
         sandbox_url: str,
-        admin_api_key: str,
+        admin_api_key: str | None,
         say: Say = _quiet,
     ) -> None:
         self.client = client
         self.api_url = api_url.rstrip("/")
         self.sandbox_url = sandbox_url.rstrip("/")
-        self.admin = {"X-Admin-Key": admin_api_key}
+        # Without the host's admin key, the shopper waits on the payment's state alone.
+        self.admin = {"X-Admin-Key": admin_api_key} if admin_api_key else None
         self.say = say
 
     async def pay(
@@ -133,18 +139,36 @@ class Shopper:
         action: Action = "ok",
         amount: Amount | None = None,
         name: str = "alice",
+        order: dict[str, Any] | None = None,
+        prefix: str = "demo",
     ) -> PaymentResult:
-        """One shopper, one order, the whole flow; the result is the server's word."""
+        """One shopper, one order, the whole flow; the result is the server's word.
+
+        Without ``order`` the shopper sends a reference naming the scenario
+        (``<prefix>-sbx-<scenario>-<random>``) and ``amount``, for a host that
+        takes the client's amount. With ``order`` (for a host with an order
+        resolver, e.g. ``{"orderId": "A1001"}``) the host decides the reference
+        and the amount, and the scenario is set for that reference before the
+        shopper pays.
+        """
         if scenario not in SCENARIOS:
             raise FlowError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        if order is not None and SCENARIOS[scenario].first_payments_call_fault:
+            raise FlowError(
+                f"{scenario} acts on the first /payments call, before the host's reference is "
+                "known: play it without an order, on a host that takes the client's amount"
+            )
         started = time.monotonic()
         amount = amount or Amount(1130, "CNY")
-        reference = f"demo-sbx-{scenario}-{secrets.token_hex(3)}"
+        reference = f"{prefix}-sbx-{scenario}-{secrets.token_hex(3)}"
         auth = await self._open_session(name)
-        payment = await self._create_payment(auth, reference, amount)
+        payment = await self._create_payment(auth, reference, amount, order=order)
+        reference = str(payment.get("reference") or reference)
+        if order is not None:
+            await self._choose_scenario(reference, scenario)
         err_msg = await self._request_payment(payment, action)
         await self._submit_details(auth, reference, err_msg)
-        webhooks = await self._await_webhooks(reference, payment.get("pspReference"))
+        webhooks = await self._await_webhooks(reference, payment.get("pspReference"), auth)
         status = await self._status(auth, reference)
         return PaymentResult(
             scenario=scenario,
@@ -169,14 +193,20 @@ class Shopper:
         return {"Authorization": f"Bearer {body['token']}"}
 
     async def _create_payment(
-        self, auth: dict[str, str], reference: str, amount: Amount
+        self,
+        auth: dict[str, str],
+        reference: str,
+        amount: Amount,
+        *,
+        order: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        self.say("3 POST /payments", f"{amount} for order {reference}")
-        request = {
-            "paymentMethod": {"type": "wechatpayMiniProgram"},
-            "reference": reference,
-            "amount": amount.to_adyen(),
-        }
+        method = {"paymentMethod": {"type": "wechatpayMiniProgram"}}
+        if order is None:
+            self.say("3 POST /payments", f"{amount} for order {reference}")
+            request = {**method, "reference": reference, "amount": amount.to_adyen()}
+        else:
+            self.say("3 POST /payments", f"order {json.dumps(order)}; the host decides the amount")
+            request = {**order, **method}
         response = await self.client.post(self.api_url + "/payments", json=request, headers=auth)
         body = _check(response, "POST /payments")
         openid = await self._openid(body.get("pspReference"))
@@ -186,6 +216,14 @@ class Shopper:
         if not (body.get("redirect") or {}).get("data"):
             raise FlowError("POST /payments gave no wx.requestPayment parameters (redirect.data)")
         return body
+
+    async def _choose_scenario(self, reference: str, scenario: str) -> None:
+        response = await self.client.post(
+            self.sandbox_url + "/_sandbox/scenarios",
+            json={"reference": reference, "scenario": scenario},
+        )
+        _check(response, "sandbox scenario")
+        self.say("", f"the sandbox plays {scenario} for {reference}")
 
     async def _openid(self, psp_reference: str | None) -> str:
         response = await self.client.get(f"{self.sandbox_url}/_sandbox/payments/{psp_reference}")
@@ -213,7 +251,7 @@ class Shopper:
         self.say("", f"-> 200 {body['state']}, resultCode {body['resultCode']}{reason}")
 
     async def _await_webhooks(
-        self, reference: str, psp_reference: str | None
+        self, reference: str, psp_reference: str | None, auth: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         self.say("6 webhooks", "waiting for Adyen's notifications")
         drained = await self.client.post(
@@ -228,30 +266,48 @@ class Shopper:
             self.say("", _describe(delivery))
         if not mine:
             self.say("", "none sent")
-        await self._await_merchant(reference)
+        if self.admin is not None:
+            try:
+                await self._await_merchant(reference, self.admin)
+                return mine
+            except _AdminRefused:
+                self.say("", "the host refused the admin key: waiting on the payment's state")
+        if auth is None:
+            raise FlowError("without the host's admin key, give the shopper's auth to wait on")
+        await self._await_final(auth, reference)
         return mine
 
-    async def _await_merchant(self, reference: str) -> None:
+    async def _await_merchant(self, reference: str, admin: dict[str, str]) -> None:
         """Until the merchant has applied this payment's webhooks and told the host."""
         deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if await self._merchant_idle(reference):
+            if await self._merchant_idle(reference, admin):
                 return
             await asyncio.sleep(POLL_SECONDS)
         raise FlowError(f"the merchant did not apply the webhooks of {reference} in time")
 
-    async def _merchant_idle(self, reference: str) -> bool:
+    async def _merchant_idle(self, reference: str, admin: dict[str, str]) -> bool:
         for status in ("received", "failed"):
             response = await self.client.get(
-                self.api_url + "/admin/notifications", params={"status": status}, headers=self.admin
+                self.api_url + "/admin/notifications", params={"status": status}, headers=admin
             )
+            if response.status_code == 404:  # the host hides admin endpoints from a wrong key
+                raise _AdminRefused
             rows = _check(response, "GET /admin/notifications")["notifications"]
             if any(row["merchantReference"] == reference for row in rows):
                 return False
-        health = _check(
-            await self.client.get(self.api_url + "/health", headers=self.admin), "health"
-        )
+        health = _check(await self.client.get(self.api_url + "/health", headers=admin), "health")
         return int(health.get("outbox", {}).get("pending", 0)) == 0
+
+    async def _await_final(self, auth: dict[str, str], reference: str) -> None:
+        """Until the payment has a final state, or the settle time is over (it may stay Pending)."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+        url = f"{self.api_url}/payments/{reference}"
+        while time.monotonic() < deadline:
+            state = _check(await self.client.get(url, headers=auth), "GET /payments/{reference}")
+            if PaymentState(state["state"]).is_final:
+                return
+            await asyncio.sleep(POLL_SECONDS)
 
     async def _status(self, auth: dict[str, str], reference: str) -> dict[str, Any]:
         response = await self.client.get(f"{self.api_url}/payments/{reference}", headers=auth)

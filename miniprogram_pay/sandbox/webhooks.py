@@ -42,7 +42,7 @@ def _now() -> str:
 
 @dataclass(slots=True)
 class DeliveryAttempt:
-    """One POST to the merchant: its HTTP status, or the transport error."""
+    """One POST to the merchant, sent ``at``: its HTTP status, or the transport error."""
 
     number: int
     at: str
@@ -242,6 +242,9 @@ class WebhookSender:
         url = self._config.webhook_url
         if url is None:  # start() only runs plans when webhooks are on
             return DeliveryAttempt(number, _now(), None, "webhooks are off", False)
+        sent = (
+            _now()
+        )  # an attempt's time is when it left: the merchant acts on it before it answers
         try:
             response = await self._http().post(
                 url,
@@ -252,6 +255,6 @@ class WebhookSender:
             )
         except httpx.HTTPError as exc:
             # The merchant was unreachable or too slow: like Adyen, that is "not accepted".
-            return DeliveryAttempt(number, _now(), None, f"{type(exc).__name__}: {exc}", False)
+            return DeliveryAttempt(number, sent, None, f"{type(exc).__name__}: {exc}", False)
         accepted = 200 <= response.status_code < 300
-        return DeliveryAttempt(number, _now(), response.status_code, None, accepted)
+        return DeliveryAttempt(number, sent, response.status_code, None, accepted)

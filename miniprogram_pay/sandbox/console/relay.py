@@ -44,7 +44,7 @@ class RelayError(ValueError):
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat()
 
 
 def _mask(value: str) -> str:

@@ -208,8 +208,10 @@ class Console:
         status, body = await self.relay.get_json(url, {"X-Admin-Key": key})
         if status == 200 and isinstance(body, dict):
             return body, None
+        if status in (401, 403):
+            return None, "the host refused the admin key"
         if status == 404:
-            return None, "the host has no such payment (yet), or the admin key is wrong"
+            return None, "the host has no such payment (yet)"
         return None, f"the host answered {status}" if status is not None else str(body)
 
     async def aclose(self) -> None:

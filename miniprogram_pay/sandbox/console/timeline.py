@@ -51,6 +51,11 @@ def _moment(at: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _millisecond(at: str) -> datetime:
+    moment = _moment(at)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def _status_tone(status: int | None) -> Tone:
     if status is None:
         return "wait"
@@ -203,7 +208,12 @@ def build(
     deliveries: Iterable[WebhookDelivery],
     host: dict[str, Any] | None,
 ) -> list[Entry]:
-    """Every entry, oldest first; entries of the same instant in cause-to-effect order."""
+    """Every entry, oldest first.
+
+    Some clocks write milliseconds (webhook attempts), others microseconds: the
+    entries of one millisecond go in cause-to-effect order by lane, and in their
+    exact order within a lane (both sorts are stable).
+    """
     entries = [
         *_shopper_entries(relayed, api_base),
         *_wechat_entries(payment),
@@ -212,4 +222,5 @@ def build(
         *_webhook_entries(deliveries),
         *_host_entries(host or {}),
     ]
-    return sorted(entries, key=lambda e: (_moment(e.at), _LANE_ORDER[e.lane]))
+    entries.sort(key=lambda e: _moment(e.at))
+    return sorted(entries, key=lambda e: (_millisecond(e.at), _LANE_ORDER[e.lane]))
