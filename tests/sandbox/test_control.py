@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
@@ -167,7 +168,7 @@ async def test_an_unanswered_call_shows_while_it_hangs(
         hanging.set()
         await release.wait()
 
-    monkeypatch.setattr(faults.asyncio, "sleep", hang)
+    monkeypatch.setattr(faults, "asyncio", SimpleNamespace(sleep=hang))
     harness.sandbox.inject_fault("timeout", target="payments")
     pending = asyncio.create_task(harness.post_payment(reference="o-1"))
     await hanging.wait()

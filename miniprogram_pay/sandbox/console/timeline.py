@@ -9,6 +9,7 @@ its payment went through and the conflicts it found. ``build`` merges them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -223,4 +224,23 @@ def build(
         *_host_entries(host or {}),
     ]
     entries.sort(key=lambda e: _moment(e.at))
-    return sorted(entries, key=lambda e: (_millisecond(e.at), _LANE_ORDER[e.lane]))
+    entries.sort(key=lambda e: (_millisecond(e.at), _LANE_ORDER[e.lane]))
+    return _collapse(entries)
+
+
+def _collapse(entries: list[Entry]) -> list[Entry]:
+    """Repeats in a row (a Mini Program polling its payment) as one entry: "... (x8)"."""
+    out: list[tuple[Entry, int]] = []
+    for entry in entries:
+        if out and _same(out[-1][0], entry):
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((entry, 1))
+    return [
+        entry if count == 1 else dataclasses.replace(entry, title=f"{entry.title} (x{count})")
+        for entry, count in out
+    ]
+
+
+def _same(a: Entry, b: Entry) -> bool:
+    return (a.lane, a.title, a.detail, a.tone) == (b.lane, b.title, b.detail, b.tone)

@@ -238,3 +238,19 @@ def test_a_relay_error_and_an_error_answer_say_what_happened() -> None:
         ("request:fail ConnectError", "bad"),
         ("reference_conflict: taken", "bad"),
     ]
+
+
+def test_repeats_in_a_row_are_one_entry() -> None:
+    def poll(second: int) -> RelayRecord:
+        at = f"2026-01-01T10:00:0{second}+00:00"
+        return _record(at, id=second, method="GET", url=f"{API}/payments/o-1")
+
+    relayed = [*map(poll, range(4)), _record("2026-01-01T10:00:05+00:00", id=9), poll(6)]
+    entries = timeline.build(
+        api_base=API, relayed=relayed, payment=None, calls=(), deliveries=(), host=None
+    )
+    assert [(e.at[17:19], e.title) for e in entries] == [
+        ("00", "Mini Program -> host: GET /payments/o-1 -> 200 (x4)"),  # the first one's time
+        ("05", "Mini Program -> host: POST /payments -> 200"),
+        ("06", "Mini Program -> host: GET /payments/o-1 -> 200"),
+    ]

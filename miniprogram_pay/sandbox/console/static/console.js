@@ -37,6 +37,7 @@
   }
 
   function showOrder() {
+    if (!current.pspReference) current.reference = $('reference').value.trim();
     $('order-reference').textContent = $('reference').value;
     $('order-total').textContent = money(orderAmount());
     $('pay').textContent = `Pay ${money(orderAmount())}`;
@@ -58,12 +59,13 @@
     $('pay').disabled = false;
     $('step').textContent = 'Ready';
     $('entries').replaceChildren();
-    $('live').textContent = 'waiting for a payment';
+    $('live').textContent = '';
     $('psp-target').textContent = 'No payment yet: a scenario chosen now applies to the order\'s reference.';
     showHost(null, null);
     diagram($('payment-diagram'), {});
     setControls(null);
     showOrder();
+    startPolling(); // faults and choices show before the payment exists
   }
 
   function orderBody() {
@@ -125,7 +127,6 @@
     }
     current.reference = order.reference || current.reference;
     $('pay').disabled = true;
-    startPolling();
     const wx = createWx({
       base,
       run: current.run,
