@@ -755,15 +755,19 @@ def _add_demo(commands: Any) -> None:
     )
     _add_scenario(demo, "the sandbox scenario to play")
     demo.add_argument("--all", action="store_true", help="play every scenario, print a table")
-    demo.add_argument(
+    _add_action(demo)
+    demo.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
+    demo.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def _add_action(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--action",
         choices=("ok", "cancel", "fail"),
         default="ok",
         help="the shopper's answer to wx.requestPayment (default: %(default)s)",
     )
-    demo.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
-    demo.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
-    demo.set_defaults(handler=cmd_demo)
 
 
 def _add_scenario(parser: argparse.ArgumentParser, text: str) -> None:
@@ -845,12 +849,7 @@ def _add_shopper(commands: Any) -> None:
         help="the sandbox your host talks to (default: %(default)s, as serve --sandbox)",
     )
     _add_scenario(shopper, "what Adyen does once the shopper pays")
-    shopper.add_argument(
-        "--action",
-        choices=("ok", "cancel", "fail"),
-        default="ok",
-        help="the shopper's answer to wx.requestPayment (default: %(default)s)",
-    )
+    _add_action(shopper)
     shopper.add_argument(
         "--order",
         metavar="JSON",
