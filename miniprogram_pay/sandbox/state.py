@@ -124,6 +124,9 @@ class SandboxPayment:
     details_calls: int = 0
     refunds: list[SandboxRefund] = field(default_factory=list)
     held: DeliveryPlan | None = None  # webhooks waiting for ``Sandbox.release``
+    # Adyen authorised it: its details answer said so, or it notifies AUTHORISATION success=true
+    # (however late that arrives, or in whatever order): a refund can take its money.
+    authorised: bool = False
 
     @property
     def refundable_value(self) -> int:
@@ -150,6 +153,7 @@ class SandboxPayment:
             "createdAt": self.created_at,
             "resultCode": self.result_code,
             "refusalReason": self.refusal_reason,
+            "authorised": self.authorised,
             "paymentStatus": self.payment_status,
             "wechatOutcome": self.wechat_outcome,
             "wechatAt": self.wechat_at,
@@ -318,6 +322,9 @@ class Sandbox:
         payment.payment_status = payment_status
         payment.result_code = outcome.result_code
         payment.refusal_reason = outcome.refusal_reason
+        payment.authorised = outcome.result_code == "Authorised" or any(
+            step.event_code == "AUTHORISATION" and step.success for step in outcome.webhooks
+        )
         amount = payment.amount
         if scenario.amount_delta:
             amount = {**amount, "value": int(amount["value"]) + scenario.amount_delta}
@@ -408,7 +415,7 @@ class Sandbox:
         return await self.refund(payment, request, chosen, external=True)
 
     def _refund_refusal(self, payment: SandboxPayment, amount: dict[str, Any]) -> str | None:
-        if payment.result_code != "Authorised":
+        if not payment.authorised:
             return NOT_CAPTURED
         if amount["currency"] != payment.amount["currency"]:
             return CURRENCY_MISMATCH

@@ -395,3 +395,17 @@ def test_each_scenarios_outcome_is_where_its_webhooks_lead(scenario: str) -> Non
     ]  # fmt: skip
     view = fold_refund(RefundView.new(Amount(300, "CNY")), events, RefundMachine())
     assert view.state == chosen.outcome.capitalize()
+
+
+@pytest.mark.parametrize("scenario", ["pending-then-webhook", "failure-then-success", "webhook-held"])
+async def test_a_payment_authorised_by_its_webhook_can_be_refunded(
+    harness: Harness, scenario: str
+) -> None:
+    """Details said Pending, yet Adyen authorised it: its AUTHORISATION success=true says so."""
+    body = await harness.pay(f"order-3-sbx-{scenario}")
+    assert body["resultCode"] == "Pending"
+    await harness.sandbox.drain(2)
+    response = await harness.post_refund(body["pspReference"])
+    assert response.status_code == 201
+    await harness.sandbox.drain(2)
+    assert sent(harness, response) == [("REFUND", "true")]
