@@ -2,6 +2,7 @@
 
 Mount nothing: run it as its own ASGI app and point the merchant's settings at
 it (Adyen base ``http://HOST:PORT/adyen/v71``, WeChat base ``http://HOST:PORT/wechat``).
+Its console, at ``http://HOST:PORT/``, plays the shopper and Adyen in a browser.
 See ``docs/sandbox.md``.
 
 Example::

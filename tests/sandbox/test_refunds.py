@@ -397,7 +397,9 @@ def test_each_scenarios_outcome_is_where_its_webhooks_lead(scenario: str) -> Non
     assert view.state == chosen.outcome.capitalize()
 
 
-@pytest.mark.parametrize("scenario", ["pending-then-webhook", "failure-then-success", "webhook-held"])
+@pytest.mark.parametrize(
+    "scenario", ["pending-then-webhook", "failure-then-success", "webhook-held"]
+)
 async def test_a_payment_authorised_by_its_webhook_can_be_refunded(
     harness: Harness, scenario: str
 ) -> None:

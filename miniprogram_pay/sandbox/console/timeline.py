@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.sandbox.calls import AdyenCall
 from miniprogram_pay.sandbox.console.relay import RelayRecord
 from miniprogram_pay.sandbox.state import SandboxPayment, SandboxRefund
@@ -64,8 +65,11 @@ def _status_tone(status: int | None) -> Tone:
 
 
 def _money(amount: dict[str, Any]) -> str:
-    value = int(amount.get("value", 0))
-    return f"{amount.get('currency', '')} {value / 100:.2f}"
+    value, currency = amount.get("value"), str(amount.get("currency"))
+    try:
+        return str(Amount(value, currency))  # type: ignore[arg-type]  # checked by Amount
+    except ValueError:  # a currency the package does not take: its minor units as they are
+        return f"{currency} {value} (minor units)"
 
 
 def host_path(record: RelayRecord, api_base: str) -> str:

@@ -254,3 +254,9 @@ def test_repeats_in_a_row_are_one_entry() -> None:
         ("05", "Mini Program -> host: POST /payments -> 200"),
         ("06", "Mini Program -> host: GET /payments/o-1 -> 200"),
     ]
+
+
+def test_amounts_are_written_in_their_currency_s_minor_units() -> None:
+    assert timeline._money({"currency": "CNY", "value": 1130}) == "CNY 11.30"
+    assert timeline._money({"currency": "JPY", "value": 500}) == "JPY 500"
+    assert timeline._money({"currency": "XXX", "value": 7}) == "XXX 7 (minor units)"

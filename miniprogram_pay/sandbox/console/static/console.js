@@ -28,8 +28,15 @@
 
   // -- the order and the shopper's screen ----------------------------------------------------
 
+  /** "CNY 11.30" from minor units, with the currency's own number of decimals (JPY has none). */
   function money(amount) {
-    return `${amount.currency} ${(amount.value / 100).toFixed(2)}`;
+    let digits = 2;
+    try {
+      digits = new Intl.NumberFormat('en', { style: 'currency', currency: amount.currency }).resolvedOptions().maximumFractionDigits;
+    } catch (_) {
+      // not an ISO currency: two decimals
+    }
+    return `${amount.currency} ${(amount.value / 10 ** digits).toFixed(digits)}`;
   }
 
   function orderAmount() {
