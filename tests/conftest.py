@@ -14,11 +14,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from miniprogram_pay.storage import Database, PaymentRepository
 from miniprogram_pay.storage.schema import create_all
 
 POSTGRES_URL_ENV = "MINIPROGRAM_PAY_TEST_POSTGRES_URL"
+
+# No timed assertions: on a loaded 2-core machine a correct example can take longer than
+# hypothesis's 200 ms deadline, and generating data longer than its too_slow check allows.
+# The properties are what the tests check, not the speed of one example.
+settings.register_profile(
+    "miniprogram-pay", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("miniprogram-pay")
 # Page tests' fixtures (browser, page): a real headless Chromium.
 pytest_plugins = ["tests.browser"]
 
