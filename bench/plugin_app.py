@@ -1,10 +1,12 @@
 """The plugin as a merchant mounts it: ``uvicorn --factory bench.plugin_app:create``.
 
-Settings come from the environment (``BENCH_DB_URL``, ``BENCH_SANDBOX_URL``) and
-point at the sandbox's well-known test credentials.
+Settings come from the environment (``BENCH_DB_URL``, ``BENCH_SANDBOX_URL``,
+``BENCH_SQLITE_SYNCHRONOUS``) and point at the sandbox's well-known test credentials.
 """
 
 from __future__ import annotations
+
+import os
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -13,6 +15,8 @@ from bench.common import ADMIN_KEY, CONFIG, SESSION_SECRET, db_url, sandbox_url
 from miniprogram_pay import Secret, Settings, StateChange, create_app
 
 __all__ = ["create"]
+
+SYNCHRONOUS_ENV = "BENCH_SQLITE_SYNCHRONOUS"
 
 
 async def _on_state_change(change: StateChange) -> None:
@@ -37,6 +41,8 @@ def settings() -> Settings:
         allow_client_amount=True,
         database_url=db_url(),
         adyen_timeout_seconds=10.0,
+        # The durability workload runs the plugin at both; everything else at the default.
+        sqlite_synchronous="normal" if os.environ.get(SYNCHRONOUS_ENV) == "normal" else "full",
     )
 
 

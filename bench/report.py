@@ -37,7 +37,7 @@ def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench/results/latest-full.json"
     data = json.loads(path.read_text())
-    for workload in ("webhook", "flow", "status", "memory"):
+    for workload in ("webhook", "durability", "flow", "status", "memory"):
         rows = [r for r in data["results"] if r["workload"] == workload]
         if not rows:
             continue

@@ -1,4 +1,4 @@
-"""Run the benchmark: ``python -m bench [--quick] [--only import,webhook,flow,status,memory]``.
+"""Run the benchmark: ``python -m bench [--quick] [--only import,webhook,durability,flow,...]``.
 
 Every figure is paired with a baseline measured in the same run, on the same
 database, so the ratios hold on a noisy shared machine even when the absolute
@@ -300,43 +300,99 @@ async def webhook_workload(report: Report, plan: Plan, dbs: Databases, backend: 
             if backend == "sqlite"
             else dbs.postgres(f"webhook{workers}")
         )
-        await seed.create_schema(url)
-        refs_by_level = {
-            c: [f"wh-{c:03d}-{i:06d}" for i in range(_needed(plan.webhook_max))] for c in levels
-        }
-        t0 = time.perf_counter()
-        await seed.seed_pending(url, [r for refs in refs_by_level.values() for r in refs])
-        seeded_s = time.perf_counter() - t0
+        refs_by_level, seeded_s = await _seeded(url, levels, plan)
         env = {"BENCH_DB_URL": url}
         with servers(
             (BASELINE, env, "/base/health", workers, f"baseline-{backend}"),
             (PLUGIN, env, "/pay/health", workers, f"plugin-{backend}"),
         ) as (base, plugin):
             for c in levels:
-                b_refs = [f"bl-{c:03d}-{i:06d}" for i in range(_needed(plan.webhook_max))]
-                b_res, _ = await _webhook_load(base, "/base/webhooks/adyen", b_refs, c, plan)
-                p_res, feed = await _webhook_load(
-                    plugin, "/pay/webhooks/adyen", refs_by_level[c], c, plan
-                )
-                drain_s = _wait_applied(url)
-                facts = _webhook_facts(url, f"wh-{c:03d}-", p_res, feed)
-                b, p = summarize(b_res), summarize(p_res)
-                fields = {
-                    "db": backend, "workers": workers, "c": c,
-                    "rps": p["rps"], "p50_ms": p["p50_ms"], "p95_ms": p["p95_ms"],
-                    "p99_ms": p["p99_ms"], "errors": p["errors"],
-                    "baseline_rps": b["rps"], "baseline_p50_ms": b["p50_ms"],
-                    "baseline_p99_ms": b["p99_ms"], "baseline_errors": b["errors"],
-                    "ratio": _ratio(p["rps"], b["rps"]),
-                    "applied_rps": facts["applied_rps"],
-                    "applied_ratio": _ratio(facts["applied_rps"], b["rps"]),
-                    "lag_p50_ms": facts["lag_p50_ms"], "lag_p99_ms": facts["lag_p99_ms"],
-                    "client_lag_p50_ms": facts["client_lag_p50_ms"],
-                    "drain_s": round(drain_s, 2), "exactly_once": facts["exactly_once"],
-                    "peak_rss_mb": plugin.peak_rss_mb(),
-                    "baseline_peak_rss_mb": base.peak_rss_mb(),
-                }  # fmt: skip
+                b = await _baseline_level(base, c, plan)
+                fields, p = await _plugin_level(plugin, url, refs_by_level[c], c, plan, b)
+                fields = {"db": backend, "workers": workers, "c": c, **fields}
+                fields["baseline_peak_rss_mb"] = base.peak_rss_mb()
                 report.add("webhook", fields, {"plugin": p, "baseline": b, "seed_s": seeded_s})
+
+
+async def _seeded(
+    url: str, levels: tuple[int, ...], plan: Plan
+) -> tuple[dict[int, list[str]], float]:
+    """A migrated database with Pending payments for every level's webhooks."""
+    await seed.create_schema(url)
+    refs_by_level = {
+        c: [f"wh-{c:03d}-{i:06d}" for i in range(_needed(plan.webhook_max))] for c in levels
+    }
+    t0 = time.perf_counter()
+    await seed.seed_pending(url, [r for refs in refs_by_level.values() for r in refs])
+    return refs_by_level, time.perf_counter() - t0
+
+
+async def _baseline_level(base: Server, c: int, plan: Plan) -> dict[str, Any]:
+    b_refs = [f"bl-{c:03d}-{i:06d}" for i in range(_needed(plan.webhook_max))]
+    b_res, _ = await _webhook_load(base, "/base/webhooks/adyen", b_refs, c, plan)
+    return summarize(b_res)
+
+
+async def _plugin_level(
+    plugin: Server, url: str, refs: list[str], c: int, plan: Plan, b: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One level of webhook load on the plugin; its figures against the baseline's ``b``."""
+    p_res, feed = await _webhook_load(plugin, "/pay/webhooks/adyen", refs, c, plan)
+    drain_s = _wait_applied(url)
+    facts = _webhook_facts(url, f"wh-{c:03d}-", p_res, feed)
+    p = summarize(p_res)
+    fields = {
+        "rps": p["rps"], "p50_ms": p["p50_ms"], "p95_ms": p["p95_ms"],
+        "p99_ms": p["p99_ms"], "errors": p["errors"],
+        "baseline_rps": b["rps"], "baseline_p50_ms": b["p50_ms"],
+        "baseline_p99_ms": b["p99_ms"], "baseline_errors": b["errors"],
+        "ratio": _ratio(p["rps"], b["rps"]),
+        "applied_rps": facts["applied_rps"],
+        "applied_ratio": _ratio(facts["applied_rps"], b["rps"]),
+        "lag_p50_ms": facts["lag_p50_ms"], "lag_p99_ms": facts["lag_p99_ms"],
+        "client_lag_p50_ms": facts["client_lag_p50_ms"],
+        "drain_s": round(drain_s, 2), "exactly_once": facts["exactly_once"],
+        "peak_rss_mb": plugin.peak_rss_mb(),
+    }  # fmt: skip
+    return fields, p
+
+
+# -- workload 1b: what synchronous=FULL costs on SQLite -----------------------------------
+
+SYNCHRONOUS = ("normal", "full")
+
+
+async def durability_workload(report: Report, plan: Plan, dbs: Databases) -> None:
+    """Webhook ingestion with SQLite at synchronous=NORMAL and =FULL, level by level.
+
+    Each setting has its own database file and server; the baseline (NORMAL, one
+    INSERT per request) runs before both at every level, so each level compares
+    the two settings under the same machine load.
+    """
+    urls = {mode: dbs.sqlite(f"durability-{mode}") for mode in SYNCHRONOUS}
+    refs = {mode: await _seeded(url, plan.levels, plan) for mode, url in urls.items()}
+    specs = [(BASELINE, {"BENCH_DB_URL": urls["normal"]}, "/base/health", 1, "baseline")]
+    specs += [
+        (PLUGIN, {"BENCH_DB_URL": url, "BENCH_SQLITE_SYNCHRONOUS": mode}, "/pay/health", 1, mode)
+        for mode, url in urls.items()
+    ]
+    with servers(*specs) as (base, *plugins):
+        for c in plan.levels:
+            b = await _baseline_level(base, c, plan)
+            measured: dict[str, dict[str, Any]] = {}
+            for mode, plugin in zip(SYNCHRONOUS, plugins, strict=True):
+                fields, _ = await _plugin_level(plugin, urls[mode], refs[mode][0][c], c, plan, b)
+                measured[mode] = fields
+            normal, full = measured["normal"], measured["full"]
+            fields = {
+                "db": "sqlite", "c": c,
+                "normal_ratio": normal["ratio"], "full_ratio": full["ratio"],
+                "full_vs_normal_rps": _ratio(full["rps"], normal["rps"]),
+                "full_vs_normal_p50": _ratio(full["p50_ms"], normal["p50_ms"]),
+                "full_vs_normal_p99": _ratio(full["p99_ms"], normal["p99_ms"]),
+                "exactly_once": normal["exactly_once"] and full["exactly_once"],
+            }  # fmt: skip
+            report.add("durability", fields, {"normal": normal, "full": full, "baseline": b})
 
 
 # -- workload 2: the full payment flow ---------------------------------------------------
@@ -622,7 +678,7 @@ def import_workload(report: Report, runs: int = 5) -> None:
     report.add("import", fields)
 
 
-WORKLOADS = ("import", "webhook", "flow", "status", "memory")
+WORKLOADS = ("import", "webhook", "durability", "flow", "status", "memory")
 
 
 async def run(report: Report, plan: Plan, quick: bool, only: set[str], postgres: bool) -> None:
@@ -635,6 +691,9 @@ async def run(report: Report, plan: Plan, quick: bool, only: set[str], postgres:
         if "webhook" in only:
             await webhook_workload(report, plan, dbs, "sqlite")
         report.mark("webhook-sqlite")
+        if "durability" in only:
+            await durability_workload(report, plan, dbs)
+        report.mark("durability")
         if "flow" in only:
             await flow_workload(report, plan, dbs)
         report.mark("flow")

@@ -102,6 +102,7 @@ class MiniProgramPay:
                 self.settings.database_url,
                 schema=self.settings.database_schema,
                 pool_size=self.settings.database_pool_size,
+                sqlite_synchronous=self.settings.sqlite_synchronous,
             )
             try:
                 await prepare_schema(self.database, auto_migrate=self.settings.auto_migrate)
@@ -133,13 +134,15 @@ class MiniProgramPay:
             repository=self.repository,
             on_state_change=self.on_state_change,
             stale_after_seconds=self.settings.stale_after_seconds,
+            hook_timeout_seconds=self.settings.hook_timeout_seconds,
+            park_after_seconds=self.settings.outbox_park_after_seconds,
         )
         self.service = PaymentService(
             settings=self.settings,
             repository=self.repository,
             adyen=self.adyen,
             order_resolver=self.order_resolver,
-            on_committed_change=self.workers.kick,
+            on_committed_change=self.workers.kick_outbox,
         )
 
     async def _apply_notifications(self, notification_ids: Sequence[int]) -> None:

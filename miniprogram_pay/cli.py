@@ -7,6 +7,8 @@ miniprogram-pay sandbox [--port P] [--webhook-url URL] [--scenario NAME]
 miniprogram-pay shopper --api URL [--sandbox URL] [--scenario NAME] [--action ok|cancel|fail]
 miniprogram-pay webhook send --event AUTHORISATION --success false --reference R
 miniprogram-pay db upgrade | current | downgrade REVISION
+miniprogram-pay outbox requeue [--id N ...]
+miniprogram-pay notifications requeue --status parked|ignored [--id N ...]
 ```
 
 Errors are one line on stderr (``error: <message>``) and a non-zero exit code:
@@ -671,6 +673,68 @@ def _schema_module() -> Any:
         ) from None
 
 
+# -- outbox requeue, notifications requeue ----------------------------------------------
+
+
+def _with_repository(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """Run ``work(repository)`` against the configured database, once its schema is current."""
+    from miniprogram_pay.storage import Database, PaymentRepository
+    from miniprogram_pay.storage.schema import prepare
+
+    url, schema, _ = _database(args)
+
+    async def run() -> Any:
+        database = Database(url, schema=schema)
+        try:
+            await prepare(database, auto_migrate=False)
+            return await work(PaymentRepository(database))
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_outbox_requeue(args: argparse.Namespace, out: Printer) -> int:
+    from miniprogram_pay.services.recovery import requeue_outbox
+
+    rows = _with_repository(args, lambda repository: requeue_outbox(repository, ids=args.id))
+    out.plain(f"requeued {len(rows)} parked state change(s)")
+    for row in rows:
+        out.line(row.event_id, f"{row.reference} -> {row.to_state.value}, {row.attempts} attempts")
+    if rows:
+        out.plain("running workers offer them to on_state_change within a second")
+    return 0
+
+
+def cmd_notifications_requeue(args: argparse.Namespace, out: Printer) -> int:
+    from miniprogram_pay.services.recovery import requeue_notifications
+
+    merchant_account = args.merchant_account or _env("ADYEN_MERCHANT_ACCOUNT")
+    if args.status == "ignored" and not merchant_account:
+        raise CommandError(
+            "deciding again whether ignored items are ours needs the merchant account: "
+            f"set {ENV_PREFIX}ADYEN_MERCHANT_ACCOUNT (and {ENV_PREFIX}ADYEN_ENVIRONMENT) "
+            "as the server has them, or pass --merchant-account"
+        )
+    live = (_env("ADYEN_ENVIRONMENT") or "test").strip().lower() == "live"
+    result = _with_repository(
+        args,
+        lambda repository: requeue_notifications(
+            repository,
+            status=args.status,
+            ids=args.id,
+            merchant_account=merchant_account or "",
+            live=live,
+        ),
+    )
+    out.plain(f"requeued {len(result.requeued)} {args.status} webhook item(s)")
+    for notification_id in result.requeued:
+        out.line(f"#{notification_id}", "due now")
+    for notification_id, detail in result.kept:
+        out.line(f"#{notification_id}", f"kept ignored: {detail}")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -700,6 +764,8 @@ def build_parser(prog: str = "miniprogram-pay") -> argparse.ArgumentParser:
     _add_shopper(commands)
     _add_webhook(commands)
     _add_db(commands)
+    _add_outbox(commands)
+    _add_notifications(commands)
     return parser
 
 
@@ -931,6 +997,47 @@ def _add_db(commands: Any) -> None:
     downgrade.add_argument("revision", help="a revision id, or base to drop every table")
     _add_database_options(downgrade)
     downgrade.set_defaults(handler=cmd_db_downgrade)
+
+
+def _add_outbox(commands: Any) -> None:
+    outbox = commands.add_parser("outbox", help="state changes waiting for the host")
+    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    requeue = actions.add_parser(
+        "requeue",
+        help="offer parked state changes to on_state_change again",
+        description="Parked state changes (all, or those of --id) become due now, with a "
+        "fresh retry window. The running workers deliver them.",
+    )
+    requeue.add_argument(
+        "--id", type=int, action="append", help="an outbox row id (repeatable; default: all)"
+    )
+    _add_database_options(requeue)
+    requeue.set_defaults(handler=cmd_outbox_requeue)
+
+
+def _add_notifications(commands: Any) -> None:
+    notes = commands.add_parser("notifications", help="stored webhook items")
+    actions = notes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    requeue = actions.add_parser(
+        "requeue",
+        help="apply parked or ignored webhook items again",
+        description="Parked items (all, or those of --id) are retried with fresh attempts. "
+        "Ignored items are judged again against MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT and "
+        "MINIPROGRAM_PAY_ADYEN_ENVIRONMENT; the ones that are ours now are applied.",
+    )
+    requeue.add_argument(
+        "--status", choices=("parked", "ignored"), required=True, help="which items to requeue"
+    )
+    requeue.add_argument(
+        "--id", type=int, action="append", help="an item id (repeatable; default: all)"
+    )
+    requeue.add_argument(
+        "--merchant-account",
+        default=None,
+        help="for --status ignored (default: MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT)",
+    )
+    _add_database_options(requeue)
+    requeue.set_defaults(handler=cmd_notifications_requeue)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "miniprogram-pay") -> int:

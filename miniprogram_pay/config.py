@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     webhook_username: Secret = Field(description="Basic-auth user of the webhook.")
     webhook_password: Secret = Field(description="Basic-auth password of the webhook.")
     inbox_max_attempts: int = Field(default=8, ge=1, le=100)
+    # -- telling the host (on_state_change) ------------------------------------------------
+    # One call of the hook may take this long; then it counts as failed and is retried.
+    hook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # A state change is offered to the host this long (capped backoff) before it is parked.
+    outbox_park_after_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=90 * 24 * 3600)
     # -- WeChat ----------------------------------------------------------------------------
     wechat_app_id: str = Field(description="The Mini Program's AppID (wx...).")
     wechat_app_secret: Secret = Field(description="The Mini Program's AppSecret.")
@@ -182,6 +187,9 @@ class Settings(BaseSettings):
     database_pool_size: int = 10
     # Migrate the schema at start-up; None means yes on SQLite, no on PostgreSQL.
     auto_migrate: bool | None = None
+    # SQLite only: "full" syncs the write-ahead log on every commit, so an acknowledged
+    # webhook survives a power failure or an OS crash; "normal" may lose the last commits.
+    sqlite_synchronous: Literal["full", "normal"] = "full"
 
     @classmethod
     def settings_customise_sources(
@@ -212,6 +220,11 @@ class Settings(BaseSettings):
             return json.loads(value)
         except ValueError:
             raise ValueError('must be JSON such as {"CNY": [1, 5000000]}') from None
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator(
         "adyen_merchant_account",

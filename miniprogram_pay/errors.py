@@ -27,7 +27,8 @@ MiniProgramPayError
 │   │   ├── AdyenTimeoutError       adyen_timeout
 │   │   └── AdyenUnavailableError   adyen_unavailable
 │   └── WeChatError                 wechat_*
-└── StorageError (503)              the database failed or is busy
+├── StorageError (503)              the database failed or is busy
+└── WorkersUnavailableError (503)   a background loop (inbox, outbox) is stalled or dead
 ```
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "WeChatError",
     "WebhookAuthError",
     "WebhookError",
+    "WorkersUnavailableError",
 ]
 
 
@@ -253,5 +255,13 @@ class WeChatError(UpstreamError):
 
 class StorageError(MiniProgramPayError):
     code = "storage_unavailable"
+    status = 503
+    retryable = True
+
+
+class WorkersUnavailableError(MiniProgramPayError):
+    """``/health``: a background loop is stalled or dead; stored work is waiting."""
+
+    code = "workers_unavailable"
     status = 503
     retryable = True

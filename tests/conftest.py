@@ -4,13 +4,16 @@ Storage tests ask for ``database`` or ``repository``. They always run on a fresh
 SQLite file under ``tmp_path``; when ``MINIPROGRAM_PAY_TEST_POSTGRES_URL`` is set
 (e.g. ``postgresql+psycopg://postgres@localhost/postgres``) they run a second
 time on PostgreSQL, each test in a schema of its own that is dropped afterwards.
+
+Tests of a whole plugin ask for ``db_url``: a fresh SQLite file, and with PostgreSQL
+a fresh database cloned from a template migrated once for the session.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,7 @@ from hypothesis import HealthCheck, settings
 
 from miniprogram_pay.storage import Database, PaymentRepository
 from miniprogram_pay.storage.schema import create_all
-
-POSTGRES_URL_ENV = "MINIPROGRAM_PAY_TEST_POSTGRES_URL"
+from tests.postgres import POSTGRES_URL_ENV, cloned_database, migrated_template
 
 # No timed assertions: on a loaded 2-core machine a correct example can take longer than
 # hypothesis's 200 ms deadline, and generating data longer than its too_slow check allows.
@@ -32,7 +34,7 @@ settings.load_profile("miniprogram-pay")
 pytest_plugins = ["tests.browser"]
 
 
-def _backends() -> list[object]:
+def backends() -> list[object]:
     backends: list[object] = [pytest.param("sqlite", id="sqlite")]
     if os.environ.get(POSTGRES_URL_ENV):
         backends.append(pytest.param("postgres", id="postgres", marks=pytest.mark.postgres))
@@ -45,7 +47,7 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'miniprogram_pay.db'}"
 
 
-@pytest.fixture(params=_backends())
+@pytest.fixture(params=backends())
 async def database(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[Database]:
     """A database with every table created and nothing in it."""
     if request.param == "sqlite":
@@ -70,3 +72,24 @@ async def database(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIter
 @pytest.fixture
 def repository(database: Database) -> PaymentRepository:
     return PaymentRepository(database)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated, empty PostgreSQL database to clone; dropped at the end of the session."""
+    with migrated_template() as name:
+        yield name
+
+
+def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of ``backend`` for one test: its URL until the test ends."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/pay.db"
+        return
+    with cloned_database(request.getfixturevalue("postgres_template")) as url:
+        yield url
+
+
+@pytest.fixture(params=backends())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database_url(request, request.param, tmp_path)

@@ -5,10 +5,12 @@ through ``httpx.ASGITransport`` (no sockets). Builders for signed webhooks too.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -231,3 +233,17 @@ def notification_body(*items: dict[str, Any], live: str = "false") -> bytes:
 def basic_auth(username: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, seconds: float = 15.0, what: str = "the condition"
+) -> Any:
+    """Poll the async ``check`` until it returns something truthy, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        await asyncio.sleep(0.02)

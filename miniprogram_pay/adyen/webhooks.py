@@ -51,11 +51,18 @@ class NotificationItem:
     reason: str | None
     payment_method: str | None
     raw: dict[str, Any]
+    live: bool = False
 
     @property
     def dedup_key(self) -> str:
-        """sha256 hex of the HMAC signing string: identical redeliveries share it."""
-        return hashlib.sha256(signing_string(self.raw).encode("utf-8")).hexdigest()
+        """sha256 hex of the delivery's ``live`` flag and the HMAC signing string.
+
+        Identical redeliveries share it. ``live`` is not signed, so it is part of the
+        key: a copy with the flag flipped is another item, and cannot pass for (and
+        so suppress) the genuine one.
+        """
+        text = f"{'true' if self.live else 'false'}:{signing_string(self.raw)}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,14 @@ def _bounded(value: str, name: str, where: str) -> str:
     limit = _MAX_CHARS.get(name)
     if limit is not None and len(value) > limit:
         raise _Malformed(f"{where}.{name} is longer than {limit} characters")
+    if _has_nul(value):
+        raise _Malformed(f"{where}.{name} contains a NUL character")
     return value
+
+
+def _has_nul(value: str) -> bool:
+    # No genuine value has one, and PostgreSQL refuses it in a text column.
+    return "\x00" in value
 
 
 def _required_str(item: Mapping[str, Any], name: str, where: str) -> str:
@@ -154,7 +168,7 @@ def _amount(item: Mapping[str, Any], where: str) -> tuple[int | None, str | None
     return value, _optional_str(amount, "currency", f"{where}.amount")
 
 
-def _item(entry: object, index: int) -> NotificationItem:
+def _item(entry: object, index: int, live: bool) -> NotificationItem:
     where = f"notificationItems[{index}]"
     if not isinstance(entry, dict) or not isinstance(entry.get("NotificationRequestItem"), dict):
         raise _Malformed(f"{where} must be an object holding a NotificationRequestItem object")
@@ -176,6 +190,7 @@ def _item(entry: object, index: int) -> NotificationItem:
         reason=_optional_str(raw, "reason", where),
         payment_method=_optional_str(raw, "paymentMethod", where),
         raw=raw,
+        live=live,
     )
 
 
@@ -189,7 +204,7 @@ def _batch(document: object) -> NotificationBatch:
         raise _Malformed(f"more than {MAX_NOTIFICATION_ITEMS} notificationItems")
     live = _flag(document.get("live"), "live")
     return NotificationBatch(
-        live=live, items=tuple(_item(entry, index) for index, entry in enumerate(entries))
+        live=live, items=tuple(_item(entry, index, live) for index, entry in enumerate(entries))
     )
 
 

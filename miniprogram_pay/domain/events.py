@@ -21,6 +21,7 @@ __all__ = [
     "creation_event",
     "implied_state",
     "result_event",
+    "result_key_prefix",
     "summary_result_code",
     "webhook_event",
 ]
@@ -119,6 +120,11 @@ def creation_event() -> PaymentEvent:
     return PaymentEvent(source=EventSource.PAYMENTS, kind=CREATED_KIND, key="created")
 
 
+def result_key_prefix(source: EventSource, request: str | None = None) -> str:
+    """How the keys of ``source``'s answers to the ``request`` kind of call begin."""
+    return f"{source.value}:{request}:" if request else f"{source.value}:"
+
+
 def result_event(
     source: EventSource,
     result_code: str,
@@ -127,9 +133,15 @@ def result_event(
     reason: str | None = None,
     amount_value: int | None = None,
     amount_currency: str | None = None,
+    request: str | None = None,
 ) -> PaymentEvent:
-    """An Adyen ``/payments`` or ``/payments/details`` answer as an event."""
-    key = f"{source.value}:" + _fingerprint(
+    """An Adyen ``/payments`` or ``/payments/details`` answer as an event.
+
+    ``request`` names the kind of call answered (for details, the shape of the
+    Mini Program's ``res.errMsg``); it is part of the key, so the event log says
+    which kinds of call Adyen has answered.
+    """
+    key = result_key_prefix(source, request) + _fingerprint(
         result_code, psp_reference, reason, amount_value, amount_currency
     )
     return PaymentEvent(

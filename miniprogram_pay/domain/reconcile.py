@@ -9,6 +9,8 @@ The rule, stated once:
   is a conflict. Events that imply no state (refunds, captures, unexpected
   resultCodes) are recorded and change nothing, not even the pspReference.
 * A failure that arrives after an authorisation moves nothing and is a conflict.
+* A webhook that would authorise but states no amount is a conflict too: Adyen
+  always sends one, so its absence leaves nothing to check the money against.
 
 Because ``max`` does not care about order or repetition, the state is a function
 of the *set* of events received. The payment's summary (resultCode,
@@ -57,6 +59,7 @@ class Outcome(StrEnum):
 
 class ConflictKind(StrEnum):
     AMOUNT_MISMATCH = "amount_mismatch"
+    AMOUNT_MISSING = "amount_missing"
     PSP_REFERENCE_MISMATCH = "psp_reference_mismatch"
     FAILURE_AFTER_AUTHORISATION = "failure_after_authorisation"
 
@@ -100,7 +103,7 @@ def decide(view: PaymentView, event: PaymentEvent, machine: PaymentMachine) -> D
         # and neither may become the payment's pspReference.
         outcome = Outcome.UNEXPECTED if _is_unexpected(event) else Outcome.RECORDED
         return Decision(outcome, view.state)
-    conflict = _money_conflict(view, event)
+    conflict = _money_conflict(view, event, implied)
     if conflict is not None:
         return Decision(Outcome.CONFLICT, view.state, implied, conflict)
     fills = view.psp_reference is None and bool(event.psp_reference)
@@ -114,12 +117,25 @@ def decide(view: PaymentView, event: PaymentEvent, machine: PaymentMachine) -> D
     return Decision(Outcome.TRANSITION, new_state, implied, None, takes, rank, fills)
 
 
-def _money_conflict(view: PaymentView, event: PaymentEvent) -> ConflictKind | None:
+def _money_conflict(
+    view: PaymentView, event: PaymentEvent, implied: PaymentState
+) -> ConflictKind | None:
     if event.amount_differs_from(view.amount):
         return ConflictKind.AMOUNT_MISMATCH
     if view.psp_reference and event.psp_reference and event.psp_reference != view.psp_reference:
         return ConflictKind.PSP_REFERENCE_MISMATCH
+    if _authorises_blind(event, implied):
+        return ConflictKind.AMOUNT_MISSING
     return None
+
+
+def _authorises_blind(event: PaymentEvent, implied: PaymentState) -> bool:
+    """A webhook that would authorise without saying for how much."""
+    return (
+        event.source is EventSource.WEBHOOK
+        and implied is PaymentState.AUTHORISED
+        and (event.amount_value is None or event.amount_currency is None)
+    )
 
 
 def _stale(view: PaymentView, implied: PaymentState, fills: bool) -> Decision:

@@ -8,6 +8,7 @@ from typing import Protocol
 from miniprogram_pay.config import Settings
 from miniprogram_pay.http.ratelimit import RateLimiter
 from miniprogram_pay.services.payments import PaymentService
+from miniprogram_pay.services.workers import Workers
 from miniprogram_pay.storage.repository import PaymentRepository
 from miniprogram_pay.wechat.client import WeChatClient
 from miniprogram_pay.wechat.sessions import SessionTokens
@@ -25,5 +26,6 @@ class Plugin(Protocol):
     service: PaymentService
     repository: PaymentRepository
     wechat: WeChatClient
+    workers: Workers
 
     async def apply_stored(self, notification_ids: Sequence[int]) -> None: ...

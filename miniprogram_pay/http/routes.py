@@ -22,12 +22,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from miniprogram_pay.adyen.webhooks import check_basic_auth, parse_notification_body, verify_batch
-from miniprogram_pay.errors import AuthenticationError, NotFoundError
+from miniprogram_pay.errors import AuthenticationError, NotFoundError, WorkersUnavailableError
 from miniprogram_pay.http import schemas
 from miniprogram_pay.http.bodies import read_body, read_json
 from miniprogram_pay.http.context import Plugin
+from miniprogram_pay.services import recovery
 from miniprogram_pay.services.payments import DetailsInput, PaymentInput, mask
-from miniprogram_pay.storage.records import EventRecord, PaymentRecord, TransitionRecord
+from miniprogram_pay.storage.records import (
+    EventRecord,
+    OutboxRecord,
+    PaymentRecord,
+    TransitionRecord,
+)
 
 __all__ = ["ApiRoute", "Contract", "routes"]
 
@@ -80,6 +86,7 @@ JSON_BODY: Errors = {
 SHOPPER: Errors = {401: ("unauthenticated", "invalid_token", "session_expired")}
 LIMITED: Errors = {429: ("rate_limited",)}
 STORAGE: Errors = {503: ("storage_unavailable",)}
+ADMIN: Errors = {404: ("not_found",)}
 ADYEN: Errors = {
     409: ("adyen_conflict",),
     502: ("adyen_rejected", "adyen_auth_failed", "adyen_bad_response", "adyen_error"),
@@ -187,7 +194,8 @@ async def payment_status(request: Request) -> Response:
     plugin = _plugin(request)
     admin = _is_admin(request)
     openid = None if admin else _shopper(request)
-    found = await plugin.repository.status(request.path_params["reference"])
+    reference = schemas.path_reference(request.path_params["reference"])
+    found = await plugin.repository.status(reference)
     if found is None or (openid is not None and found[0].openid != openid):
         raise NotFoundError("no such payment", code="payment_not_found")
     return _json(status_answer(*found))
@@ -241,7 +249,8 @@ async def stale_payments(request: Request) -> Response:
 async def notifications(request: Request) -> Response:
     plugin = _plugin(request)
     _require_admin(request)
-    rows = await plugin.repository.notifications(status=request.query_params.get("status"))
+    status = schemas.query_status(request.query_params.get("status"), schemas.NOTIFICATION_STATUSES)
+    rows = await plugin.repository.notifications(status=status)
     listed = [
         schemas.StoredNotification(
             id=n.id,
@@ -258,13 +267,70 @@ async def notifications(request: Request) -> Response:
     return _json(schemas.NotificationsAnswer(notifications=listed))
 
 
-async def health(request: Request) -> Response:
+async def requeue_notifications(request: Request) -> Response:
     plugin = _plugin(request)
-    if not _is_admin(request):
-        return _json(schemas.HealthAnswer(status="ok"))
-    states = await plugin.repository.count_by_state()
-    outbox = await plugin.repository.outbox_counts()
-    return _json(schemas.HealthAnswer(status="ok", states=states, outbox=outbox))
+    _require_admin(request)
+    body = await read_json(request, plugin.settings.max_body_bytes)
+    parsed = schemas.parse(schemas.NotificationRequeueRequest, body)
+    result = await recovery.requeue_notifications(
+        plugin.repository,
+        status=parsed.status,
+        ids=parsed.ids,
+        merchant_account=plugin.settings.adyen_merchant_account,
+        live=plugin.settings.is_live,
+    )
+    plugin.workers.kick()
+    kept = [schemas.KeptNotification(id=i, detail=detail) for i, detail in result.kept]
+    return _json(schemas.NotificationRequeueAnswer(requeued=result.requeued, kept=kept))
+
+
+async def outbox(request: Request) -> Response:
+    plugin = _plugin(request)
+    _require_admin(request)
+    status = schemas.query_status(request.query_params.get("status"), schemas.OUTBOX_STATUSES)
+    rows = await plugin.repository.outbox(status=status)
+    return _json(schemas.OutboxAnswer(outbox=[outbox_entry(row) for row in rows]))
+
+
+async def requeue_outbox(request: Request) -> Response:
+    plugin = _plugin(request)
+    _require_admin(request)
+    body = await read_json(request, plugin.settings.max_body_bytes)
+    parsed = schemas.parse(schemas.OutboxRequeueRequest, body)
+    rows = await recovery.requeue_outbox(plugin.repository, ids=parsed.ids)
+    plugin.workers.kick()
+    return _json(schemas.OutboxRequeueAnswer(requeued=[outbox_entry(row) for row in rows]))
+
+
+async def health(request: Request) -> Response:
+    """Liveness of the background loops for everyone; counts for monitoring with the key.
+
+    A dead or stalled loop is a 503: the process answers requests, but stored
+    webhooks or state changes would wait.
+    """
+    plugin = _plugin(request)
+    loops = plugin.workers.loop_states()
+    down = {name: state for name, state in loops.items() if state in ("stalled", "dead")}
+    if down:
+        listed = ", ".join(f"the {name} loop is {state}" for name, state in down.items())
+        raise WorkersUnavailableError(f"background work is not running: {listed}")
+    answer = schemas.HealthAnswer(status="ok", loops=loops)
+    if _is_admin(request):
+        answer = answer.model_copy(update=await _monitoring(plugin))
+        answer = schemas.HealthAnswer.model_validate(schemas.render(answer))
+    return _json(answer)
+
+
+async def _monitoring(plugin: Plugin) -> dict[str, Any]:
+    repository = plugin.repository
+    older_than = plugin.settings.stale_after_seconds
+    return {
+        "states": await repository.count_by_state(),
+        "outbox": await repository.outbox_counts(),
+        "notifications": await repository.notification_counts(),
+        "stale_payments": await repository.count_stale(older_than_seconds=older_than),
+        "deliveries_in_flight": plugin.workers.deliveries_in_flight,
+    }
 
 
 # -- rendering answers -----------------------------------------------------------------
@@ -283,6 +349,25 @@ def payment_answer(payment: PaymentRecord) -> schemas.PaymentAnswer:
         payment_data=payment.payment_data,
         redirect=redirect,
         action=payment.action,
+    )
+
+
+def outbox_entry(row: OutboxRecord) -> schemas.OutboxEntry:
+    return schemas.OutboxEntry.model_validate(
+        {
+            "id": row.id,
+            "event_id": row.event_id,
+            "reference": row.reference,
+            "from": row.from_state,
+            "to": row.to_state,
+            "status": row.status,
+            "attempts": row.attempts,
+            "last_error": row.last_error,
+            "created_at": row.created_at,
+            "next_attempt_at": row.next_attempt_at,
+            "delivered_at": row.delivered_at,
+            "requeued_at": row.requeued_at,
+        }
     )
 
 
@@ -395,8 +480,9 @@ routes = [
             ),
         ),
     ),
+    # ``path``: a reference may hold "/", sent as is or as %2F (encodeURIComponent).
     ApiRoute(
-        "/payments/{reference:str}",
+        "/payments/{reference:path}",
         payment_status,
         method="GET",
         name="payment_status",
@@ -404,7 +490,11 @@ routes = [
             summary="A payment's state, amount, conflicts and history",
             answer=schemas.StatusAnswer,
             security=("shopper", "admin"),
-            errors=merged(SHOPPER, STORAGE, {404: ("payment_not_found",)}),
+            errors=merged(
+                SHOPPER,
+                STORAGE,
+                {400: ("invalid_reference",), 404: ("payment_not_found",)},
+            ),
         ),
     ),
     ApiRoute(
@@ -436,7 +526,7 @@ routes = [
             summary="Payments stuck in Created or Pending",
             answer=schemas.StaleAnswer,
             security=("admin",),
-            errors=merged(STORAGE, {404: ("not_found",)}),
+            errors=merged(STORAGE, ADMIN),
         ),
     ),
     ApiRoute(
@@ -448,8 +538,47 @@ routes = [
             summary="Received webhook items and their processing status",
             answer=schemas.NotificationsAnswer,
             security=("admin",),
-            errors=merged(STORAGE, {404: ("not_found",)}),
-            query={"status": "received, applied, ignored, orphan, failed or parked"},
+            errors=merged(STORAGE, ADMIN, {400: ("invalid_status",)}),
+            query={"status": ", ".join(schemas.NOTIFICATION_STATUSES)},
+        ),
+    ),
+    ApiRoute(
+        "/admin/notifications/requeue",
+        requeue_notifications,
+        method="POST",
+        name="requeue_notifications",
+        contract=Contract(
+            summary="Apply parked webhook items again, or ignored ones that are ours now",
+            request=schemas.NotificationRequeueRequest,
+            answer=schemas.NotificationRequeueAnswer,
+            security=("admin",),
+            errors=merged(JSON_BODY, STORAGE, ADMIN),
+        ),
+    ),
+    ApiRoute(
+        "/admin/outbox",
+        outbox,
+        method="GET",
+        name="outbox",
+        contract=Contract(
+            summary="State changes for the host (on_state_change) and their delivery status",
+            answer=schemas.OutboxAnswer,
+            security=("admin",),
+            errors=merged(STORAGE, ADMIN, {400: ("invalid_status",)}),
+            query={"status": ", ".join(schemas.OUTBOX_STATUSES)},
+        ),
+    ),
+    ApiRoute(
+        "/admin/outbox/requeue",
+        requeue_outbox,
+        method="POST",
+        name="requeue_outbox",
+        contract=Contract(
+            summary="Offer parked state changes to on_state_change again",
+            request=schemas.OutboxRequeueRequest,
+            answer=schemas.OutboxRequeueAnswer,
+            security=("admin",),
+            errors=merged(JSON_BODY, STORAGE, ADMIN),
         ),
     ),
     ApiRoute(
@@ -458,9 +587,9 @@ routes = [
         method="GET",
         name="health",
         contract=Contract(
-            summary="Liveness; with X-Admin-Key, counts per state and of the outbox",
+            summary="Liveness of the background loops; with X-Admin-Key, counts for monitoring",
             answer=schemas.HealthAnswer,
-            errors=STORAGE,
+            errors=merged(STORAGE, {503: ("workers_unavailable",)}),
         ),
     ),
 ]

@@ -38,6 +38,7 @@ from miniprogram_pay.domain.money import MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, 
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import InvalidRequestError
 from miniprogram_pay.services.payments import PAYMENT_METHOD_TYPE
+from miniprogram_pay.services.workers import LoopState
 
 __all__ = [
     "AmountBody",
@@ -45,7 +46,12 @@ __all__ = [
     "DetailsRequest",
     "ErrorResponse",
     "HealthAnswer",
+    "NotificationRequeueAnswer",
+    "NotificationRequeueRequest",
     "NotificationsAnswer",
+    "OutboxAnswer",
+    "OutboxRequeueAnswer",
+    "OutboxRequeueRequest",
     "PaymentAnswer",
     "PaymentRequest",
     "Refusal",
@@ -53,7 +59,10 @@ __all__ = [
     "SessionRequest",
     "StaleAnswer",
     "StatusAnswer",
+    "has_nul",
     "parse",
+    "path_reference",
+    "query_status",
     "render",
 ]
 
@@ -62,7 +71,13 @@ MAX_CODE_CHARS = 128
 MAX_PAYMENT_STATUS_CHARS = 256
 MAX_PAYMENT_DATA_CHARS = 8192
 MAX_ORDER_ID_CHARS = 128
+MAX_REFERENCE_CHARS = 80
+MAX_REQUEUE_IDS = 1000
+# Row ids are INTEGER columns: a larger id could never match, and PostgreSQL refuses it.
+MAX_ROW_ID = 2**31 - 1
 PAYMENT_STATUS_PREFIX = "requestPayment:"
+NOTIFICATION_STATUSES = ("applied", "failed", "ignored", "orphan", "parked", "received")
+OUTBOX_STATUSES = ("delivered", "parked", "pending")
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,17 @@ def _printable_ascii(value: str) -> str:
 def _printable(value: str) -> str:
     if not value.isprintable():
         raise ValueError("not printable")
+    return value
+
+
+def has_nul(value: str) -> bool:
+    """True when ``value`` holds a NUL: PostgreSQL refuses it in text, and nothing needs it."""
+    return "\x00" in value
+
+
+def _without_nul(value: str | None) -> str | None:
+    if value is not None and has_nul(value):
+        raise ValueError("contains NUL")
     return value
 
 
@@ -276,8 +302,14 @@ class DetailsRequest(_Request):
     payment_data: Annotated[
         str | None,
         Field(default=None, min_length=1, max_length=MAX_PAYMENT_DATA_CHARS),
+        AfterValidator(_without_nul),
         Refusal(
-            "invalid_payment_data", "has an invalid length", when={"string_type": _NOT_A_STRING}
+            "invalid_payment_data",
+            "has an invalid length",
+            when={
+                "string_type": _NOT_A_STRING,
+                "value_error": ("invalid_payment_data", "contains a NUL character"),
+            },
         ),
     ]
     details: Annotated[PaymentDetails, Refusal(STATUS_REFUSAL.code, STATUS_REFUSAL.message)]
@@ -418,8 +450,85 @@ class NotificationsAnswer(_Model):
 
 class HealthAnswer(_Model):
     status: Literal["ok"]
-    states: dict[str, int] | None = Field(default=None, description="With X-Admin-Key only.")
-    outbox: dict[str, int] | None = Field(default=None, description="With X-Admin-Key only.")
+    loops: dict[str, LoopState] = Field(
+        description="The background loops (inbox, outbox): running, or off when the host "
+        "runs none; a stalled or dead loop answers 503 workers_unavailable instead."
+    )
+    states: dict[str, int] | None = Field(
+        default=None, description="Payments per state. With X-Admin-Key only."
+    )
+    outbox: dict[str, int] | None = Field(
+        default=None, description="State changes for the host per status. With X-Admin-Key only."
+    )
+    notifications: dict[str, int] | None = Field(
+        default=None, description="Webhook items per status. With X-Admin-Key only."
+    )
+    stale_payments: int | None = Field(
+        default=None,
+        description="Payments Created or Pending longer than STALE_AFTER_SECONDS. "
+        "With X-Admin-Key only.",
+    )
+    deliveries_in_flight: int | None = Field(
+        default=None, description="Hook calls running in this process. With X-Admin-Key only."
+    )
+
+
+class OutboxEntry(_Model):
+    id: int
+    event_id: str
+    reference: str
+    from_: PaymentState | None = Field(alias="from")
+    to: PaymentState
+    status: str = Field(description="pending, delivered or parked.")
+    attempts: int
+    last_error: str | None
+    created_at: Timestamp
+    next_attempt_at: Timestamp
+    delivered_at: Timestamp | None
+    requeued_at: Timestamp | None
+
+
+class OutboxAnswer(_Model):
+    outbox: list[OutboxEntry]
+
+
+IDS_REFUSAL = Refusal("invalid_ids", f"must be a list of at most {MAX_REQUEUE_IDS} positive ids")
+RequeueIds = Annotated[
+    list[Annotated[int, Strict(), Field(ge=1, le=MAX_ROW_ID)]] | None,
+    Field(default=None, max_length=MAX_REQUEUE_IDS, description="Only these; default: all."),
+    IDS_REFUSAL,
+]
+
+
+class OutboxRequeueRequest(_Request):
+    """``POST /admin/outbox/requeue``: parked state changes to offer to the host again."""
+
+    ids: RequeueIds
+
+
+class OutboxRequeueAnswer(_Model):
+    requeued: list[OutboxEntry]
+
+
+class NotificationRequeueRequest(_Request):
+    """``POST /admin/notifications/requeue``: parked or ignored webhook items to apply again."""
+
+    status: Annotated[
+        Literal["parked", "ignored"],
+        Field(description="parked: retried; ignored: applied if ours under today's settings."),
+        Refusal("invalid_status", "must be 'parked' or 'ignored'"),
+    ]
+    ids: RequeueIds
+
+
+class KeptNotification(_Model):
+    id: int
+    detail: str = Field(description="Why the item is still not ours.")
+
+
+class NotificationRequeueAnswer(_Model):
+    requeued: list[int]
+    kept: list[KeptNotification]
 
 
 class NotificationRequestItem(_Model):
@@ -447,6 +556,29 @@ class NotificationRequest(_Model):
 
     live: Literal["true", "false"]
     notificationItems: list[NotificationItem]
+
+
+# -- path and query values ---------------------------------------------------------------
+
+
+def path_reference(value: str) -> str:
+    """A reference from the URL path (``/payments/{reference}``), ``/`` included.
+
+    The Mini Program sends it ``encodeURIComponent``-ed (``%2F``); Starlette hands
+    it over decoded. One no payment can have is refused before the database sees it.
+    """
+    if not 0 < len(value) <= MAX_REFERENCE_CHARS or has_nul(value):
+        raise InvalidRequestError(
+            "reference must be 1-80 characters, without NUL", code="invalid_reference"
+        )
+    return value
+
+
+def query_status(value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """The ``status`` filter of an admin list: absent, or one of ``allowed``."""
+    if value is None or value in allowed:
+        return value
+    raise InvalidRequestError("status must be one of " + ", ".join(allowed), code="invalid_status")
 
 
 # -- parsing and rendering ---------------------------------------------------------------

@@ -6,12 +6,14 @@ requests into the small input types below and renders what comes back.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.adyen.responses import PaymentResult, parse_payment_result
 from miniprogram_pay.adyen.webhooks import NotificationBatch, NotificationItem
 from miniprogram_pay.config import Settings
-from miniprogram_pay.domain.events import EventSource, result_event
+from miniprogram_pay.domain.events import EventSource, result_event, result_key_prefix
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import (
@@ -41,7 +43,14 @@ from miniprogram_pay.storage.records import (
 )
 from miniprogram_pay.storage.repository import PaymentRepository
 
-__all__ = ["DetailsInput", "PaymentInput", "PaymentService", "mask"]
+__all__ = [
+    "DetailsInput",
+    "PaymentInput",
+    "PaymentService",
+    "ignore_reason",
+    "mask",
+    "payment_status_shape",
+]
 
 # How long the request that stored a webhook item has it to itself (see store_webhook).
 # Long enough for the background task that runs just after the answer, even under load.
@@ -50,6 +59,14 @@ APPLY_LEASE_SECONDS = 10.0
 logger = logging.getLogger("miniprogram_pay.payments")
 
 PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
+
+# The three shapes of the Mini Program's res.errMsg, and what Adyen is sent for each.
+# One shape is one kind of /payments/details call: the detail after "fail" is the
+# client's prose, and a new wording must not buy another call to Adyen.
+OK_STATUS = "requestPayment:ok"
+CANCEL_STATUS = "requestPayment:fail cancel"
+FAIL_STATUS = "requestPayment:fail"
+PAYMENT_STATUS_SHAPES = {"ok": OK_STATUS, "cancel": CANCEL_STATUS, "fail": FAIL_STATUS}
 
 
 def mask(openid: str) -> str:
@@ -100,6 +117,7 @@ class PaymentService:
             self._store_batch, name="inbox"
         )
         self._applier: GroupCommitter[int, None] = GroupCommitter(self._apply_batch, name="apply")
+        self._details_calls = _KeyedLock()
 
     async def close(self) -> None:
         """Finish queued writes and stop the batching tasks."""
@@ -195,7 +213,12 @@ class PaymentService:
         self._note(applied)
 
     async def _apply_result(
-        self, reference: str, source: EventSource, result: PaymentResult
+        self,
+        reference: str,
+        source: EventSource,
+        result: PaymentResult,
+        *,
+        request: str | None = None,
     ) -> AppliedEvent:
         if result.result_code is None:
             raise AdyenError("Adyen's answer has no resultCode", code="adyen_bad_response")
@@ -206,6 +229,7 @@ class PaymentService:
             reason=result.refusal_reason,
             amount_value=result.amount_value,
             amount_currency=result.amount_currency,
+            request=request,
         )
         answer = ProviderAnswer(
             payment_data=result.payment_data,
@@ -241,24 +265,44 @@ class PaymentService:
     # -- POST /payments/details -------------------------------------------------------
 
     async def submit_details(self, openid: str, request: DetailsInput) -> PaymentRecord:
-        """Send the Mini Program's ``res.errMsg`` to Adyen with the stored paymentData."""
+        """Send the Mini Program's ``res.errMsg`` to Adyen with the stored paymentData.
+
+        Adyen is asked once per shape of ``res.errMsg`` (ok, cancel, other failure),
+        and a final payment only for ``ok`` (a failure report cannot move it): any
+        other call answers with the payment as stored.
+        """
         payment = await self._owned_payment(openid, request)
         if payment.payment_data is None:
             raise ConflictError(
                 "this payment has not been started at Adyen yet", code="payment_not_started"
             )
-        if payment.state is PaymentState.AUTHORISED:
-            return payment  # the webhook already settled it; nothing can lower it
-        body = {
-            "paymentData": payment.payment_data,
-            "details": {"paymentStatus": request.payment_status},
-        }
-        key = _details_key(payment.idempotency_key, request.payment_status)
+        shape = payment_status_shape(request.payment_status)
+        # One call at a time per payment in this process: concurrent reports wait, then
+        # find the first one's answer recorded instead of asking Adyen again.
+        async with self._details_calls.hold(payment.id):
+            current = await self.repository.get(payment.reference) or payment
+            if not await self._needs_details_call(current, shape):
+                return current
+            return await self._call_adyen_details(current, shape)
+
+    async def _call_adyen_details(self, payment: PaymentRecord, shape: str) -> PaymentRecord:
+        status = PAYMENT_STATUS_SHAPES[shape]
+        body = {"paymentData": payment.payment_data, "details": {"paymentStatus": status}}
+        key = _details_key(payment.idempotency_key, status)
         answer = await self.adyen.submit_details(body, idempotency_key=key)
         applied = await self._apply_result(
-            payment.reference, EventSource.DETAILS, parse_payment_result(answer)
+            payment.reference, EventSource.DETAILS, parse_payment_result(answer), request=shape
         )
         return applied.payment
+
+    async def _needs_details_call(self, payment: PaymentRecord, shape: str) -> bool:
+        if payment.state is PaymentState.AUTHORISED:
+            return False  # the webhook already settled it; nothing can lower it
+        if payment.state.is_final and shape != "ok":
+            return False
+        # Asked before: the same Idempotency-Key would only replay Adyen's answer.
+        prefix = result_key_prefix(EventSource.DETAILS, shape)
+        return not await self.repository.has_event(payment.id, key_prefix=prefix)
 
     async def _owned_payment(self, openid: str, request: DetailsInput) -> PaymentRecord:
         payment = None
@@ -303,11 +347,12 @@ class PaymentService:
         )
 
     def _inbox_item(self, batch: NotificationBatch, item: NotificationItem) -> InboxItem:
-        status, detail = "received", None
-        if item.merchant_account != self.settings.adyen_merchant_account:
-            status, detail = "ignored", "merchant account is not ours"
-        elif batch.live != self.settings.is_live:
-            status, detail = "ignored", "live flag does not match this environment"
+        detail = ignore_reason(
+            merchant_account=item.merchant_account,
+            live=batch.live,
+            our_merchant_account=self.settings.adyen_merchant_account,
+            our_live=self.settings.is_live,
+        )
         return InboxItem(
             dedup_key=item.dedup_key,
             psp_reference=item.psp_reference,
@@ -318,8 +363,9 @@ class PaymentService:
             amount_currency=item.amount_currency,
             reason=item.reason[:255] if item.reason else None,
             raw_json=json.dumps(item.raw, sort_keys=True, separators=(",", ":")),
-            status=status,
+            status="ignored" if detail else "received",
             detail=detail,
+            live=batch.live,
         )
 
     async def apply_notifications(self, notification_ids: Sequence[int]) -> None:
@@ -364,12 +410,60 @@ class PaymentService:
             self._report_notification(record)
 
 
+class _KeyedLock:
+    """One ``asyncio.Lock`` per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._locks[key][1] - 1
+            if users:
+                self._locks[key] = (lock, users)
+            else:
+                del self._locks[key]
+
+
+def ignore_reason(
+    *, merchant_account: str | None, live: bool | None, our_merchant_account: str, our_live: bool
+) -> str | None:
+    """Why a webhook item is not ours to apply, or None when it is.
+
+    ``live`` is None for an item stored before its delivery's flag was kept: it
+    cannot be shown to be ours.
+    """
+    if merchant_account != our_merchant_account:
+        return "merchant account is not ours"
+    if live is None:
+        return "live flag unknown (stored by an older version); ask Adyen to resend it"
+    if live != our_live:
+        return "live flag does not match this environment"
+    return None
+
+
+def payment_status_shape(payment_status: str) -> str:
+    """Which of the three documented shapes of ``res.errMsg`` this is: ok, cancel or fail."""
+    if payment_status == OK_STATUS:
+        return "ok"
+    if payment_status == CANCEL_STATUS:
+        return "cancel"
+    return "fail"
+
+
 def _new_reference() -> str:
     return "mpp-" + secrets.token_hex(10)
 
 
 def _check_reference(reference: str) -> None:
-    if not 1 <= len(reference) <= 80:
+    # A NUL would reach the database (PostgreSQL refuses it in text) and Adyen.
+    if not 1 <= len(reference) <= 80 or "\x00" in reference:
         raise UpstreamError("the order resolver returned an invalid reference", code="order_error")
 
 

@@ -7,13 +7,18 @@ to upgrade (SQLITE_BUSY), and writers of other processes wait on
 ``busy_timeout``. Reads use a separate pool and, with WAL, never block writers.
 PostgreSQL uses one pool; per-payment serialisation there is ``SELECT ... FOR
 UPDATE`` in the repository.
+
+SQLite runs with ``synchronous=FULL`` unless asked otherwise: in WAL mode, NORMAL
+syncs only at checkpoints, so a commit (an acknowledged webhook) can be lost to a
+power failure or an OS crash. FULL syncs the log on every commit; group commit
+(``services/batching.py``) shares that sync between the requests of a batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -25,18 +30,26 @@ from miniprogram_pay.errors import ConfigurationError
 __all__ = ["Database"]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SqliteSynchronous = Literal["full", "normal"]
 
 
 class Database:
     """The package's connection to its database. Create once; ``dispose()`` on shutdown."""
 
     def __init__(
-        self, url: str, *, schema: str | None = None, pool_size: int = 10, echo: bool = False
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 10,
+        echo: bool = False,
+        sqlite_synchronous: SqliteSynchronous = "full",
     ) -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
         self.schema = schema
+        self.sqlite_synchronous = sqlite_synchronous
         if self.dialect == "sqlite":
             self._init_sqlite(parsed.database, echo)
         elif self.dialect == "postgresql":
@@ -71,8 +84,8 @@ class Database:
             self.url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
         )
         self.reader = create_async_engine(self.url, echo=echo, pool_size=8, max_overflow=8)
-        _sqlite_pragmas(self.writer, immediate=True)
-        _sqlite_pragmas(self.reader, immediate=False)
+        _sqlite_pragmas(self.writer, immediate=True, synchronous=self.sqlite_synchronous)
+        _sqlite_pragmas(self.reader, immediate=False, synchronous=self.sqlite_synchronous)
 
     def _init_postgres(self, pool_size: int, echo: bool) -> None:
         try:
@@ -109,14 +122,19 @@ class Database:
             await self.reader.dispose()
 
 
-def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+def _sqlite_pragmas(
+    engine: AsyncEngine, *, immediate: bool, synchronous: SqliteSynchronous
+) -> None:
+    if synchronous not in ("full", "normal"):
+        raise ConfigurationError("MINIPROGRAM_PAY_SQLITE_SYNCHRONOUS must be 'full' or 'normal'.")
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event, not the driver, decide how a transaction starts.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -13,9 +13,11 @@ from miniprogram_pay.domain.states import PaymentState
 __all__ = [
     "AppliedEvent",
     "EventRecord",
+    "IgnoredNotification",
     "InboxItem",
     "NotificationRecord",
     "OutboxEvent",
+    "OutboxRecord",
     "PaymentRecord",
     "ProviderAnswer",
     "StoredNotification",
@@ -100,6 +102,7 @@ class InboxItem:
     raw_json: str
     status: str = "received"
     detail: str | None = None
+    live: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +136,31 @@ class OutboxEvent:
     source: str
     attempts: int
     created_at: datetime
+    requeued_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """An outbox row as operators see it (``GET /admin/outbox``)."""
+
+    id: int
+    event_id: str
+    reference: str
+    from_state: PaymentState | None
+    to_state: PaymentState
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    requeued_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredNotification:
+    """What deciding again whether an ignored webhook item is ours needs."""
+
+    id: int
+    merchant_account: str | None
+    live: bool | None

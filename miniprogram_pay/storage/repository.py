@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, func, insert, or_, update
+from sqlalchemy import and_, bindparam, case, func, insert, null, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -42,9 +42,11 @@ from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.records import (
     AppliedEvent,
     EventRecord,
+    IgnoredNotification,
     InboxItem,
     NotificationRecord,
     OutboxEvent,
+    OutboxRecord,
     PaymentRecord,
     ProviderAnswer,
     StoredNotification,
@@ -66,7 +68,7 @@ logger = logging.getLogger("miniprogram_pay.storage")
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 6
-# Inbox rows per INSERT: 15 parameters each keeps a statement far below the drivers'
+# Inbox rows per INSERT: 16 parameters each keeps a statement far below the drivers'
 # limits on bound parameters (SQLite 32,766; PostgreSQL 65,535).
 STORE_CHUNK_ROWS = 500
 LEASE_SECONDS = 30.0
@@ -277,6 +279,17 @@ class PaymentRepository:
         async with self._reading() as session:
             return await _events(session, payment_id)
 
+    async def has_event(self, payment_id: int, *, key_prefix: str) -> bool:
+        """True when the payment's event log holds an event whose key starts so."""
+        async with self._reading() as session:
+            stmt = (
+                select(PaymentEventRow.id)
+                .where(PaymentEventRow.payment_id == payment_id)
+                .where(col(PaymentEventRow.key).startswith(key_prefix, autoescape=True))
+                .limit(1)
+            )
+            return (await session.exec(stmt)).first() is not None
+
     async def status(
         self, reference: str
     ) -> tuple[PaymentRecord, list[TransitionRecord], list[EventRecord]] | None:
@@ -307,6 +320,22 @@ class PaymentRepository:
                 .limit(limit)
             )
             return [_payment_record(r) for r in (await session.exec(stmt)).all()]
+
+    async def count_stale(self, *, older_than_seconds: int) -> int:
+        """How many payments ``stale_payments`` would list, without a limit (for monitoring)."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        async with self._reading() as session:
+            stmt = (
+                select(func.count())
+                .select_from(PaymentRow)
+                .where(
+                    col(PaymentRow.state).in_(
+                        [PaymentState.CREATED.value, PaymentState.PENDING.value]
+                    )
+                )
+                .where(col(PaymentRow.updated_at) < cutoff)
+            )
+            return int((await session.exec(stmt)).one())
 
     async def count_by_state(self) -> dict[str, int]:
         async with self._reading() as session:
@@ -462,12 +491,25 @@ class PaymentRepository:
     async def _upsert_rows(
         self, session: AsyncSession, rows: list[dict[str, Any]]
     ) -> dict[str, tuple[int, int, str]]:
-        """Insert inbox rows in one statement; a known key only counts another delivery."""
+        """Insert inbox rows in one statement; a known key only counts another delivery.
+
+        Except for an item stored as ``ignored`` that this delivery finds ours (the
+        setting that ignored it has been fixed since): it is taken up again, as if new.
+        """
         table = NotificationRow.__table__  # type: ignore[attr-defined]
         stmt = self._insert(table).values(rows)
+        new = stmt.excluded
+        revive = and_(table.c.status == "ignored", new.status == "received")
         stmt = stmt.on_conflict_do_update(
             index_elements=["dedup_key"],
-            set_={"deliveries": table.c.deliveries + stmt.excluded.deliveries},
+            set_={
+                "deliveries": table.c.deliveries + new.deliveries,
+                "status": case((revive, new.status), else_=table.c.status),
+                "detail": case((revive, null()), else_=table.c.detail),
+                "next_attempt_at": case(
+                    (revive, new.next_attempt_at), else_=table.c.next_attempt_at
+                ),
+            },
         ).returning(table.c.dedup_key, table.c.id, table.c.deliveries, table.c.status)
         result = await session.exec(stmt)
         return {
@@ -673,14 +715,6 @@ class PaymentRepository:
         async with self._reading() as session:
             return await _due_notifications(session, limit, include_leased=include_leased)
 
-    async def due_work(
-        self, *, limit: int = 50, include_leased: bool = False
-    ) -> tuple[list[int], bool]:
-        """One read for a worker pass: due inbox ids, and whether any outbox row is due."""
-        async with self._reading() as session:
-            ids = await _due_notifications(session, limit, include_leased=include_leased)
-            return ids, await _outbox_due(session, utcnow())
-
     async def notifications(
         self, *, status: str | None = None, limit: int = 100
     ) -> list[NotificationRecord]:
@@ -703,15 +737,72 @@ class PaymentRepository:
             for r in rows
         ]
 
+    async def notification_counts(self) -> dict[str, int]:
+        async with self._reading() as session:
+            stmt = select(NotificationRow.status, func.count()).group_by(NotificationRow.status)
+            return {status: int(n) for status, n in (await session.exec(stmt)).all()}
+
+    async def ignored_notifications(
+        self, *, ids: Sequence[int] | None = None, limit: int = 1000
+    ) -> list[IgnoredNotification]:
+        """Ignored items (all, or those of ``ids``) with what deciding again needs."""
+        async with self._reading() as session:
+            stmt = (
+                select(NotificationRow.id, NotificationRow.raw, NotificationRow.live)
+                .where(NotificationRow.status == "ignored")
+                .order_by(col(NotificationRow.id))
+                .limit(limit)
+            )
+            if ids is not None:
+                stmt = stmt.where(col(NotificationRow.id).in_(list(ids)))
+            rows = (await session.exec(stmt)).all()
+        return [
+            IgnoredNotification(id=int(i or 0), merchant_account=_merchant_account(raw), live=live)
+            for i, raw, live in rows
+        ]
+
+    async def requeue_notifications(
+        self, *, status: str, ids: Sequence[int] | None = None
+    ) -> list[int]:
+        """Make items in ``status`` (all, or those of ``ids``) due now, with fresh attempts.
+
+        Returns the ids requeued; an item no longer in ``status`` is left alone.
+        """
+
+        async def work(session: AsyncSession) -> list[int]:
+            stmt = select(NotificationRow.id).where(NotificationRow.status == status)
+            if ids is not None:
+                stmt = stmt.where(col(NotificationRow.id).in_(list(ids)))
+            found = sorted(int(i) for i in (await session.exec(stmt.with_for_update())).all() if i)
+            if found:
+                await session.exec(
+                    update(NotificationRow)
+                    .where(col(NotificationRow.id).in_(found))
+                    .values(status="received", detail=None, attempts=0, next_attempt_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+            return found
+
+        if ids is not None and not ids:
+            return []
+        return await self._write(work)
+
     # -- outbox (state changes for the host) ------------------------------------------
 
     async def claim_outbox(
-        self, *, limit: int = 20, lease_seconds: float = LEASE_SECONDS, known_due: bool = False
+        self,
+        *,
+        limit: int = 20,
+        lease_seconds: float = LEASE_SECONDS,
+        known_due: bool = False,
+        exclude: Iterable[int] = (),
     ) -> list[OutboxEvent]:
         """Lease due outbox rows to this worker; another worker skips them until the lease ends.
 
-        ``known_due`` skips the read that checks first (the caller just did it).
+        ``known_due`` skips the read that checks first (the caller just did it);
+        ``exclude`` names rows the caller is still delivering (never claimed twice).
         """
+        excluded = list(exclude)
         if not known_due and not await self._outbox_due(utcnow()):
             # A read never waits for SQLite's single writer; an empty write transaction does.
             return []
@@ -726,6 +817,8 @@ class PaymentRepository:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
+            if excluded:
+                stmt = stmt.where(col(OutboxRow.id).not_in(excluded))
             rows = (await session.exec(stmt)).all()
             leased = now + timedelta(seconds=lease_seconds)
             for r in rows:
@@ -776,6 +869,36 @@ class PaymentRepository:
         async with self._reading() as session:
             stmt = select(OutboxRow.status, func.count()).group_by(OutboxRow.status)
             return {status: int(n) for status, n in (await session.exec(stmt)).all()}
+
+    async def outbox(self, *, status: str | None = None, limit: int = 100) -> list[OutboxRecord]:
+        """Outbox rows, newest first (all, or those in ``status``)."""
+        async with self._reading() as session:
+            stmt = select(OutboxRow).order_by(col(OutboxRow.id).desc()).limit(limit)
+            if status is not None:
+                stmt = stmt.where(OutboxRow.status == status)
+            return [_outbox_record(r) for r in (await session.exec(stmt)).all()]
+
+    async def requeue_outbox(self, *, ids: Sequence[int] | None = None) -> list[OutboxRecord]:
+        """Offer parked changes (all, or those of ``ids``) to the host again, from now.
+
+        Each gets a fresh retry window; its attempt count goes on. Returns the rows
+        requeued; a row no longer parked is left alone.
+        """
+
+        async def work(session: AsyncSession) -> list[OutboxRecord]:
+            stmt = select(OutboxRow).where(OutboxRow.status == "parked").order_by(col(OutboxRow.id))
+            if ids is not None:
+                stmt = stmt.where(col(OutboxRow.id).in_(list(ids)))
+            rows = (await session.exec(stmt.with_for_update())).all()
+            now = utcnow()
+            for row in rows:
+                row.status, row.next_attempt_at, row.requeued_at = "pending", now, now
+                session.add(row)
+            return [_outbox_record(r) for r in rows]
+
+        if ids is not None and not ids:
+            return []
+        return await self._write(work)
 
 
 def _is_retryable_write(exc: BaseException) -> bool:
@@ -904,6 +1027,7 @@ def _inbox_values(
         "raw": item.raw_json,
         "status": item.status,
         "detail": item.detail,
+        "live": item.live,
         "attempts": 0,
         "deliveries": deliveries,
         "received_at": now,
@@ -1040,4 +1164,30 @@ def _outbox_event(row: OutboxRow) -> OutboxEvent:
         source=row.source,
         attempts=row.attempts,
         created_at=_aware(row.created_at) or row.created_at,
+        requeued_at=_aware(row.requeued_at),
     )
+
+
+def _outbox_record(row: OutboxRow) -> OutboxRecord:
+    return OutboxRecord(
+        id=row.id or 0,
+        event_id=row.event_id,
+        reference=row.reference,
+        from_state=PaymentState(row.from_state) if row.from_state else None,
+        to_state=PaymentState(row.to_state),
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        created_at=_aware(row.created_at) or row.created_at,
+        next_attempt_at=_aware(row.next_attempt_at) or row.next_attempt_at,
+        delivered_at=_aware(row.delivered_at),
+        requeued_at=_aware(row.requeued_at),
+    )
+
+
+def _merchant_account(raw: str) -> str | None:
+    try:
+        account = json.loads(raw).get("merchantAccountCode")
+    except (ValueError, AttributeError):
+        return None
+    return account if isinstance(account, str) else None

@@ -115,6 +115,8 @@ class NotificationRow(SQLModel, table=True):
     raw: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(max_length=16)
     detail: str | None = Field(default=None, max_length=255)
+    # The delivery's ``live`` flag, so an ignored item can be judged again later.
+    live: bool | None = None
     attempts: int = 0
     deliveries: int = 1
     received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -143,5 +145,9 @@ class OutboxRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     next_attempt_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     delivered_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # Set when an operator requeues a parked row: its retry window starts again here.
+    requeued_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )

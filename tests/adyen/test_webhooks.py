@@ -105,8 +105,28 @@ def test_dedup_key_is_shared_by_identical_redeliveries() -> None:
     failed = parse_notification_body(body(item(success="false"))).items[0]
     assert first.dedup_key == again.dedup_key
     assert first.dedup_key != failed.dedup_key
-    expected = hashlib.sha256(signing_string(first.raw).encode()).hexdigest()
+    expected = hashlib.sha256(("false:" + signing_string(first.raw)).encode()).hexdigest()
     assert first.dedup_key == expected
+
+
+def test_dedup_key_tells_the_live_flag_apart() -> None:
+    # ``live`` is not signed: a copy with it flipped must not share the genuine item's key.
+    test = parse_notification_body(body(item(), live="false")).items[0]
+    live = parse_notification_body(body(item(), live="true")).items[0]
+    assert (test.live, live.live) == (False, True)
+    assert test.dedup_key != live.dedup_key
+    expected = hashlib.sha256(("true:" + signing_string(live.raw)).encode()).hexdigest()
+    assert live.dedup_key == expected
+
+
+@pytest.mark.parametrize(
+    "field", ["pspReference", "merchantReference", "eventCode", "reason", "merchantAccountCode"]
+)
+def test_a_nul_in_a_stored_string_is_malformed(field: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_notification_body(body(item(**{field: "ab\x00c"})))
+    assert caught.value.code == "invalid_notification"
+    assert "NUL" in caught.value.message
 
 
 def test_parses_many_items() -> None:

@@ -31,7 +31,9 @@ async def check(app: Any) -> None:
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop")
         async with client:
             health = await client.get("/pay/health")
-            assert health.status_code == 200 and health.json() == {"status": "ok"}, health.text
+            running = {"inbox": "running", "outbox": "running"}
+            expected = {"status": "ok", "loops": running}
+            assert health.status_code == 200 and health.json() == expected, health.text
             refused = await client.post("/pay/payments", json={"orderId": "A1001"})
             assert refused.status_code == 401, refused.text
             docs = await client.get("/pay/openapi.json")

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import POSTGRES_URL_ENV
 from tests.docs.reader import reader_namespace
 from tests.docs.snippets import Snippet, all_snippets, sandbox_variables
+from tests.postgres import POSTGRES_URL_ENV
 
 # The placeholder database of the deployment docs, replaced by the test server.
 DOCS_POSTGRES_URL = "postgresql+psycopg://shop@db.internal/shop"

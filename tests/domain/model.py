@@ -3,7 +3,8 @@
 Written from the documented rule, not from ``reconcile.py``: a payment's state is
 the highest state, in the order Created < Pending < Error < Refused < Authorised,
 implied by any event whose amount, currency and pspReference agree with the
-payment's. States are plain strings here on purpose.
+payment's; a webhook that would authorise must state its amount. States are plain
+strings here on purpose.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def agrees(event: PaymentEvent, amount: Amount, psp: str | None) -> bool:
     stated = (event.amount_value, event.amount_currency)
     if stated != (None, None) and stated != (amount.value, amount.currency):
         return False
+    blind = model_implied(event) == "Authorised" and event.source.value == "webhook"
+    if blind and None in stated:
+        return False  # Adyen always sends the amount: without one, nothing is checked
     return event.psp_reference is None or psp is None or event.psp_reference == psp
 
 

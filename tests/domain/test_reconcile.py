@@ -148,7 +148,8 @@ def api_events(
 def webhooks(
     draw: st.DrawFn, amount: Amount, key: str, psps: Sequence[str | None] = (PSP,)
 ) -> PaymentEvent:
-    value, currency = draw(money_facts(amount, optional=False))
+    # Optional: Adyen always sends an amount, so a webhook without one must not authorise.
+    value, currency = draw(money_facts(amount, optional=True))
     return webhook_event(
         draw(st.sampled_from(["AUTHORISATION", "AUTHORISATION", *WEBHOOK_CODES])),
         draw(st.booleans()),
@@ -260,7 +261,10 @@ def test_amount_mismatch_moves_nothing_and_is_a_conflict(data: st.DataObject) ->
     view = PaymentView(state, amount, psp_reference=psp)
     decision = decide(view, event, PaymentMachine())
     assert decision.outcome is Outcome.CONFLICT
-    assert decision.conflict is ConflictKind.AMOUNT_MISMATCH
+    stated = event.amount_value is not None
+    assert decision.conflict is (
+        ConflictKind.AMOUNT_MISMATCH if stated else ConflictKind.AMOUNT_MISSING
+    )
     assert decision.new_state is state
     assert not decision.takes_summary
     assert not decision.fills_psp_reference
@@ -282,8 +286,8 @@ FAILURES = [
 SUCCESSES = [
     result_event(EventSource.DETAILS, "Authorised", psp_reference=PSP),
     webhook_event(
-        "AUTHORISATION", True, dedup_key="s1", psp_reference=PSP, amount_value=None,
-        amount_currency=None,
+        "AUTHORISATION", True, dedup_key="s1", psp_reference=PSP, amount_value=1130,
+        amount_currency="CNY",
     ),
 ]  # fmt: skip
 CNY = Amount(1130, "CNY")
@@ -318,6 +322,24 @@ def test_success_after_failures_upgrades_to_authorised(
     later = fold_all(CNY, [success, *failures])
     assert later.view.state is PaymentState.AUTHORISED
     assert later.conflicts == len({f.key for f in failures})
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.sampled_from(list(PaymentState)), st.sampled_from([None, PSP]))
+def test_an_authorisation_without_an_amount_is_a_conflict_and_moves_nothing(
+    state: PaymentState, psp: str | None
+) -> None:
+    blind = webhook_event(
+        "AUTHORISATION", True, dedup_key="blind", psp_reference=PSP, amount_value=None,
+        amount_currency=None,
+    )  # fmt: skip
+    view = PaymentView(state, CNY, psp_reference=psp)
+    decision = decide(view, blind, PaymentMachine())
+    assert decision.outcome is Outcome.CONFLICT
+    assert decision.conflict is ConflictKind.AMOUNT_MISSING
+    assert decision.new_state is state
+    assert not decision.takes_summary
+    assert not decision.fills_psp_reference
 
 
 def test_pending_after_authorisation_is_recorded_not_a_conflict() -> None:

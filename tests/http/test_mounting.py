@@ -120,7 +120,10 @@ async def test_standalone_the_plugin_serves_its_own_lifespan(db_url: str) -> Non
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=pay), base_url=MERCHANT_BASE
     ) as client:
-        assert (await client.get("/health")).json() == {"status": "ok"}
+        assert (await client.get("/health")).json() == {
+            "status": "ok",
+            "loops": {"inbox": "running", "outbox": "running"},
+        }
         assert (await client.get("/openapi.json")).json()["servers"] == [{"url": "/"}]
     assert await driver.shutdown() == "lifespan.shutdown.complete"
     assert not pay.started

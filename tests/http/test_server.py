@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Literal
+from urllib.parse import quote
 
 import pytest
 
@@ -97,3 +98,14 @@ async def test_the_sandbox_retries_a_rejected_delivery_like_adyen(db_url: str) -
         assert delivery.state == "failed"
         assert {a.status_code for a in delivery.attempts} == {401}
         assert len(delivery.attempts) == len(w.config.webhook_retry_delays) + 1
+
+
+async def test_a_reference_with_a_slash_is_read_back_over_real_http(db_url: str) -> None:
+    async with served_world(db_url) as w:
+        headers = await start_payment(w, "shop/A2002")
+        # As the Mini Program sends it (encodeURIComponent), and as typed.
+        for path in (quote("shop/A2002", safe=""), "shop/A2002"):
+            for who in (headers, {"X-Admin-Key": ADMIN_KEY}):
+                r = await w.client.get(f"/pay/payments/{path}", headers=who)
+                assert r.status_code == 200, (path, r.text)
+                assert r.json()["reference"] == "shop/A2002"

@@ -85,6 +85,9 @@ def test_from_env_reads_every_prefixed_variable() -> None:
             RATE_LIMIT_PER_MINUTE="30",
             ADMIN_API_KEY="admin-key-value",
             DATABASE_POOL_SIZE="4",
+            HOOK_TIMEOUT_SECONDS="2.5",
+            OUTBOX_PARK_AFTER_SECONDS="86400",
+            SQLITE_SYNCHRONOUS="NORMAL",
         )
     )
     assert settings.is_live
@@ -95,6 +98,8 @@ def test_from_env_reads_every_prefixed_variable() -> None:
     assert settings.allow_client_amount is True
     assert (settings.session_ttl_seconds, settings.rate_limit_per_minute) == (600, 30)
     assert settings.database_pool_size == 4
+    assert (settings.hook_timeout_seconds, settings.outbox_park_after_seconds) == (2.5, 86400)
+    assert settings.sqlite_synchronous == "normal"
     assert Settings.from_env(env()).checkout_url == "https://checkout-test.adyen.com/v71"
     assert (
         Settings.from_env(env(), adyen_merchant_account="Override").adyen_merchant_account
@@ -157,6 +162,10 @@ def test_from_env_refuses_unparsable_values(name: str, raw: str) -> None:
         ({"adyen_timeout_seconds": 0}, "ADYEN_TIMEOUT_SECONDS", "greater than 0"),
         ({"adyen_max_retries": -1}, "ADYEN_MAX_RETRIES", "greater than or equal to 0"),
         ({"inbox_max_attempts": 0}, "INBOX_MAX_ATTEMPTS", "greater than or equal to 1"),
+        ({"hook_timeout_seconds": 0}, "HOOK_TIMEOUT_SECONDS", "greater than 0"),
+        ({"hook_timeout_seconds": 301}, "HOOK_TIMEOUT_SECONDS", "less than or equal to 300"),
+        ({"outbox_park_after_seconds": 0}, "OUTBOX_PARK_AFTER_SECONDS", "greater than or equal"),
+        ({"sqlite_synchronous": "off"}, "SQLITE_SYNCHRONOUS", "'full' or 'normal'"),
         (
             {"session_secrets": ["s" * 32, "short"], "session_secret": None},
             "SESSION_SECRETS",

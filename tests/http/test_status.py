@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY
@@ -64,6 +66,20 @@ async def test_others_and_strangers_get_404_or_401(db_url: str) -> None:
         assert r.status_code == 200
 
 
+@pytest.mark.parametrize("reference", ["shop/A2002", "a/b/c", "shop:1/x.y_z-2"])
+async def test_a_reference_with_a_slash_is_found_encoded_or_not(
+    db_url: str, reference: str
+) -> None:
+    async with host_world(db_url) as w:
+        headers = await start_payment(w, reference)
+        for path in (reference, quote(reference, safe="")):
+            r = await w.client.get(f"/pay/payments/{path}", headers=headers)
+            assert r.status_code == 200, (path, r.text)
+            assert r.json()["reference"] == reference
+        r = await w.client.get(f"/pay/payments/{reference}/more", headers=headers)
+        assert (r.status_code, error_code(r)) == (404, "payment_not_found")
+
+
 async def test_without_an_admin_key_configured_no_header_is_admin(db_url: str) -> None:
     async with host_world(db_url, admin_api_key=None) as w:
         await start_payment(w, "order-noadmin")
@@ -96,10 +112,29 @@ async def test_admin_views(db_url: str) -> None:
 async def test_health(db_url: str) -> None:
     async with host_world(db_url) as w:
         await start_payment(w, "order-h")
-        assert (await w.client.get("/pay/health")).json() == {"status": "ok"}
+        running = {"inbox": "running", "outbox": "running"}
+        assert (await w.client.get("/pay/health")).json() == {"status": "ok", "loops": running}
+        await w.pay.drain()
         body = (await w.client.get("/pay/health", headers=ADMIN)).json()
-        assert body["states"] == {"Pending": 1}
-        assert "outbox" in body
+        assert body == {
+            "status": "ok",
+            "loops": running,
+            "states": {"Pending": 1},
+            "outbox": {"delivered": 1},
+            "notifications": {},
+            "stalePayments": 0,
+            "deliveriesInFlight": 0,
+        }
+
+
+async def test_health_counts_stale_payments_for_monitoring(db_url: str) -> None:
+    async with host_world(db_url, stale_after_seconds=0) as w:
+        await start_payment(w, "order-stale-1")
+        await start_payment(w, "order-stale-2")
+        body = (await w.client.get("/pay/health", headers=ADMIN)).json()
+        assert body["stalePayments"] == 2
+        listed = (await w.client.get("/pay/admin/stale", headers=ADMIN)).json()["payments"]
+        assert len(listed) == body["stalePayments"]
 
 
 @pytest.mark.parametrize("kind", ["starlette", "fastapi", "middleware", "fastapi-middleware"])

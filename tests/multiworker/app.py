@@ -6,11 +6,13 @@ the package:
 
 ``MPP_TEST_DELIVERIES_DIR``  on_state_change appends one JSON line per call to
                              ``<dir>/<pid>.jsonl`` (written before it returns).
-``MPP_TEST_HOOK_BLOCKS=1``   on_state_change records the call, then never returns:
+``MPP_TEST_HOOK_BLOCKS=<state>``  on_state_change records the call, then never
+                             returns for a change to ``<state>`` (``1``: every change):
                              the process dies between commit and delivery.
 ``MPP_TEST_NO_APPLY=1``      no worker loop and no apply after the answer: the
                              process dies between storing a webhook and applying it.
-``MPP_TEST_LEASE_SECONDS``   the outbox lease this process takes.
+``MPP_TEST_LEASE_SECONDS``   the outbox lease this process takes (shorter than the
+                             hook's timeout: a killed process's rows come back soon).
 ``MPP_TEST_APPLY_LEASE_SECONDS``  how long a stored webhook item is left to the
                              request that stored it.
 """
@@ -18,7 +20,6 @@ the package:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 from collections.abc import Sequence
@@ -47,12 +48,10 @@ class _TestPay(MiniProgramPay):
         if self.apply_lease_seconds is not None:
             self.service.apply_lease_seconds = self.apply_lease_seconds
         if self.lease_seconds is not None:
-            self.repository.claim_outbox = functools.partial(  # type: ignore[method-assign]
-                self.repository.claim_outbox, lease_seconds=self.lease_seconds
-            )
+            self.workers.lease_seconds = self.lease_seconds
 
 
-def _recorder(folder: Path, *, block: bool) -> StateChangeHook:
+def _recorder(folder: Path, *, block: str | None) -> StateChangeHook:
     path = folder / f"{os.getpid()}.jsonl"
 
     async def on_state_change(change: StateChange) -> None:
@@ -69,7 +68,7 @@ def _recorder(folder: Path, *, block: bool) -> StateChangeHook:
             os.write(fd, (json.dumps(line) + "\n").encode())
         finally:
             os.close(fd)
-        if block:
+        if block in ("1", change.state.value):
             await asyncio.Event().wait()
 
     return on_state_change
@@ -81,7 +80,7 @@ def create_app() -> Starlette:
     folder = Path(env["MPP_TEST_DELIVERIES_DIR"])
     pay = _TestPay(
         Settings.from_env(inbox_max_attempts=3),
-        on_state_change=_recorder(folder, block=env.get("MPP_TEST_HOOK_BLOCKS") == "1"),
+        on_state_change=_recorder(folder, block=env.get("MPP_TEST_HOOK_BLOCKS")),
         run_workers=not no_apply,
     )
     pay.no_apply = no_apply

@@ -92,8 +92,15 @@ async def test_change_committed_then_worker_killed_is_delivered_after_restart(
     merchants: Merchants, shop: Shop, store: Store, deliveries_dir: Path
 ) -> None:
     reference = "crash-outbox-1"
-    # The first process's host hook never returns; its outbox lease is short.
-    first = await merchants.start("first", MPP_TEST_HOOK_BLOCKS="1", MPP_TEST_LEASE_SECONDS="2")
+    # The first process's host hook never returns for Pending (and would not time out
+    # before the kill); its outbox lease is short, so the restarted process need not
+    # wait long for the row.
+    first = await merchants.start(
+        "first",
+        MPP_TEST_HOOK_BLOCKS="Pending",
+        MPP_TEST_LEASE_SECONDS="2",
+        MINIPROGRAM_PAY_HOOK_TIMEOUT_SECONDS="120",
+    )
     headers = await shop.login(first.url, "dave", 1)
     answer = await shop.pay(first.url, headers, reference)
 
@@ -111,11 +118,17 @@ async def test_change_committed_then_worker_killed_is_delivered_after_restart(
         return [n.status for n in await _notifications(store)] == ["applied"]
 
     await wait_until(applied, seconds=15, what="the webhook to be applied")
+
+    async def authorised_delivered() -> bool:
+        return [o.status for o in await _outbox(store)] == ["pending", "delivered"]
+
+    # The hanging Pending delivery holds its own row only: Authorised reaches the host.
+    await wait_until(authorised_delivered, seconds=15, what="Authorised to reach the host")
     await asyncio.to_thread(first.kill)
     assert first.process.returncode == -9
     assert [(o.to_state, o.status) for o in await _outbox(store)] == [
         ("Pending", "pending"),  # leased by the dead process, hook entered, never returned
-        ("Authorised", "pending"),  # committed, never claimed
+        ("Authorised", "delivered"),
     ]
 
     await merchants.start("second")

@@ -1,18 +1,30 @@
-"""Fixtures of the security suite: a fresh SQLite file and a world per test."""
+"""Fixtures of the security suite: a fresh database and a world per test.
+
+Every test runs on SQLite. A module that sets ``BOTH_BACKENDS = True`` (the fuzz
+suites, the NUL cases) runs again on PostgreSQL when
+``MINIPROGRAM_PAY_TEST_POSTGRES_URL`` is set: PostgreSQL refuses input SQLite takes
+(a NUL in text), so a hostile input must be tried against both.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import backends, database_url
 from tests.security.helpers import FUZZ_CASES, SecurityWorld, security_world
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if getattr(metafunc.module, "BOTH_BACKENDS", False) and "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", backends(), indirect=True)
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'pay.db'}"
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from database_url(request, getattr(request, "param", "sqlite"), tmp_path)
 
 
 @pytest.fixture

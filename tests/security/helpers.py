@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 from miniprogram_pay import MiniProgramPay, OrderResolver, StateChange
 from miniprogram_pay.sandbox import SandboxConfig
+from tests.postgres import libpq_dsn
 from tests.world import MERCHANT_BASE, World, connect, settings_for, wiring
 
 TABLES = ("mpp_payment", "mpp_transition", "mpp_payment_event", "mpp_notification", "mpp_outbox")
@@ -116,7 +118,7 @@ class SecurityWorld(World):
         the request under test.
         """
         await self.pay.drain()
-        return snapshot(self.db_path)
+        return await asyncio.to_thread(snapshot_database, self.settings.database_url)
 
 
 @asynccontextmanager
@@ -180,6 +182,14 @@ async def security_world(
 def snapshot(db_path: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the package, in id order (committed data only)."""
     with closing(sqlite3.connect(db_path)) as conn:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TABLES}
+
+
+def snapshot_database(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """``snapshot`` of a SQLite file or a PostgreSQL database, given its URL."""
+    if database_url.startswith("sqlite"):
+        return snapshot(database_url.split(":///", 1)[1])
+    with psycopg.connect(libpq_dsn(database_url)) as conn:
         return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TABLES}
 
 

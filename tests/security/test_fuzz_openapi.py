@@ -27,6 +27,7 @@ from miniprogram_pay.http.openapi import openapi_document
 from tests.security.helpers import SecurityWorld, assert_error_shape, count_case
 from tests.world import ADMIN_KEY, MERCHANT_BASE, basic_auth
 
+BOTH_BACKENDS = True
 MAX_EXAMPLES = 50
 UPSTREAM_CODES = {"adyen_rejected", "adyen_unavailable", "adyen_timeout", "wechat_invalid_code"}
 SCHEMA = schemathesis.openapi.from_dict(openapi_document("/pay"))
@@ -57,6 +58,9 @@ CREDENTIALS = {
     "POST /webhooks/adyen": ("webhook", "webhook", "generated", "admin"),
     "GET /admin/stale": ("admin", "admin", "generated", "shopper"),
     "GET /admin/notifications": ("admin", "admin", "generated", "shopper"),
+    "POST /admin/notifications/requeue": ("admin", "admin", "generated", "shopper"),
+    "GET /admin/outbox": ("admin", "admin", "generated", "shopper"),
+    "POST /admin/outbox/requeue": ("admin", "admin", "generated", "shopper"),
     "GET /health": ("admin", "generated"),
     "GET /openapi.json": ("generated",),
 }

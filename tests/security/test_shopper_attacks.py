@@ -6,7 +6,9 @@ and expired tokens are 401, and the amount is the merchant's word, not the clien
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import time
 from typing import Any
 
@@ -252,4 +254,42 @@ async def test_a_wrong_admin_key_is_no_admin(world: SecurityWorld) -> None:
         stale = await world.client.get("/pay/admin/stale", headers={"X-Admin-Key": key})
         assert_error(stale, 404, "not_found")
         health = await world.client.get("/pay/health", headers={"X-Admin-Key": key})
-        assert health.json() == {"status": "ok"}
+        # Liveness only (this world runs no background loops): no counts without the key.
+        assert health.json() == {"status": "ok", "loops": {"inbox": "off", "outbox": "off"}}
+
+
+def _details_calls(world: SecurityWorld) -> list[str]:
+    """The paymentStatus of every /payments/details call the plugin made to Adyen."""
+    return [
+        json.loads(e.request_body)["details"]["paymentStatus"]
+        for e in world.transport.to("/payments/details")
+    ]
+
+
+async def test_one_shopper_cannot_buy_unbounded_adyen_calls(world: SecurityWorld) -> None:
+    alice = await world.login("alice")
+    assert (await world.pay_order(alice, "order-calls")).status_code == 200
+    variants = [f"requestPayment:fail variant {i}" for i in range(50)]
+    answers = await asyncio.gather(*(world.details(alice, "order-calls", v) for v in variants))
+    assert {(r.status_code, r.json()["state"]) for r in answers} == {(200, "Refused")}
+    # One shape of res.errMsg, one call, sent in that shape (the detail is the client's prose).
+    assert _details_calls(world) == ["requestPayment:fail"]
+    # A final payment: a failure report cannot move it, so it costs no call; "ok" may
+    # still pay it (a cancelled prepay_id stays payable), once.
+    ok = "requestPayment:ok"
+    for status in ("requestPayment:fail cancel", "requestPayment:fail again", ok, ok, ok):
+        r = await world.details(alice, "order-calls", status)
+        assert r.status_code == 200, r.text
+    assert _details_calls(world) == ["requestPayment:fail", "requestPayment:ok"]
+
+
+async def test_a_repeated_report_for_a_pending_payment_asks_adyen_once(
+    world: SecurityWorld,
+) -> None:
+    alice = await world.login("alice")
+    reference = "order-sbx-pending-then-webhook"
+    assert (await world.pay_order(alice, reference)).status_code == 200
+    for _ in range(10):
+        r = await world.details(alice, reference)
+        assert r.status_code == 200, r.text
+    assert _details_calls(world) == ["requestPayment:ok"]

@@ -309,7 +309,9 @@ class RepositoryMachine(RuleBasedStateMachine):
         for row in log:
             event = model.events[row.key]
             if model_implied(event) is not None and not agrees(event, model.amount, model.psp):
-                assert (row.outcome, row.conflict) == ("conflict", "amount_mismatch")
+                stated = event.amount_value is not None
+                conflict = "amount_mismatch" if stated else "amount_missing"
+                assert (row.outcome, row.conflict) == ("conflict", conflict)
         assert payment.conflicts == sum(row.outcome == "conflict" for row in log)
         return len(history) - 1
 

@@ -97,6 +97,23 @@ describe('pay() against `miniprogram-pay serve --sandbox`', () => {
     assert.equal(result.state, 'Authorised');
   });
 
+  test('a reference with "/" is paid and read back through encodeURIComponent', async () => {
+    const wx = shopperWx({ outcome: 'ok' });
+    const shop = order();
+    shop.reference = `shop/${shop.reference}`;
+    const result = await pay({ wx, apiBase: server.apiBase, order: shop, poll: FAST_POLL });
+    assert.equal(result.reference, shop.reference);
+    assert.equal(result.state, 'Authorised');
+    // What the client's polling sends (lib/pay.js), and the same reference unencoded.
+    for (const path of [encodeURIComponent(shop.reference), shop.reference]) {
+      const res = await fetch(`${server.apiBase}/payments/${path}`, { headers: { 'X-Admin-Key': server.adminKey } });
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).reference, shop.reference);
+    }
+    const polls = wx.calls.requests.filter((r) => r.method === 'GET');
+    assert.ok(polls.every((r) => r.url.includes('/payments/shop%2F')));
+  });
+
   test('an API error rejects with its code', async () => {
     const wx = shopperWx({});
     const bad = { reference: 'mp-bad-amount', amount: { currency: 'XXX', value: 1 } };
