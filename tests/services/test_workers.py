@@ -106,14 +106,39 @@ async def _delivered(w: World, reference: str) -> list[str]:
     return [row.event_id for row in rows if row.reference == reference]
 
 
+Behaviour = Callable[[StateChange, int], Awaitable[None]]
+
+
+async def _returns(change: StateChange, call: int) -> None:
+    return None
+
+
+class HostHook:
+    """A host's ``on_state_change``: ``behave(change, call number)``, then the change is taken."""
+
+    def __init__(self, behave: Behaviour = _returns) -> None:
+        self.behave = behave
+        self.calls: list[StateChange] = []
+        self.taken: list[StateChange] = []
+
+    async def __call__(self, change: StateChange) -> None:
+        self.calls.append(change)
+        await self.behave(change, len(self.calls))
+        self.taken.append(change)
+
+    async def took(self, reference: str) -> list[int]:
+        """The attempts at which the host took a change of ``reference``."""
+        return [c.attempt for c in self.taken if c.reference == reference]
+
+
 async def test_stored_webhooks_are_applied_while_the_hook_hangs(db_url: str) -> None:
     entered, release = asyncio.Event(), asyncio.Event()
 
-    async def hangs(change: StateChange) -> None:
+    async def hangs(change: StateChange, call: int) -> None:
         entered.set()
         await release.wait()
 
-    async with world(db_url, on_state_change=hangs) as w:
+    async with world(db_url, on_state_change=HostHook(hangs)) as w:
         references = [f"order-hang-{i}" for i in range(3)]
         payments = {reference: await _pending_payment(w, reference) for reference in references}
         await asyncio.wait_for(entered.wait(), 10)
@@ -130,20 +155,19 @@ async def test_stored_webhooks_are_applied_while_the_hook_hangs(db_url: str) -> 
 async def test_a_hanging_hook_holds_its_own_change_only(db_url: str) -> None:
     slow_entered, release = asyncio.Event(), asyncio.Event()
 
-    async def slow_for_one(change: StateChange) -> None:
+    async def slow_for_one(change: StateChange, call: int) -> None:
         if change.reference == "order-slow":
             slow_entered.set()
             await release.wait()
 
-    async with world(db_url, on_state_change=slow_for_one) as w:
+    host = HostHook(slow_for_one)
+    async with world(db_url, on_state_change=host) as w:
         await _pending_payment(w, "order-slow")
         await asyncio.wait_for(slow_entered.wait(), 10)
         await _pending_payment(w, "order-fast")
 
-        async def fast_delivered() -> list[str]:
-            return await _delivered(w, "order-fast")
-
-        assert await eventually(fast_delivered, seconds=8, what="the other change to be delivered")
+        await eventually(lambda: host.took("order-fast"), seconds=8, what="the other change")
+        assert await eventually(lambda: _delivered(w, "order-fast"), what="its row marked")
         assert await _delivered(w, "order-slow") == []  # still in its hook
         assert w.pay.workers.deliveries_in_flight == 1
         release.set()
@@ -153,17 +177,16 @@ async def test_a_hanging_hook_holds_its_own_change_only(db_url: str) -> None:
 async def test_a_hook_that_does_not_return_in_time_is_retried(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    calls: list[int] = []
-
-    async def hangs_once(change: StateChange) -> None:
-        calls.append(change.attempt)
-        if len(calls) == 1:
+    async def hangs_once(change: StateChange, call: int) -> None:
+        if call == 1:
             await asyncio.Event().wait()  # cancelled by the timeout
 
-    async with world(db_url, on_state_change=hangs_once, hook_timeout_seconds=0.2) as w:
+    host = HostHook(hangs_once)
+    async with world(db_url, on_state_change=host, hook_timeout_seconds=0.2) as w:
         await _pending_payment(w, "order-timeout")
-        assert await eventually(lambda: _delivered(w, "order-timeout"), what="the retry")
-    assert calls == [1, 2]
+        assert await eventually(lambda: host.took("order-timeout"), what="the retry") == [2]
+        assert await eventually(lambda: _delivered(w, "order-timeout"), what="its row marked")
+    assert [c.attempt for c in host.calls] == [1, 2]
     assert any("did not return within 0.2 s" in r.getMessage() for r in caplog.records)
 
 
@@ -171,16 +194,14 @@ async def test_a_hook_that_does_not_return_in_time_is_retried(
 async def test_a_hook_raising_what_is_no_exception_stops_nothing(
     db_url: str, error: type[BaseException], caplog: pytest.LogCaptureFixture
 ) -> None:
-    calls: list[tuple[str, int]] = []
-
-    async def raises_once(change: StateChange) -> None:
-        calls.append((change.reference, change.attempt))
-        if len(calls) == 1:
+    async def raises_once(change: StateChange, call: int) -> None:
+        if call == 1:
             raise error
 
-    async with world(db_url, on_state_change=raises_once) as w:
+    host = HostHook(raises_once)
+    async with world(db_url, on_state_change=host) as w:
         await _pending_payment(w, "order-first")
-        await eventually(lambda: _delivered(w, "order-first"), what="the change to be retried")
+        assert await eventually(lambda: host.took("order-first"), what="a retry") == [2]
         psp = await _pending_payment(w, "order-later")
         await _store_unapplied(w, {"order-later": psp})
 
@@ -188,9 +209,8 @@ async def test_a_hook_raising_what_is_no_exception_stops_nothing(
             return await _states(w, ["order-later"]) == ["Authorised"]
 
         await eventually(later_authorised, what="the inbox loop to apply the webhook")
-        await eventually(lambda: _delivered(w, "order-later"), what="later changes to be told")
+        assert await eventually(lambda: host.took("order-later"), what="later changes") == [1, 1]
         assert w.pay.workers.loop_states() == {"inbox": "running", "outbox": "running"}
-    assert calls[:2] == [("order-first", 1), ("order-first", 2)]
     assert any(error.__name__ in (r.exc_text or r.getMessage()) for r in caplog.records)
 
 
@@ -306,16 +326,15 @@ async def test_a_state_change_is_offered_to_the_host_far_beyond_a_dozen_attempts
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(workers_module, "outbox_backoff", lambda attempt: 0.01)
-    attempts: list[int] = []
 
-    async def down_for_a_while(change: StateChange) -> None:
-        attempts.append(change.attempt)
-        if len(attempts) <= 15:
+    async def down_for_a_while(change: StateChange, call: int) -> None:
+        if call <= 15:
             raise ConnectionError("the host is down")
 
-    async with world(db_url, on_state_change=down_for_a_while) as w:
+    host = HostHook(down_for_a_while)
+    async with world(db_url, on_state_change=host) as w:
         await w.pay.start()
         w.pay.workers.poll_seconds = 0.02
         await _pending_payment(w, "order-outage")
-        assert await eventually(lambda: _delivered(w, "order-outage"), what="the delivery")
-    assert attempts == list(range(1, 17))
+        assert await eventually(lambda: host.took("order-outage"), what="the delivery") == [16]
+    assert [c.attempt for c in host.calls] == list(range(1, 17))
