@@ -999,44 +999,54 @@ def _add_db(commands: Any) -> None:
     downgrade.set_defaults(handler=cmd_db_downgrade)
 
 
+def _requeue_parser(
+    commands: Any, noun: str, *, noun_help: str, help: str, description: str, item: str
+) -> argparse.ArgumentParser:
+    """``miniprogram-pay <noun> requeue`` with ``--id`` and the database options."""
+    group = commands.add_parser(noun, help=noun_help)
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    requeue: argparse.ArgumentParser = actions.add_parser(
+        "requeue", help=help, description=description
+    )
+    requeue.add_argument(
+        "--id", type=int, action="append", help=f"{item} (repeatable; default: all)"
+    )
+    _add_database_options(requeue)
+    return requeue
+
+
 def _add_outbox(commands: Any) -> None:
-    outbox = commands.add_parser("outbox", help="state changes waiting for the host")
-    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
-    requeue = actions.add_parser(
-        "requeue",
+    requeue = _requeue_parser(
+        commands,
+        "outbox",
+        noun_help="state changes waiting for the host",
         help="offer parked state changes to on_state_change again",
         description="Parked state changes (all, or those of --id) become due now, with a "
         "fresh retry window. The running workers deliver them.",
+        item="an outbox row id",
     )
-    requeue.add_argument(
-        "--id", type=int, action="append", help="an outbox row id (repeatable; default: all)"
-    )
-    _add_database_options(requeue)
     requeue.set_defaults(handler=cmd_outbox_requeue)
 
 
 def _add_notifications(commands: Any) -> None:
-    notes = commands.add_parser("notifications", help="stored webhook items")
-    actions = notes.add_subparsers(dest="action", required=True, metavar="ACTION")
-    requeue = actions.add_parser(
-        "requeue",
+    requeue = _requeue_parser(
+        commands,
+        "notifications",
+        noun_help="stored webhook items",
         help="apply parked or ignored webhook items again",
         description="Parked items (all, or those of --id) are retried with fresh attempts. "
         "Ignored items are judged again against MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT and "
         "MINIPROGRAM_PAY_ADYEN_ENVIRONMENT; the ones that are ours now are applied.",
+        item="an item id",
     )
     requeue.add_argument(
         "--status", choices=("parked", "ignored"), required=True, help="which items to requeue"
-    )
-    requeue.add_argument(
-        "--id", type=int, action="append", help="an item id (repeatable; default: all)"
     )
     requeue.add_argument(
         "--merchant-account",
         default=None,
         help="for --status ignored (default: MINIPROGRAM_PAY_ADYEN_MERCHANT_ACCOUNT)",
     )
-    _add_database_options(requeue)
     requeue.set_defaults(handler=cmd_notifications_requeue)
 
 

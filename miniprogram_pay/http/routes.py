@@ -423,6 +423,57 @@ def status_answer(
 
 # -- the routes ------------------------------------------------------------------------
 
+Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def _admin_list(
+    path: str,
+    endpoint: Endpoint,
+    *,
+    summary: str,
+    answer: type[BaseModel],
+    statuses: Sequence[str],
+) -> ApiRoute:
+    """An admin list with a ``status`` filter; named after its endpoint."""
+    return ApiRoute(
+        path,
+        endpoint,
+        method="GET",
+        name=endpoint.__name__,
+        contract=Contract(
+            summary=summary,
+            answer=answer,
+            security=("admin",),
+            errors=merged(STORAGE, ADMIN, {400: ("invalid_status",)}),
+            query={"status": ", ".join(statuses)},
+        ),
+    )
+
+
+def _admin_requeue(
+    path: str,
+    endpoint: Endpoint,
+    *,
+    summary: str,
+    request: type[BaseModel],
+    answer: type[BaseModel],
+) -> ApiRoute:
+    """An admin POST that puts parked work back in line; named after its endpoint."""
+    return ApiRoute(
+        path,
+        endpoint,
+        method="POST",
+        name=endpoint.__name__,
+        contract=Contract(
+            summary=summary,
+            request=request,
+            answer=answer,
+            security=("admin",),
+            errors=merged(JSON_BODY, STORAGE, ADMIN),
+        ),
+    )
+
+
 routes = [
     ApiRoute(
         "/session",
@@ -529,57 +580,33 @@ routes = [
             errors=merged(STORAGE, ADMIN),
         ),
     ),
-    ApiRoute(
+    _admin_list(
         "/admin/notifications",
         notifications,
-        method="GET",
-        name="notifications",
-        contract=Contract(
-            summary="Received webhook items and their processing status",
-            answer=schemas.NotificationsAnswer,
-            security=("admin",),
-            errors=merged(STORAGE, ADMIN, {400: ("invalid_status",)}),
-            query={"status": ", ".join(schemas.NOTIFICATION_STATUSES)},
-        ),
+        summary="Received webhook items and their processing status",
+        answer=schemas.NotificationsAnswer,
+        statuses=schemas.NOTIFICATION_STATUSES,
     ),
-    ApiRoute(
+    _admin_requeue(
         "/admin/notifications/requeue",
         requeue_notifications,
-        method="POST",
-        name="requeue_notifications",
-        contract=Contract(
-            summary="Apply parked webhook items again, or ignored ones that are ours now",
-            request=schemas.NotificationRequeueRequest,
-            answer=schemas.NotificationRequeueAnswer,
-            security=("admin",),
-            errors=merged(JSON_BODY, STORAGE, ADMIN),
-        ),
+        summary="Apply parked webhook items again, or ignored ones that are ours now",
+        request=schemas.NotificationRequeueRequest,
+        answer=schemas.NotificationRequeueAnswer,
     ),
-    ApiRoute(
+    _admin_list(
         "/admin/outbox",
         outbox,
-        method="GET",
-        name="outbox",
-        contract=Contract(
-            summary="State changes for the host (on_state_change) and their delivery status",
-            answer=schemas.OutboxAnswer,
-            security=("admin",),
-            errors=merged(STORAGE, ADMIN, {400: ("invalid_status",)}),
-            query={"status": ", ".join(schemas.OUTBOX_STATUSES)},
-        ),
+        summary="State changes for the host (on_state_change) and their delivery status",
+        answer=schemas.OutboxAnswer,
+        statuses=schemas.OUTBOX_STATUSES,
     ),
-    ApiRoute(
+    _admin_requeue(
         "/admin/outbox/requeue",
         requeue_outbox,
-        method="POST",
-        name="requeue_outbox",
-        contract=Contract(
-            summary="Offer parked state changes to on_state_change again",
-            request=schemas.OutboxRequeueRequest,
-            answer=schemas.OutboxRequeueAnswer,
-            security=("admin",),
-            errors=merged(JSON_BODY, STORAGE, ADMIN),
-        ),
+        summary="Offer parked state changes to on_state_change again",
+        request=schemas.OutboxRequeueRequest,
+        answer=schemas.OutboxRequeueAnswer,
     ),
     ApiRoute(
         "/health",

@@ -1154,34 +1154,31 @@ def _notification_event(note: NotificationRow) -> PaymentEvent:
     )
 
 
+def _outbox_fields(row: OutboxRow) -> dict[str, Any]:
+    """What ``OutboxEvent`` and ``OutboxRecord`` both say of a row."""
+    return {
+        "id": row.id or 0,
+        "event_id": row.event_id,
+        "reference": row.reference,
+        "from_state": PaymentState(row.from_state) if row.from_state else None,
+        "to_state": PaymentState(row.to_state),
+        "attempts": row.attempts,
+        "created_at": _aware(row.created_at) or row.created_at,
+        "requeued_at": _aware(row.requeued_at),
+    }
+
+
 def _outbox_event(row: OutboxRow) -> OutboxEvent:
-    return OutboxEvent(
-        id=row.id or 0,
-        event_id=row.event_id,
-        reference=row.reference,
-        from_state=PaymentState(row.from_state) if row.from_state else None,
-        to_state=PaymentState(row.to_state),
-        source=row.source,
-        attempts=row.attempts,
-        created_at=_aware(row.created_at) or row.created_at,
-        requeued_at=_aware(row.requeued_at),
-    )
+    return OutboxEvent(**_outbox_fields(row), source=row.source)
 
 
 def _outbox_record(row: OutboxRow) -> OutboxRecord:
     return OutboxRecord(
-        id=row.id or 0,
-        event_id=row.event_id,
-        reference=row.reference,
-        from_state=PaymentState(row.from_state) if row.from_state else None,
-        to_state=PaymentState(row.to_state),
+        **_outbox_fields(row),
         status=row.status,
-        attempts=row.attempts,
         last_error=row.last_error,
-        created_at=_aware(row.created_at) or row.created_at,
         next_attempt_at=_aware(row.next_attempt_at) or row.next_attempt_at,
         delivered_at=_aware(row.delivered_at),
-        requeued_at=_aware(row.requeued_at),
     )
 
 

@@ -26,7 +26,14 @@ import pytest
 import uvicorn
 
 from miniprogram_pay.sandbox import Sandbox, SandboxConfig, create_sandbox_app
-from tests.world import ADMIN_KEY, SESSION_SECRET, basic_auth, notification_body, notification_item
+from tests.world import (
+    ADMIN_KEY,
+    SESSION_SECRET,
+    basic_auth,
+    eventually,
+    notification_body,
+    notification_item,
+)
 
 POSTGRES_URL_ENV = "MINIPROGRAM_PAY_TEST_POSTGRES_URL"
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,13 +302,5 @@ class Shop:
         raise AssertionError(f"webhook not accepted after {attempts} attempts")
 
 
-async def wait_until(check: Any, *, seconds: float, what: str) -> Any:
-    """Poll the async ``check`` until it returns something truthy, for at most ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.1)
+# Polls the async check until it is truthy, for at most ``seconds``.
+wait_until = eventually

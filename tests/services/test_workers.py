@@ -169,7 +169,11 @@ async def test_a_hanging_hook_holds_its_own_change_only(db_url: str) -> None:
         await eventually(lambda: host.took("order-fast"), seconds=8, what="the other change")
         assert await eventually(lambda: _delivered(w, "order-fast"), what="its row marked")
         assert await _delivered(w, "order-slow") == []  # still in its hook
-        assert w.pay.workers.deliveries_in_flight == 1
+
+        async def only_the_slow_one_in_flight() -> bool:
+            return w.pay.workers.deliveries_in_flight == 1
+
+        await eventually(only_the_slow_one_in_flight, what="the fast delivery's task to end")
         release.set()
         assert await eventually(lambda: _delivered(w, "order-slow"), what="the slow one")
 
@@ -209,7 +213,12 @@ async def test_a_hook_raising_what_is_no_exception_stops_nothing(
             return await _states(w, ["order-later"]) == ["Authorised"]
 
         await eventually(later_authorised, what="the inbox loop to apply the webhook")
-        assert await eventually(lambda: host.took("order-later"), what="later changes") == [1, 1]
+
+        async def both_told() -> list[int]:
+            took = await host.took("order-later")  # Pending, then Authorised
+            return took if len(took) == 2 else []
+
+        assert await eventually(both_told, what="later changes to reach the host") == [1, 1]
         assert w.pay.workers.loop_states() == {"inbox": "running", "outbox": "running"}
     assert any(error.__name__ in (r.exc_text or r.getMessage()) for r in caplog.records)
 
