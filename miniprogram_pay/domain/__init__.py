@@ -17,7 +17,14 @@ from miniprogram_pay.domain.ledger import (
 )
 from miniprogram_pay.domain.machine import TRANSITIONS, PaymentMachine, mermaid_diagram
 from miniprogram_pay.domain.money import SUPPORTED_CURRENCIES, Amount
-from miniprogram_pay.domain.reconcile import ConflictKind, Decision, Outcome, PaymentView, decide
+from miniprogram_pay.domain.reconcile import (
+    ConflictKind,
+    Decision,
+    Outcome,
+    PaymentView,
+    decide,
+    reconsider,
+)
 from miniprogram_pay.domain.refunds import (
     REFUND_EVENT_CODES,
     REFUND_TRANSITIONS,
@@ -78,6 +85,7 @@ __all__ = [
     "implied_state",
     "mermaid_diagram",
     "parse_refund_reason",
+    "reconsider",
     "refund_ledger",
     "refund_mermaid_diagram",
     "refund_received_event",

@@ -77,6 +77,11 @@ class PaymentEvent:
     amount_currency: str | None = None
     psp_reference: str | None = None
     reason: str | None = None
+    authoritative: bool = False
+    """Adyen's answer to our own call for this payment: the ``/payments`` answer, or the
+    ``/payments/details`` answer for the paymentData we stored. Its pspReference is the
+    payment's, whatever was heard before; a webhook, matched by merchant reference only,
+    never is."""
 
     @property
     def states_amount(self) -> bool:
@@ -134,12 +139,16 @@ def result_event(
     amount_value: int | None = None,
     amount_currency: str | None = None,
     request: str | None = None,
+    authoritative: bool = True,
 ) -> PaymentEvent:
     """An Adyen ``/payments`` or ``/payments/details`` answer as an event.
 
     ``request`` names the kind of call answered (for details, the shape of the
     Mini Program's ``res.errMsg``); it is part of the key, so the event log says
-    which kinds of call Adyen has answered.
+    which kinds of call Adyen has answered. ``authoritative`` is False for an answer
+    Adyen matched to a payment by something other than what we stored for it (a
+    ``/payments/details`` call without paymentData): like a webhook, it cannot tell
+    which Adyen payment it is about.
     """
     key = result_key_prefix(source, request) + _fingerprint(
         result_code, psp_reference, reason, amount_value, amount_currency
@@ -152,6 +161,7 @@ def result_event(
         reason=reason,
         amount_value=amount_value,
         amount_currency=amount_currency,
+        authoritative=authoritative,
     )
 
 

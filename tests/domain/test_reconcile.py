@@ -4,7 +4,9 @@ The model: a payment's state is the highest state, in the order
 Created < Pending < Error < Refused < Authorised, implied by any event whose
 amount and currency agree with the payment's. Everything here folds generated
 events through ``decide`` the way the repository does (skip a key already
-applied, keep the pspReference and the decisive precedence decide hands back).
+applied, keep the pspReference and the decisive precedence decide hands back),
+as a caller that reconsiders: deferred failures are decided again once the
+pspReference is known.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import event as label
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +35,7 @@ from miniprogram_pay.domain.reconcile import (
     Outcome,
     PaymentView,
     decide,
+    reconsider,
 )
 from miniprogram_pay.domain.states import PaymentState
 from tests.domain.model import (
@@ -40,6 +44,7 @@ from tests.domain.model import (
     WEBHOOK_CODES,
     agrees,
     assert_valid_path,
+    gives_psp,
     model_implied,
     model_state,
     model_summary,
@@ -60,22 +65,40 @@ class Fold:
     applied: set[str] = field(default_factory=set)
     events: list[PaymentEvent] = field(default_factory=list)
     summary: tuple[str, str | None] | None = None
+    deferred: dict[str, PaymentEvent] = field(default_factory=dict)
+    outcomes: dict[str, Decision] = field(default_factory=dict)
+    """Each event's decision as it stands (a deferred one replaced when reconsidered)."""
 
     @property
     def conflicts(self) -> int:
-        return sum(d.outcome is Outcome.CONFLICT for d in self.decisions)
+        return sum(d.outcome is Outcome.CONFLICT for d in self.outcomes.values())
 
 
 def start(amount: Amount, psp: str | None = None) -> Fold:
-    return Fold(PaymentView(PaymentState.CREATED, amount, psp_reference=psp))
+    """A payment; ``psp``: Adyen's /payments answer named it (confirmed)."""
+    return Fold(
+        PaymentView(PaymentState.CREATED, amount, psp_reference=psp, psp_confirmed=psp is not None)
+    )
 
 
 def apply(fold: Fold, event: PaymentEvent, machine: PaymentMachine) -> None:
     if event.key in fold.applied:
         return
     fold.applied.add(event.key)
+    fold.events.append(event)
+    decision = decide(fold.view, event, machine, reconsiders=True)
+    _write(fold, event, decision)
+    if decision.fills_psp_reference and fold.deferred:
+        deferred, fold.deferred = list(fold.deferred.values()), {}
+        after, decided = reconsider(fold.view, deferred, machine)
+        for again, redecided in decided:
+            assert redecided.outcome is not Outcome.DEFERRED
+            _write(fold, again, redecided)
+        assert fold.view == after
+
+
+def _write(fold: Fold, event: PaymentEvent, decision: Decision) -> None:
     view = fold.view
-    decision = decide(view, event, machine)
     assert decision.new_state.rank >= view.state.rank, "the state moved down"
     assert decision.moved == (decision.new_state is not view.state)
     if decision.moved:
@@ -84,14 +107,11 @@ def apply(fold: Fold, event: PaymentEvent, machine: PaymentMachine) -> None:
         implied = decision.implied
         reason = event.reason if implied in (PaymentState.REFUSED, PaymentState.ERROR) else None
         fold.summary = (summary_result_code(event), reason)
+    if decision.outcome is Outcome.DEFERRED:
+        fold.deferred[event.key] = event
     fold.decisions.append(decision)
-    fold.events.append(event)
-    fold.view = PaymentView(
-        decision.new_state,
-        view.amount,
-        event.psp_reference if decision.fills_psp_reference else view.psp_reference,
-        decision.precedence if decision.takes_summary else view.decisive,
-    )
+    fold.outcomes[event.key] = decision
+    fold.view = view.after(event, decision)
 
 
 def fold_all(amount: Amount, events: Sequence[PaymentEvent], psp: str | None = None) -> Fold:
@@ -141,6 +161,8 @@ def api_events(
         reason=draw(reasons),
         amount_value=value,
         amount_currency=currency,
+        # An answer to a details call without paymentData cannot tell which payment it is.
+        authoritative=draw(st.booleans()),
     )
 
 
@@ -203,13 +225,9 @@ def test_final_state_is_the_model_for_every_ordering(
     scenario: tuple[Amount, list[PaymentEvent], list[list[PaymentEvent]]],
 ) -> None:
     amount, events, orderings = scenario
-    expected_state = model_state(amount, events, PSP)
-    expected_summary = model_summary(amount, events, PSP)
-    expected_psp = (
-        PSP
-        if any(e.psp_reference and model_implied(e) and agrees(e, amount, PSP) for e in events)
-        else None
-    )
+    expected_state = model_state(amount, events, PSP, deferring=True)
+    expected_summary = model_summary(amount, events, PSP, deferring=True)
+    expected_psp = PSP if any(gives_psp(e, amount) for e in events) else None
     folds = [fold_all(amount, ordering) for ordering in orderings]
     label(f"final state {expected_state}")
     label(f"{len(set(folds[0].history))} states visited")
@@ -238,7 +256,7 @@ def test_replaying_applied_events_changes_nothing(
     # Even without the key check, a replay cannot move the state, the summary or the
     # pspReference; only the conflict counter would grow, which is why keys are kept.
     for event in events:
-        again = decide(view, event, machine)
+        again = decide(view, event, machine, reconsiders=True)
         assert again.new_state is view.state
         assert not again.moved
         assert not again.takes_summary
@@ -314,12 +332,13 @@ def test_failure_after_authorisation_is_a_conflict_and_keeps_authorised(
 def test_success_after_failures_upgrades_to_authorised(
     failures: list[PaymentEvent], success: PaymentEvent
 ) -> None:
-    fold = fold_all(CNY, [*failures, success])
+    # The /payments answer named the payment, so no failure waits for its pspReference.
+    fold = fold_all(CNY, [*failures, success], psp=PSP)
     assert fold.decisions[-1].outcome is Outcome.TRANSITION
     assert fold.view.state is PaymentState.AUTHORISED
     assert fold.summary == ("Authorised", None)
     assert fold.conflicts == 0
-    later = fold_all(CNY, [success, *failures])
+    later = fold_all(CNY, [success, *failures], psp=PSP)
     assert later.view.state is PaymentState.AUTHORISED
     assert later.conflicts == len({f.key for f in failures})
 
@@ -443,3 +462,182 @@ def test_events_implying_no_state_are_recorded_never_conflicts(data: st.DataObje
     assert decision.new_state is state
     assert not decision.takes_summary
     assert not decision.fills_psp_reference
+
+
+# -- which Adyen payment is ours --------------------------------------------------------
+
+
+def _auth_webhook(psp: str, key: str, *, success: bool = True) -> PaymentEvent:
+    return webhook_event(
+        "AUTHORISATION", success, dedup_key=key, psp_reference=psp, amount_value=1130,
+        amount_currency="CNY", reason=None if success else "Refused",
+    )  # fmt: skip
+
+
+# Another Adyen payment reused the merchant reference and failed; ours was authorised.
+FOREIGN_FAILURE = _auth_webhook(OTHER_PSP, "foreign", success=False)
+GENUINE_AUTHORISATION = _auth_webhook(PSP, "genuine")
+DETAILS_AUTHORISED = result_event(
+    EventSource.DETAILS, "Authorised", psp_reference=PSP, amount_value=1130, amount_currency="CNY"
+)
+STORY = [FOREIGN_FAILURE, GENUINE_AUTHORISATION, DETAILS_AUTHORISED]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(STORY + STORY[:1]), st.booleans())
+def test_a_failure_of_another_payment_first_never_hides_the_authorisation(
+    deliveries: list[PaymentEvent], details_first: bool
+) -> None:
+    """The reported story, in every order: the /payments answer named no pspReference."""
+    if details_first:
+        deliveries = [DETAILS_AUTHORISED, *deliveries]
+    fold = fold_all(CNY, deliveries)
+    assert fold.view.state is PaymentState.AUTHORISED
+    assert fold.view.psp_reference == PSP
+    assert fold.view.psp_confirmed
+    assert fold.summary == ("Authorised", None)
+    assert not fold.deferred
+    conflict = fold.outcomes[FOREIGN_FAILURE.key]
+    assert (conflict.outcome, conflict.conflict) == (
+        Outcome.CONFLICT,
+        ConflictKind.PSP_REFERENCE_MISMATCH,
+    )
+    assert fold.conflicts == 1
+    assert PaymentState.REFUSED not in fold.history
+
+
+def test_the_story_in_arrival_order_step_by_step() -> None:
+    machine = PaymentMachine()
+    view = PaymentView(PaymentState.PENDING, CNY)
+    first = decide(view, FOREIGN_FAILURE, machine, reconsiders=True)
+    assert (first.outcome, first.new_state, first.fills_psp_reference) == (
+        Outcome.DEFERRED,
+        PaymentState.PENDING,
+        False,
+    )
+    view = view.after(FOREIGN_FAILURE, first)
+    second = decide(view, GENUINE_AUTHORISATION, machine, reconsiders=True)
+    assert second.moved and second.fills_psp_reference and not second.confirms_psp_reference
+    view = view.after(GENUINE_AUTHORISATION, second)
+    view, [(event, again)] = reconsider(view, [FOREIGN_FAILURE], machine)
+    assert event is FOREIGN_FAILURE and again.conflict is ConflictKind.PSP_REFERENCE_MISMATCH
+    third = decide(view, DETAILS_AUTHORISED, machine, reconsiders=True)
+    assert third.outcome is Outcome.RECORDED and third.confirms_psp_reference
+    assert view.after(DETAILS_AUTHORISED, third).psp_confirmed
+
+
+@pytest.mark.parametrize("reconsiders", [True, False])
+@pytest.mark.parametrize("failure", [FOREIGN_FAILURE, *FAILURES[3:]], ids=["foreign", "f1", "f2"])
+def test_a_failure_never_gives_the_psp_reference(failure: PaymentEvent, reconsiders: bool) -> None:
+    decision = decide(PaymentView(PaymentState.PENDING, CNY), failure, PaymentMachine(),
+                      reconsiders=reconsiders)  # fmt: skip
+    assert not decision.fills_psp_reference
+    # A caller that does not reconsider gets the failure at once: nothing is left waiting.
+    expected = Outcome.DEFERRED if reconsiders else Outcome.TRANSITION
+    assert decision.outcome is expected
+
+
+def test_a_deferred_failure_of_our_payment_counts_once_the_psp_reference_is_known() -> None:
+    failure = _auth_webhook(PSP, "ours", success=False)
+    pending = result_event(EventSource.DETAILS, "Pending", psp_reference=PSP)
+    for order in ([failure, pending], [pending, failure]):
+        fold = fold_all(CNY, order)
+        assert fold.view.state is PaymentState.REFUSED
+        assert fold.summary == ("Refused", "Refused")
+        assert fold.conflicts == 0 and not fold.deferred
+
+
+def test_a_failure_of_an_unknown_payment_waits_while_nothing_names_ours() -> None:
+    fold = fold_all(CNY, [FOREIGN_FAILURE])
+    assert fold.view.state is PaymentState.CREATED
+    assert fold.view.psp_reference is None
+    assert list(fold.deferred) == [FOREIGN_FAILURE.key]
+
+
+def test_settling_an_attempt_counts_the_failures_nothing_else_claimed() -> None:
+    """An attempt Adyen only reported as closed ends Refused once it is over."""
+    closed = _foreign_failure("closed", CNY, offer_closed=True)
+    fold = fold_all(CNY, [result_event(EventSource.PAYMENTS, "Pending"), closed])
+    assert fold.view.state is PaymentState.PENDING
+    view, [(event, decision)] = reconsider(
+        fold.view, fold.deferred.values(), PaymentMachine(), settle=True
+    )
+    assert event is closed and decision.moved
+    assert (view.state, view.psp_reference) == (PaymentState.REFUSED, None)
+    # Settling an attempt whose pspReference is known decides as reconsidering does.
+    known = PaymentView(PaymentState.PENDING, CNY, psp_reference=PSP)
+    _, [(_, again)] = reconsider(known, [closed], PaymentMachine(), settle=True)
+    assert again.conflict is ConflictKind.PSP_REFERENCE_MISMATCH
+
+
+def test_adyen_answering_our_call_replaces_an_unconfirmed_psp_reference() -> None:
+    machine = PaymentMachine()
+    # An authorisation of another Adyen payment for our reference and amount came first.
+    foreign = _auth_webhook(OTHER_PSP, "foreign-ok")
+    view = PaymentView(PaymentState.PENDING, CNY)
+    view = view.after(foreign, decide(view, foreign, machine, reconsiders=True))
+    assert (view.psp_reference, view.psp_confirmed) == (OTHER_PSP, False)
+    decision = decide(view, DETAILS_AUTHORISED, machine, reconsiders=True)
+    assert decision.conflict is None
+    assert decision.fills_psp_reference and decision.confirms_psp_reference
+    view = view.after(DETAILS_AUTHORISED, decision)
+    assert (view.psp_reference, view.psp_confirmed) == (PSP, True)
+    # Once confirmed, only the same payment counts, whoever speaks.
+    for other in (
+        _auth_webhook(OTHER_PSP, "late"),
+        result_event(EventSource.DETAILS, "Authorised", psp_reference=OTHER_PSP),
+    ):
+        assert decide(view, other, machine).conflict is ConflictKind.PSP_REFERENCE_MISMATCH
+
+
+def test_an_answer_that_cannot_tell_the_payment_does_not_replace_it() -> None:
+    blind = result_event(
+        EventSource.DETAILS, "Authorised", psp_reference=OTHER_PSP, authoritative=False
+    )
+    view = PaymentView(PaymentState.PENDING, CNY, psp_reference=PSP)
+    decision = decide(view, blind, PaymentMachine())
+    assert decision.conflict is ConflictKind.PSP_REFERENCE_MISMATCH
+    assert not decision.fills_psp_reference
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.data())
+def test_failures_of_other_payments_never_change_the_outcome(data: st.DataObject) -> None:
+    """Payments of others that reuse the reference only fail: order never matters."""
+    amount = data.draw(amounts)
+    ours = data.draw(event_sets(amount))
+    foreign = [
+        _foreign_failure(f"foreign-{i}", amount, data.draw(st.booleans()))
+        for i in range(data.draw(st.integers(0, 3)))
+    ]
+    expected = model_state(amount, ours, PSP, deferring=True)
+    summary = model_summary(amount, ours, PSP, deferring=True)
+    known = any(gives_psp(e, amount) for e in ours)
+    for _ in range(3):
+        fold = fold_all(amount, data.draw(deliveries([*ours, *foreign])))
+        assert fold.view.state.value == expected
+        assert fold.summary == summary
+        assert fold.view.psp_reference == (PSP if known else None)
+        for event in foreign:
+            outcome = fold.outcomes[event.key].outcome
+            assert outcome is (Outcome.CONFLICT if known else Outcome.DEFERRED)
+
+
+def _foreign_failure(key: str, amount: Amount, offer_closed: bool) -> PaymentEvent:
+    return webhook_event(
+        "OFFER_CLOSED" if offer_closed else "AUTHORISATION", offer_closed, dedup_key=key,
+        psp_reference=OTHER_PSP, amount_value=amount.value, amount_currency=amount.currency,
+    )  # fmt: skip
+
+
+def test_the_story_for_a_caller_that_does_not_reconsider() -> None:
+    """Without reconsidering, the failure counts at once, but never names the payment."""
+    machine = PaymentMachine()
+    view = PaymentView(PaymentState.PENDING, CNY)
+    for event in STORY:
+        view = view.after(event, decide(view, event, machine))
+    assert (view.state, view.psp_reference, view.psp_confirmed) == (
+        PaymentState.AUTHORISED,
+        PSP,
+        True,
+    )

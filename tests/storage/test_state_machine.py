@@ -38,6 +38,7 @@ from tests.domain.model import (
     WEBHOOK_CODES,
     agrees,
     assert_valid_path,
+    gives_psp,
     model_implied,
     model_state,
     model_summary,
@@ -288,10 +289,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         assert payment.state.value == model_state(model.amount, events, model.psp)
         summary = model_summary(model.amount, events, model.psp)
         assert (payment.result_code, payment.refusal_reason) == (summary or (None, None))
-        carries_psp = any(
-            e.psp_reference and model_implied(e) is not None and agrees(e, model.amount, None)
-            for e in events
-        )
+        carries_psp = any(gives_psp(e, model.amount) for e in events)
         assert payment.psp_reference == (model.psp if carries_psp else None)
         return payment
 
