@@ -1,4 +1,5 @@
-"""The pure domain: payment and refund states, events, transition tables, reconciliation.
+"""The pure domain: orders and their attempts, payment and refund states, events,
+transition tables, reconciliation.
 
 Nothing here performs I/O; everything is testable without a database or network.
 """
@@ -17,6 +18,13 @@ from miniprogram_pay.domain.ledger import (
 )
 from miniprogram_pay.domain.machine import TRANSITIONS, PaymentMachine, mermaid_diagram
 from miniprogram_pay.domain.money import SUPPORTED_CURRENCIES, Amount
+from miniprogram_pay.domain.orders import (
+    DEFAULT_PREPAY_LIFETIME,
+    AttemptView,
+    OrderView,
+    Step,
+    attempt_reference,
+)
 from miniprogram_pay.domain.reconcile import (
     ConflictKind,
     Decision,
@@ -50,6 +58,7 @@ from miniprogram_pay.domain.refunds import (
 from miniprogram_pay.domain.states import PaymentState
 
 __all__ = [
+    "DEFAULT_PREPAY_LIFETIME",
     "DEFAULT_REFUND_WINDOW",
     "MAX_REFUNDS_PER_PAYMENT",
     "REFUND_EVENT_CODES",
@@ -57,9 +66,11 @@ __all__ = [
     "SUPPORTED_CURRENCIES",
     "TRANSITIONS",
     "Amount",
+    "AttemptView",
     "ConflictKind",
     "Decision",
     "EventSource",
+    "OrderView",
     "Outcome",
     "PaymentEvent",
     "PaymentMachine",
@@ -76,8 +87,10 @@ __all__ = [
     "RefundState",
     "RefundView",
     "RefundablePayment",
+    "Step",
     "admit_refund",
     "apply_refund_decision",
+    "attempt_reference",
     "decide",
     "decide_refund",
     "fold_refund",
