@@ -30,7 +30,14 @@ from miniprogram_pay.domain.refunds import RefundReason
 from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
 from miniprogram_pay.retrying import Backoff, RetryAfter, parse_retry_after, retrying
 
-__all__ = ["DEFAULT_BACKOFF", "AdyenCheckoutClient", "refund_request_body"]
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "PAYMENT_METHOD_TYPE",
+    "AdyenCheckoutClient",
+    "details_request_body",
+    "payment_request_body",
+    "refund_request_body",
+]
 
 logger = logging.getLogger("miniprogram_pay.adyen")
 
@@ -39,6 +46,9 @@ DEFAULT_BACKOFF = Backoff(base_seconds=0.5, cap_seconds=8.0)
 # A shopper waits on this call: a longer Retry-After is handed on rather than slept through.
 MAX_RETRY_AFTER_SECONDS = 10.0
 MAX_REFUND_REFERENCE_CHARS = 80
+MAX_PAYMENT_REFERENCE_CHARS = 80
+MAX_MERCHANT_ORDER_REFERENCE_CHARS = 1000
+PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
 MAX_PSP_REFERENCE_CHARS = 64
 # Adyen's free-text error message is useful to operators but unbounded; keep it short.
 MAX_ADYEN_MESSAGE_CHARS = 200
@@ -87,6 +97,54 @@ def refund_request_body(
     }
     if reason is not None:
         body["merchantRefundReason"] = reason.value
+    return body
+
+
+def payment_request_body(
+    *,
+    merchant_account: str,
+    amount: Amount,
+    reference: str,
+    merchant_order_reference: str,
+    return_url: str,
+    country_code: str,
+    openid: str,
+    app_id: str,
+) -> dict[str, Any]:
+    """A ``PaymentRequest`` for one attempt of an order, paid in a WeChat Mini Program.
+
+    ``reference`` is the attempt's own (unique at Adyen, which does not enforce it);
+    ``merchant_order_reference`` is the order's, the same for all its attempts, which
+    is how Adyen links them. Both come from our own service, so a bad one is a
+    ValueError, never a client-facing error.
+    """
+    if not 0 < len(reference) <= MAX_PAYMENT_REFERENCE_CHARS:
+        raise ValueError(f"reference must be 1 to {MAX_PAYMENT_REFERENCE_CHARS} characters")
+    if not 0 < len(merchant_order_reference) <= MAX_MERCHANT_ORDER_REFERENCE_CHARS:
+        raise ValueError(
+            f"merchant_order_reference must be 1 to {MAX_MERCHANT_ORDER_REFERENCE_CHARS} characters"
+        )
+    return {
+        "amount": amount.to_adyen(),
+        "merchantAccount": merchant_account,
+        "reference": reference,
+        "merchantOrderReference": merchant_order_reference,
+        "returnUrl": return_url,
+        "countryCode": country_code,
+        "paymentMethod": {"type": PAYMENT_METHOD_TYPE, "openid": openid, "appId": app_id},
+    }
+
+
+def details_request_body(payment_status: str, payment_data: str | None) -> dict[str, Any]:
+    """A ``PaymentDetailsRequest`` for the Mini Program's ``res.errMsg``.
+
+    ``paymentData`` goes only when the ``/payments`` answer gave one: an ``sdk``
+    action carries it, a v71 ``redirect`` action has none, and ``details`` is all
+    that ``/payments/details`` requires.
+    """
+    body: dict[str, Any] = {"details": {"paymentStatus": payment_status}}
+    if payment_data is not None:
+        body["paymentData"] = payment_data
     return body
 
 
@@ -247,7 +305,7 @@ class AdyenCheckoutClient:
     async def submit_details(
         self, body: Mapping[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
-        """POST /payments/details with the Mini Program's ``paymentStatus`` and ``paymentData``."""
+        """POST /payments/details (``details_request_body``: paymentData only when there is one)."""
         return await self._post("/payments/details", body, idempotency_key)
 
     async def refund_payment(
