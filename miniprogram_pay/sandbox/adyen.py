@@ -214,7 +214,9 @@ class AdyenSimulator:
     async def _create_payment(self, body: Any) -> Processed:
         try:
             payment_request = parse_payment(body, self.config)
-            scenario = self.sandbox.scenario_for(payment_request.reference)
+            scenario = self.sandbox.scenario_for(
+                payment_request.reference, payment_request.order_reference
+            )
         except RequestInvalid as exc:
             return _invalid(exc)
         except UnknownScenarioError as exc:

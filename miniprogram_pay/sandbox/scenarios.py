@@ -73,6 +73,10 @@ class Scenario:
     held: bool = False
     # The webhooks' amount differs from the payment's by this many minor units.
     amount_delta: int = 0
+    # The scenario the order's next attempt runs (a payment with the same merchantOrderReference).
+    retry: str | None = None
+    # Authorised late (AUTHORISATION success=true) once a later attempt of its order is authorised.
+    paid_late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +178,23 @@ _SCENARIO_LIST = (
         "Details Pending; then OFFER_CLOSED success=true (the shopper never paid).",
         result_on_ok="Pending",
         webhooks_on_ok=(WebhookStep("OFFER_CLOSED", True),),
+    ),
+    Scenario(
+        "retry-after-refusal",
+        "Details Refused; AUTHORISATION success=false. The order's next attempt is authorised.",
+        result_on_ok="Refused",
+        refusal_reason="Not enough balance",
+        webhooks_on_ok=(_auth_failed("Not enough balance"),),
+        retry="authorised",
+    ),
+    Scenario(
+        "expired-paid-late",
+        "Details Pending, no webhook; the order's next attempt is authorised, then this one is"
+        " too (AUTHORISATION success=true): the order is paid twice.",
+        result_on_ok="Pending",
+        webhooks_on_ok=(),
+        retry="authorised",
+        paid_late=True,
     ),
 )
 

@@ -58,6 +58,9 @@ EXPECTED: dict[str, PaymentState] = {
     "adyen-5xx-once": A,
     "adyen-timeout-once": A,
     "offer-closed": R,
+    # A single attempt: these scenarios' later attempts need a retry of the same order.
+    "retry-after-refusal": R,
+    "expired-paid-late": P,
 }
 SETTLE_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.05

@@ -37,6 +37,7 @@ from miniprogram_pay.sandbox.ids import (
 from miniprogram_pay.sandbox.paysign import md5_pay_sign
 from miniprogram_pay.sandbox.scenarios import (
     DEFAULT_REFUND_SCENARIO,
+    OK_STATUS,
     REFUND_SCENARIOS,
     SCENARIOS,
     RefundOutcome,
@@ -115,6 +116,7 @@ class SandboxPayment:
     scenario: str
     payment_data: str
     wx_params: dict[str, str]
+    order_reference: str | None = None  # merchantOrderReference: the order this attempt pays
     created_at: str = field(default_factory=_now)
     result_code: str = "Pending"
     refusal_reason: str | None = None
@@ -146,6 +148,7 @@ class SandboxPayment:
         return {
             "pspReference": self.psp_reference,
             "merchantReference": self.merchant_reference,
+            "merchantOrderReference": self.order_reference,
             "amount": self.amount,
             "openid": self.openid,
             "appId": self.app_id,
@@ -208,18 +211,31 @@ class Sandbox:
             if payment.merchant_reference == reference and not payment.settled:
                 payment.scenario = scenario
 
-    def scenario_for(self, reference: str) -> Scenario:
-        """Override, then ``sbx-<name>`` in the reference, then the default."""
+    def scenario_for(self, reference: str, order_reference: str | None = None) -> Scenario:
+        """Override, the ``retry`` of the order's previous attempt, the order's override,
+        then ``sbx-<name>`` in the reference, then the default."""
         # A refund marker in a payment reference is checked now, so a typo fails at once.
         refund_scenario_in_reference(reference)
         name = (
             self.scenario_overrides.get(reference)
+            or self._retry_scenario(order_reference)
+            or (self.scenario_overrides.get(order_reference) if order_reference else None)
             or scenario_in_reference(reference)
             or self.config.default_scenario
         )
         scenario = SCENARIOS[name]
         self._check_scenario(scenario, name)
         return scenario
+
+    def _retry_scenario(self, order_reference: str | None) -> str | None:
+        attempts = self._attempts_of(order_reference)
+        return SCENARIOS[attempts[-1].scenario].retry if attempts else None
+
+    def _attempts_of(self, order_reference: str | None) -> list[SandboxPayment]:
+        """The payments of one order, in the order they were created."""
+        if order_reference is None:
+            return []
+        return [p for p in self.payments.values() if p.order_reference == order_reference]
 
     def _check_scenario(self, scenario: Scenario | None, name: str) -> None:
         if scenario is None:
@@ -286,6 +302,7 @@ class Sandbox:
             scenario=scenario.name,
             payment_data=new_payment_data(),
             wx_params=self._wx_params(),
+            order_reference=request.order_reference,
         )
         self.payments[psp_reference] = payment
         return payment
@@ -338,11 +355,32 @@ class Sandbox:
         )
         if scenario.held and plan.steps:
             payment.held = plan
-            return
-        task = self.webhooks.start(plan)
-        if task is not None and scenario.webhooks_before_details:
-            # Shielded: a caller that gives up must not cancel Adyen's deliveries.
-            await asyncio.shield(task)
+        else:
+            task = self.webhooks.start(plan)
+            if task is not None and scenario.webhooks_before_details:
+                # Shielded: a caller that gives up must not cancel Adyen's deliveries.
+                await asyncio.shield(task)
+        if payment.authorised:
+            self._authorise_late_attempts(payment)
+
+    def _authorise_late_attempts(self, paid: SandboxPayment) -> None:
+        """``expired-paid-late``: an earlier attempt of the order is authorised after all."""
+        for late in self._attempts_of(paid.order_reference):
+            if late is paid or late.authorised or not SCENARIOS[late.scenario].paid_late:
+                continue
+            # The shopper did pay it: a details call for it now answers Authorised.
+            late.payment_status = late.payment_status or OK_STATUS
+            late.result_code, late.refusal_reason, late.authorised = "Authorised", None, True
+            self.webhooks.start(
+                DeliveryPlan(
+                    psp_reference=late.psp_reference,
+                    merchant_reference=late.merchant_reference,
+                    amount=late.amount,
+                    steps=(WebhookStep("AUTHORISATION", True),),
+                    signing="primary",
+                    copies=1,
+                )
+            )
 
     def release(self, payment: SandboxPayment) -> bool:
         """Send the payment's held webhooks now; False when none are held."""

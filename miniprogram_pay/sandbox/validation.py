@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 MAX_REFERENCE_LENGTH = 80
+MAX_ORDER_REFERENCE_LENGTH = 1000
 MAX_RETURN_URL_LENGTH = 8000
 PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
 _PAYMENT_METHOD_FIELDS = frozenset({"type", "openid", "appId"})
@@ -70,6 +71,8 @@ class PaymentRequest:
     openid: str
     app_id: str
     return_url: str
+    order_reference: str | None = None
+    """``merchantOrderReference``: links the attempts of one order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,8 @@ def parse_payment(body: Any, config: SandboxConfig) -> PaymentRequest:
     reference = _reference(body.get("reference"))
     return_url = _return_url(body.get("returnUrl"))
     openid, app_id = _payment_method(body.get("paymentMethod"), config)
-    return PaymentRequest(amount, reference, openid, app_id, return_url)
+    order_reference = _order_reference(body.get("merchantOrderReference"))
+    return PaymentRequest(amount, reference, openid, app_id, return_url, order_reference)
 
 
 def parse_refund(body: Any, config: SandboxConfig) -> RefundRequest:
@@ -163,6 +167,17 @@ def _reference(reference: Any) -> str:
     if len(reference) > MAX_REFERENCE_LENGTH:
         raise RequestInvalid(f"Field 'reference' is longer than {MAX_REFERENCE_LENGTH} characters.")
     return reference
+
+
+def _order_reference(order_reference: Any) -> str | None:
+    if order_reference is None:
+        return None
+    if not isinstance(order_reference, str) or not order_reference:
+        raise RequestInvalid("Field 'merchantOrderReference' must be a non-empty string.")
+    if len(order_reference) > MAX_ORDER_REFERENCE_LENGTH:
+        limit = MAX_ORDER_REFERENCE_LENGTH
+        raise RequestInvalid(f"Field 'merchantOrderReference' is longer than {limit} characters.")
+    return order_reference
 
 
 def _return_url(return_url: Any) -> str:

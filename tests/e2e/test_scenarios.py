@@ -38,6 +38,9 @@ RULE: dict[str, tuple[str, list[str]]] = {
     "adyen-5xx-once": ("Authorised", []),
     "adyen-timeout-once": ("Authorised", []),
     "offer-closed": ("Refused", []),
+    # One attempt each: the shopper does not try again here.
+    "retry-after-refusal": ("Refused", []),
+    "expired-paid-late": ("Pending", []),
 }
 
 
@@ -101,7 +104,7 @@ async def test_scenario_ends_where_the_rule_says(
         assert webhook_events == []
         assert {d["state"] for d in result.webhooks} == {"failed"}
         assert all(a["statusCode"] == 401 for d in result.webhooks for a in d["attempts"])
-    elif scenario in ("webhook-held", "webhook-never"):
+    elif scenario in ("webhook-held", "webhook-never", "expired-paid-late"):
         assert result.webhooks == [] and webhook_events == []
     else:
         assert result.webhooks and {d["state"] for d in result.webhooks} == {"accepted"}

@@ -7,13 +7,16 @@ from collections.abc import Callable
 
 import pytest
 
+from miniprogram_pay.domain.orders import attempt_reference
 from miniprogram_pay.sandbox import SCENARIOS, SandboxConfig
 from miniprogram_pay.sandbox.scenarios import (
     UnknownScenarioError,
     outcome_for,
     scenario_in_reference,
 )
-from tests.sandbox.helpers import Harness
+from miniprogram_pay.sandbox.state import SandboxPayment
+from miniprogram_pay.sandbox.webhooks import WebhookDelivery
+from tests.sandbox.helpers import Harness, payment_request
 
 # scenario -> (details resultCode, [(eventCode, success), ...] in delivery order)
 EXPECTED: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -36,6 +39,9 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "adyen-5xx-once": ("Authorised", [("AUTHORISATION", "true")]),
     "adyen-timeout-once": ("Authorised", [("AUTHORISATION", "true")]),
     "offer-closed": ("Pending", [("OFFER_CLOSED", "true")]),
+    # One attempt alone; their next attempts are below.
+    "retry-after-refusal": ("Refused", [("AUTHORISATION", "false")]),
+    "expired-paid-late": ("Pending", []),
 }
 
 
@@ -253,3 +259,87 @@ async def test_a_payment_not_yet_settled_holds_nothing(harness: Harness) -> None
     await harness.post_payment(reference="order-sbx-webhook-held")
     [payment] = harness.sandbox.payments.values()
     assert not harness.sandbox.release(payment)
+
+
+def merchant_reference(delivery: WebhookDelivery) -> str:
+    item = delivery.notification["notificationItems"][0]["NotificationRequestItem"]
+    reference: str = item["merchantReference"]
+    return reference
+
+
+async def attempt(harness: Harness, order: str, number: int) -> SandboxPayment:
+    """One attempt of ``order`` at Adyen, as the package starts it: its own reference."""
+    reference = attempt_reference(order, number)
+    created = await harness.post_payment(
+        payment_request(reference=reference, merchantOrderReference=order), key=reference
+    )
+    assert created.status_code == 200, created.text
+    return harness.sandbox.payments[created.json()["pspReference"]]
+
+
+async def test_refused_then_paid_on_retry(harness: Harness) -> None:
+    order = "order-9-sbx-retry-after-refusal"
+    first = await attempt(harness, order, 1)
+    refused = await harness.post_details(first.payment_data)
+    assert refused.json()["resultCode"] == "Refused"
+    second = await attempt(harness, order, 2)
+    assert (first.scenario, second.scenario) == ("retry-after-refusal", "authorised")
+    paid = await harness.post_details(second.payment_data)
+    assert paid.json()["resultCode"] == "Authorised"
+    await harness.sandbox.drain(2)
+    sent = [(merchant_reference(d), d.success) for d in harness.sandbox.deliveries]
+    assert sent == [(f"{order}-1", "false"), (f"{order}-2", "true")]
+    assert second.to_dict()["merchantOrderReference"] == order
+
+
+async def test_expired_then_paid_late_after_a_second_attempt_was_paid(harness: Harness) -> None:
+    order = "order-9-sbx-expired-paid-late"
+    first = await attempt(harness, order, 1)
+    assert (await harness.post_details(first.payment_data)).json()["resultCode"] == "Pending"
+    await harness.sandbox.drain(2)
+    assert harness.sandbox.deliveries == []  # the prepay_id expires: nothing ever comes
+    second = await attempt(harness, order, 2)
+    assert (await harness.post_details(second.payment_data)).json()["resultCode"] == "Authorised"
+    await harness.sandbox.drain(2)
+    sent = [(merchant_reference(d), d.event_code, d.success) for d in harness.sandbox.deliveries]
+    assert sorted(sent) == [
+        (f"{order}-1", "AUTHORISATION", "true"),
+        (f"{order}-2", "AUTHORISATION", "true"),
+    ]
+    assert first.authorised and second.authorised  # both hold the money: one is refundable
+    # The first attempt's details now say what happened to it.
+    assert (await harness.post_details(first.payment_data)).json()["resultCode"] == "Authorised"
+
+
+async def test_the_first_attempt_paid_late_without_its_details_call(harness: Harness) -> None:
+    order = "order-9-sbx-expired-paid-late"
+    first = await attempt(harness, order, 1)  # the shopper never came back from it
+    second = await attempt(harness, order, 2)
+    await harness.post_details(second.payment_data)
+    await harness.sandbox.drain(2)
+    assert first.authorised and first.settled
+    assert {d.psp_reference for d in harness.sandbox.deliveries} == {
+        first.psp_reference,
+        second.psp_reference,
+    }
+
+
+async def test_attempts_of_other_orders_are_not_retries(harness: Harness) -> None:
+    await attempt(harness, "order-9-sbx-retry-after-refusal", 1)
+    other = await attempt(harness, "order-10-sbx-retry-after-refusal", 1)
+    unlinked = await harness.post_payment(
+        payment_request(reference="order-9-sbx-retry-after-refusal-x"), key="x"
+    )
+    assert other.scenario == "retry-after-refusal"
+    psp = unlinked.json()["pspReference"]
+    assert harness.sandbox.payments[psp].scenario == "retry-after-refusal"
+
+
+@pytest.mark.parametrize("bad", ["", 7, "o" * 1001])
+async def test_a_bad_merchant_order_reference_is_refused_like_adyen(
+    harness: Harness, bad: object
+) -> None:
+    response = await harness.post_payment(payment_request(merchantOrderReference=bad))
+    assert response.status_code == 422
+    assert "merchantOrderReference" in response.json()["message"]
+    assert harness.sandbox.payments == {}
