@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from miniprogram_pay.sandbox import md5_pay_sign, verify_pay_sign
+from tests.checkout_spec import schema_errors
 from tests.sandbox.helpers import ADYEN, Harness, missing, payment_request, wx_params
 
 UNAUTHORIZED = {
@@ -222,3 +223,19 @@ async def test_keys_are_scoped_per_endpoint(harness: Harness) -> None:
     details = await harness.post_details(created["action"]["paymentData"], key="shared")
     assert details.status_code == 200
     assert details.json()["resultCode"] == "Authorised"
+
+
+@pytest.mark.parametrize("style", ["redirect", "action", "sdk"])
+async def test_answers_that_v71_describes_are_valid_against_its_schema(
+    harness_factory: Callable[..., Harness], style: str
+) -> None:
+    """The details answers and the errors in every style, and the sdk style's /payments answer."""
+    harness = harness_factory(response_style=style)
+    created = (await harness.post_payment(key="k")).json()
+    if style == "sdk":
+        assert schema_errors("PaymentResponse", created) == []
+    details = await harness.post_details(created["action"]["paymentData"])
+    assert schema_errors("PaymentDetailsResponse", details.json()) == []
+    refused = await harness.post_payment(payment_request(reference=""), key="bad")
+    assert refused.status_code == 422
+    assert schema_errors("ServiceError", refused.json()) == []
