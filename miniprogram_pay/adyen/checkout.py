@@ -150,7 +150,9 @@ def details_request_body(payment_status: str, payment_data: str | None) -> dict[
 
 def _is_retryable(outcome: _Outcome) -> bool:
     if isinstance(outcome, httpx.Response):
-        return outcome.status_code >= 500
+        # 409: the first request with this key is still running at Adyen (often our
+        # own, timed out here); once it ends, the same key answers with its result.
+        return outcome.status_code >= 500 or outcome.status_code == 409
     # Safe to resend even when the request may have reached Adyen: the
     # Idempotency-Key makes Adyen return the first result.
     return isinstance(

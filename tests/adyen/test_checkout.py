@@ -121,7 +121,7 @@ async def test_transport_errors_are_chained() -> None:
     assert isinstance(info.value.__cause__, httpx.TimeoutException)
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 429])
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422, 429])
 async def test_never_retries_4xx(status: int) -> None:
     fake = FakeAdyen(service_error(status, errorCode="000"), ok())
     with pytest.raises(AdyenError):
@@ -168,10 +168,21 @@ async def test_rejection_without_json_body() -> None:
     assert info.value.error_code is None
 
 
-async def test_conflict_is_retryable_409() -> None:
+async def test_a_request_still_in_progress_is_asked_again_with_the_same_key() -> None:
+    fake = FakeAdyen(service_error(409, errorCode="704", message="request in progress"), ok())
+    sleeper = Sleeper()
+    answer = await make_client(fake, sleeper=sleeper).create_payment(BODY, idempotency_key=KEY)
+    assert answer == {"resultCode": "Pending"}
+    assert fake.calls == 2
+    assert sleeper.delays == [0.25]
+    assert {r.headers["Idempotency-Key"] for r in fake.requests} == {KEY}
+
+
+async def test_a_conflict_that_outlasts_the_retries_is_a_retryable_409() -> None:
     fake = FakeAdyen(service_error(409, errorCode="704", message="request already processed"))
     with pytest.raises(AdyenError) as info:
-        await make_client(fake).create_payment(BODY, idempotency_key=KEY)
+        await make_client(fake, max_retries=1).create_payment(BODY, idempotency_key=KEY)
+    assert fake.calls == 2
     assert (info.value.code, info.value.status) == ("adyen_conflict", 409)
     assert info.value.retryable
     assert info.value.error_code == "704"

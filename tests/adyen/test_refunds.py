@@ -114,7 +114,7 @@ async def test_retries_are_bounded() -> None:
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(422, "adyen_rejected"), (403, "adyen_auth_failed"), (409, "adyen_conflict")],
+    [(422, "adyen_rejected"), (403, "adyen_auth_failed")],
 )
 async def test_refusals_are_not_retried(status: int, code: str) -> None:
     fake = FakeAdyen(service_error(status, errorCode="137", message="Invalid amount specified"))
