@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.config import Settings
@@ -25,18 +26,34 @@ from miniprogram_pay.errors import ConfigurationError, MiniProgramPayError
 from miniprogram_pay.http.errors import exception_handlers
 from miniprogram_pay.http.openapi import add_to_openapi, all_routes
 from miniprogram_pay.http.ratelimit import RateLimiter
+from miniprogram_pay.observability.context import (
+    REQUEST_ID_HEADER,
+    ChangeOrigins,
+    bound_request_id,
+    request_id_from,
+)
+from miniprogram_pay.observability.logs import install_handler, remove_handler
+from miniprogram_pay.observability.metrics import NO_METRICS, Metrics
 from miniprogram_pay.services.hooks import OrderResolver, StateChangeHook
 from miniprogram_pay.services.payments import PaymentService
 from miniprogram_pay.services.workers import Workers
+from miniprogram_pay.storage.admin import AdminReads
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.repository import PaymentRepository
 from miniprogram_pay.storage.schema import prepare as prepare_schema
 from miniprogram_pay.wechat.client import WeChatClient
 from miniprogram_pay.wechat.sessions import SessionTokens
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from miniprogram_pay.observability.prometheus import PrometheusMetrics
+
 __all__ = ["MiniProgramPay", "MiniProgramPayMiddleware", "create_app"]
 
 logger = logging.getLogger("miniprogram_pay")
+
+INTERNAL_ERROR = {"error": {"code": "internal_error", "message": "internal error"}}
 
 
 class MiniProgramPay:
@@ -57,6 +74,7 @@ class MiniProgramPay:
         http_client: httpx.AsyncClient | None = None,
         database: Database | None = None,
         run_workers: bool = True,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         if order_resolver is None and not settings.allow_client_amount:
             raise ConfigurationError(
@@ -78,10 +96,16 @@ class MiniProgramPay:
         self._started = False
         self._lock = asyncio.Lock()
         self._router = Starlette(routes=all_routes(), exception_handlers=exception_handlers)
+        self.prometheus = _prometheus(settings, metrics_registry)
+        self.metrics: Metrics = self.prometheus or NO_METRICS
+        # Which request caused each state change, for the hook's call (services note, workers read).
+        self.origins = ChangeOrigins()
+        self._log_handler: logging.Handler | None = None
 
     # Resources exist only after start(); these are set there.
     database: Database
     repository: PaymentRepository
+    admin: AdminReads
     service: PaymentService
     workers: Workers
     wechat: WeChatClient
@@ -98,6 +122,11 @@ class MiniProgramPay:
         async with self._lock:
             if self._started:
                 return
+            self._log_handler = install_handler(
+                setting=self.settings.log_handler,
+                log_format=self.settings.log_format,
+                level=self.settings.log_level,
+            )
             self.database = self._given_db or Database(
                 self.settings.database_url,
                 schema=self.settings.database_schema,
@@ -127,8 +156,10 @@ class MiniProgramPay:
 
     def _build_services(self) -> None:
         self.repository = PaymentRepository(self.database)
-        self.adyen = AdyenCheckoutClient.from_settings(self.settings, self._http)
-        self.wechat = WeChatClient.from_settings(self.settings, self._http)
+        self.admin = AdminReads(self.database)
+        metrics = self.metrics
+        self.adyen = AdyenCheckoutClient.from_settings(self.settings, self._http, metrics=metrics)
+        self.wechat = WeChatClient.from_settings(self.settings, self._http, metrics=metrics)
         self.workers = Workers(
             apply_notifications=self._apply_notifications,
             repository=self.repository,
@@ -136,6 +167,8 @@ class MiniProgramPay:
             stale_after_seconds=self.settings.stale_after_seconds,
             hook_timeout_seconds=self.settings.hook_timeout_seconds,
             park_after_seconds=self.settings.outbox_park_after_seconds,
+            metrics=metrics,
+            origins=self.origins,
         )
         self.service = PaymentService(
             settings=self.settings,
@@ -143,6 +176,8 @@ class MiniProgramPay:
             adyen=self.adyen,
             order_resolver=self.order_resolver,
             on_committed_change=self.workers.kick_outbox,
+            metrics=metrics,
+            origins=self.origins,
         )
 
     async def _apply_notifications(self, notification_ids: Sequence[int]) -> None:
@@ -159,6 +194,11 @@ class MiniProgramPay:
                 await self._http.aclose()
             if self._given_db is None:
                 await self.database.dispose()
+            if self.prometheus is not None:
+                self.prometheus.process_exiting()
+            if self._log_handler is not None:
+                remove_handler(self._log_handler)
+                self._log_handler = None
             self._started = False
 
     @contextlib.asynccontextmanager
@@ -190,6 +230,18 @@ class MiniProgramPay:
         # Each state change it commits kicks the workers itself (outbox delivery).
         await self.service.apply_notifications(notification_ids)
 
+    async def refresh_metrics(self) -> None:
+        """Read the storage counts (payments by state, backlogs, parked rows) into the metrics.
+
+        ``GET /metrics`` does it before every scrape; a host that serves the registry
+        it passed as ``metrics_registry`` from a route of its own awaits this first.
+        """
+        if self.prometheus is None:
+            return
+        await self.start()
+        counts = await self.admin.counts(stale_after_seconds=self.settings.stale_after_seconds)
+        self.prometheus.update(counts)
+
     async def drain(self) -> None:
         """Apply every due webhook item and deliver every due state change now."""
         await self.start()
@@ -199,6 +251,43 @@ class MiniProgramPay:
         if scope["type"] == "lifespan":
             await self._serve_lifespan(receive, send)
             return
+        if scope["type"] != "http":
+            await self._serve(scope, receive, send)
+            return
+        request_id = request_id_from(_header(scope, b"x-request-id"))
+        with bound_request_id(request_id):
+            await self._serve_http(scope, receive, send, request_id)
+
+    async def _serve_http(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> None:
+        """Serve one request as ``request_id``; an unexpected error is logged here, once."""
+        started = False
+
+        async def answer(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, answer)
+        except Exception:
+            # Starlette re-raises after its 500 answer, for the server to log; the server
+            # would log it again, and a host's middleware a third time: it ends here.
+            logger.exception(
+                "unexpected error on %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                extra={"request_id": request_id},
+            )
+            if not started:
+                await JSONResponse(INTERNAL_ERROR, status_code=500)(scope, receive, answer)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._started:
             try:
                 await self.start()
@@ -234,12 +323,14 @@ def create_app(
     on_state_change: StateChangeHook | None = None,
     http_client: httpx.AsyncClient | None = None,
     database: Database | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> MiniProgramPay:
     """Build the plugin: an ASGI app to mount (``Mount("/pay", app=...)``) or to serve alone.
 
     ``order_resolver`` decides each payment's reference and amount from the host's
     orders. ``on_state_change`` is told of every committed state change, at least
-    once, with a stable ``event_id``.
+    once, with a stable ``event_id``. ``metrics_registry`` is a prometheus-client
+    registry of the host's to record the metrics in (default: one of the plugin's own).
     """
     return MiniProgramPay(
         settings,
@@ -247,7 +338,26 @@ def create_app(
         on_state_change=on_state_change,
         http_client=http_client,
         database=database,
+        metrics_registry=metrics_registry,
     )
+
+
+def _prometheus(settings: Settings, registry: CollectorRegistry | None) -> PrometheusMetrics | None:
+    """Metrics in prometheus-client when it is installed and wanted, else None (none recorded)."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        return None
+    if settings.metrics_access == "off" and registry is None:
+        return None
+    from miniprogram_pay.observability.prometheus import PrometheusMetrics
+
+    return PrometheusMetrics(registry)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 class MiniProgramPayMiddleware:
@@ -275,6 +385,7 @@ class MiniProgramPayMiddleware:
         on_state_change: StateChangeHook | None = None,
         http_client: httpx.AsyncClient | None = None,
         database: Database | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ConfigurationError("MiniProgramPayMiddleware prefix must look like '/pay'.")
@@ -286,6 +397,7 @@ class MiniProgramPayMiddleware:
             on_state_change=on_state_change,
             http_client=http_client,
             database=database,
+            metrics_registry=metrics_registry,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -190,6 +190,14 @@ class Settings(BaseSettings):
     # SQLite only: "full" syncs the write-ahead log on every commit, so an acknowledged
     # webhook survives a power failure or an OS crash; "normal" may lose the last commits.
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    # -- operations: logs and metrics ------------------------------------------------------
+    # "text": lines for people; "json": one object a line, for log shippers.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "auto": log to stderr unless the host configured logging; "always"; "never".
+    log_handler: Literal["auto", "always", "never"] = "auto"
+    # GET /metrics: "admin" needs the admin key, "open" anyone who reaches it, "off" no route.
+    metrics_access: Literal["admin", "open", "off"] = "admin"
 
     @classmethod
     def settings_customise_sources(
@@ -221,7 +229,14 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError('must be JSON such as {"CNY": [1, 5000000]}') from None
 
-    @field_validator("sqlite_synchronous", mode="before")
+    @field_validator(
+        "sqlite_synchronous",
+        "log_format",
+        "log_level",
+        "log_handler",
+        "metrics_access",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -28,7 +28,9 @@ MiniProgramPayError
 │   │   └── AdyenUnavailableError   adyen_unavailable
 │   └── WeChatError                 wechat_*
 ├── StorageError (503)              the database failed or is busy
-└── WorkersUnavailableError (503)   a background loop (inbox, outbox) is stalled or dead
+├── SchemaOutdatedError (503)       readiness: the database is behind this release's schema
+├── WorkersUnavailableError (503)   a background loop (inbox, outbox) is stalled or dead
+└── NotInstalledError (501)         a feature whose optional extra is not installed
 ```
 """
 
@@ -45,10 +47,12 @@ __all__ = [
     "InvalidRequestError",
     "MiniProgramPayError",
     "NotFoundError",
+    "NotInstalledError",
     "PayloadTooLargeError",
     "RateLimitedError",
     "RefundNotAllowedError",
     "RequestError",
+    "SchemaOutdatedError",
     "SignatureError",
     "StorageError",
     "UpstreamError",
@@ -265,3 +269,17 @@ class WorkersUnavailableError(MiniProgramPayError):
     code = "workers_unavailable"
     status = 503
     retryable = True
+
+
+class SchemaOutdatedError(MiniProgramPayError):
+    """``/ready``: the database has no tables, or a schema older than this release needs."""
+
+    code = "schema_outdated"
+    status = 503
+
+
+class NotInstalledError(MiniProgramPayError):
+    """A feature needs an optional extra that is not installed (the message names it)."""
+
+    code = "not_installed"
+    status = 501

@@ -28,6 +28,7 @@ from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.refunds import RefundReason
 from miniprogram_pay.errors import AdyenError, AdyenTimeoutError, AdyenUnavailableError
+from miniprogram_pay.observability.metrics import NO_METRICS, CallOutcome, Metrics
 from miniprogram_pay.retrying import Backoff, RetryAfter, parse_retry_after, retrying
 
 __all__ = [
@@ -52,6 +53,8 @@ PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
 MAX_PSP_REFERENCE_CHARS = 64
 # Adyen's free-text error message is useful to operators but unbounded; keep it short.
 MAX_ADYEN_MESSAGE_CHARS = 200
+# The refunds path as metrics name it: one series, whatever the payment.
+REFUNDS_ENDPOINT = "/payments/{pspReference}/refunds"
 
 _Outcome = httpx.Response | httpx.RequestError
 _RETRYABLE_TRANSPORT_ERRORS = (
@@ -274,9 +277,11 @@ class AdyenCheckoutClient:
         max_retries: int = 2,
         backoff: Backoff = DEFAULT_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         if timeout_seconds <= 0 or max_retries < 0:
             raise ValueError("timeout_seconds must be > 0 and max_retries >= 0")
+        self._metrics = metrics
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._http = http
@@ -286,13 +291,16 @@ class AdyenCheckoutClient:
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> AdyenCheckoutClient:
+    def from_settings(
+        cls, settings: Settings, http: httpx.AsyncClient, *, metrics: Metrics = NO_METRICS
+    ) -> AdyenCheckoutClient:
         return cls(
             base_url=settings.checkout_url,
             api_key=settings.adyen_api_key,
             http=http,
             timeout_seconds=settings.adyen_timeout_seconds,
             max_retries=settings.adyen_max_retries,
+            metrics=metrics,
         )
 
     def __repr__(self) -> str:
@@ -338,10 +346,12 @@ class AdyenCheckoutClient:
         )
         # A pspReference is Adyen's, but it goes in the path: escape it whole ("/" included).
         path = f"/payments/{quote(psp_reference, safe='')}/refunds"
-        answer = await self._post(path, body, idempotency_key)
+        answer = await self._post(path, body, idempotency_key, endpoint=REFUNDS_ENDPOINT)
         return parse_refund_result(answer, payment_psp_reference=psp_reference)
 
-    async def _post(self, path: str, body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    async def _post(
+        self, path: str, body: Mapping[str, Any], key: str, *, endpoint: str | None = None
+    ) -> dict[str, Any]:
         _check_idempotency_key(key)
         content = json.dumps(dict(body), separators=(",", ":")).encode("utf-8")
         headers = self._headers(key)  # the same Idempotency-Key on every attempt
@@ -352,7 +362,7 @@ class AdyenCheckoutClient:
             ):
                 with retry:
                     attempt = retry.retry_state.attempt_number
-                    outcome = await self._attempt(path, content, headers, attempt)
+                    outcome = await self._attempt(path, content, headers, attempt, endpoint)
                     wait = _retry_after(outcome)
                     if _is_retryable(outcome) and (wait or 0) <= MAX_RETRY_AFTER_SECONDS:
                         raise RetryAfter(outcome, wait)
@@ -370,18 +380,36 @@ class AdyenCheckoutClient:
         }
 
     async def _attempt(
-        self, path: str, content: bytes, headers: dict[str, str], attempt: int
+        self,
+        path: str,
+        content: bytes,
+        headers: dict[str, str],
+        attempt: int,
+        endpoint: str | None = None,
     ) -> _Outcome:
         started = time.perf_counter()
         try:
-            response = await self._http.post(
+            outcome: _Outcome = await self._http.post(
                 self._base_url + path, content=content, headers=headers, timeout=self._timeout
             )
         except httpx.RequestError as exc:
-            _log_attempt(path, type(exc).__name__, started, attempt)
-            return exc
-        _log_attempt(path, str(response.status_code), started, attempt)
-        return response
+            outcome = exc
+        status = outcome.status_code if isinstance(outcome, httpx.Response) else None
+        _log_attempt(path, str(status) if status else type(outcome).__name__, started, attempt)
+        self._metrics.upstream_call(
+            "adyen", endpoint or path, _call_outcome(outcome), time.perf_counter() - started
+        )
+        return outcome
+
+
+def _call_outcome(outcome: _Outcome) -> CallOutcome:
+    if isinstance(outcome, httpx.Response):
+        if outcome.status_code >= 500:
+            return CallOutcome.SERVER_ERROR
+        return CallOutcome.REJECTED if outcome.status_code >= 400 else CallOutcome.OK
+    if isinstance(outcome, httpx.TimeoutException):
+        return CallOutcome.TIMEOUT
+    return CallOutcome.UNREACHABLE
 
 
 def _log_attempt(path: str, status: str, started: float, attempt: int) -> None:

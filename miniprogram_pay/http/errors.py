@@ -35,7 +35,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    # Not logged here: Starlette raises the error again after this answer, and the
+    # plugin logs it once, with its traceback and the request's id (app.py).
     body = {"error": {"code": "internal_error", "message": "internal error"}}
     return JSONResponse(body, status_code=500)
 

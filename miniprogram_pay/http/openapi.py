@@ -37,6 +37,11 @@ ROUTER_ERRORS: dict[str, tuple[int, str]] = {
 SECURITY_SCHEMES = {
     "shopper": {"type": "http", "scheme": "bearer", "description": "Token from POST /session."},
     "admin": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"},
+    "adminBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The admin key as a bearer token (what Prometheus sends).",
+    },
     "adyenBasic": {"type": "http", "scheme": "basic"},
 }
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")

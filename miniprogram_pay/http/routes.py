@@ -10,7 +10,9 @@ a code the package raises appears on no route.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,22 +24,39 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from miniprogram_pay.adyen.webhooks import check_basic_auth, parse_notification_body, verify_batch
-from miniprogram_pay.errors import AuthenticationError, NotFoundError, WorkersUnavailableError
+from miniprogram_pay.errors import (
+    AuthenticationError,
+    MiniProgramPayError,
+    NotFoundError,
+    NotInstalledError,
+    RequestError,
+    SignatureError,
+    StorageError,
+    WebhookAuthError,
+    WorkersUnavailableError,
+)
 from miniprogram_pay.http import schemas
 from miniprogram_pay.http.bodies import read_body, read_json
 from miniprogram_pay.http.context import Plugin
+from miniprogram_pay.observability.metrics import WebhookOutcome, WebhookReason
 from miniprogram_pay.services import recovery
 from miniprogram_pay.services.payments import DetailsInput, PaymentInput, mask
+from miniprogram_pay.services.readiness import check_readiness
 from miniprogram_pay.storage.records import (
     EventRecord,
     OutboxRecord,
     PaymentRecord,
+    StoredNotification,
     TransitionRecord,
 )
 
 __all__ = ["ApiRoute", "Contract", "routes"]
 
 logger = logging.getLogger("miniprogram_pay.http")
+
+# A scrape must not hang on a slow database: the counters are served without fresh counts.
+METRICS_COUNTS_TIMEOUT_SECONDS = 5.0
+MISSING_PROMETHEUS = "metrics need prometheus-client: pip install 'miniprogram-pay[metrics]'"
 
 Errors = Mapping[int, Sequence[str]]
 
@@ -136,9 +155,12 @@ def _shopper(request: Request) -> str:
     return _plugin(request).tokens.verify(token).openid
 
 
-def _is_admin(request: Request) -> bool:
+def _is_admin(request: Request, *, bearer: bool = False) -> bool:
+    """The admin key in ``X-Admin-Key`` (or, with ``bearer``, as ``Authorization: Bearer``)."""
     key = _plugin(request).settings.admin_api_key
     given = request.headers.get("x-admin-key")
+    if given is None and bearer:
+        given = _bearer(request)
     return bool(key) and given is not None and key is not None and key.matches(given)
 
 
@@ -206,6 +228,26 @@ async def payment_status(request: Request) -> Response:
 
 async def adyen_webhook(request: Request) -> Response:
     plugin = _plugin(request)
+    arrived = time.perf_counter()
+    try:
+        stored = await _store_webhook(plugin, request)
+    except MiniProgramPayError as exc:
+        plugin.metrics.webhook_received(*_refusal(exc))
+        raise
+    plugin.metrics.webhook_accepted(time.perf_counter() - arrived)
+    _count_items(plugin, stored)
+    # New items are leased to this request. A redelivered item not yet applied is
+    # tried too: on PostgreSQL this request's store held its row lock, so the first
+    # request's apply may have skipped it (SKIP LOCKED). Failed items keep their backoff.
+    waiting = sorted({note.id for note in stored if note.status == "received"})
+    # The items are committed: acknowledge now, apply right after the answer is sent.
+    # A crash in between leaves them in the inbox: a worker loop takes them when the
+    # lease ends.
+    return PlainTextResponse("[accepted]", background=BackgroundTask(plugin.apply_stored, waiting))
+
+
+async def _store_webhook(plugin: Plugin, request: Request) -> list[StoredNotification]:
+    """Read, authenticate, parse, verify and store one delivery; the items as stored."""
     settings = plugin.settings
     body = await read_body(request, settings.max_body_bytes)
     check_basic_auth(
@@ -215,15 +257,27 @@ async def adyen_webhook(request: Request) -> Response:
     )
     batch = parse_notification_body(body)
     verify_batch(batch, plugin.hmac_keys)
-    stored = await plugin.service.store_webhook(batch)
-    # New items are leased to this request. A redelivered item not yet applied is
-    # tried too: on PostgreSQL this request's store held its row lock, so the first
-    # request's apply may have skipped it (SKIP LOCKED). Failed items keep their backoff.
-    waiting = sorted({note.id for note in stored if note.status == "received"})
-    # The items are committed: acknowledge now, apply right after the answer is sent.
-    # A crash in between leaves them in the inbox: a worker loop takes them when the
-    # lease ends.
-    return PlainTextResponse("[accepted]", background=BackgroundTask(plugin.apply_stored, waiting))
+    return await plugin.service.store_webhook(batch)
+
+
+def _refusal(exc: MiniProgramPayError) -> tuple[WebhookOutcome, WebhookReason]:
+    """How a refused or failed delivery counts (a whole request: none of its items is trusted)."""
+    if isinstance(exc, WebhookAuthError):
+        return WebhookOutcome.REJECTED, WebhookReason.BASIC_AUTH
+    if isinstance(exc, SignatureError):
+        return WebhookOutcome.REJECTED, WebhookReason.HMAC
+    if isinstance(exc, RequestError):
+        return WebhookOutcome.REJECTED, WebhookReason.BAD_BODY
+    return WebhookOutcome.FAILED, WebhookReason.STORAGE
+
+
+def _count_items(plugin: Plugin, stored: Sequence[StoredNotification]) -> None:
+    new = [note for note in stored if note.new]
+    foreign = sum(note.status == "ignored" for note in new)
+    metrics = plugin.metrics
+    metrics.webhook_received(WebhookOutcome.STORED, count=len(new) - foreign)
+    metrics.webhook_received(WebhookOutcome.DUPLICATE, count=len(stored) - len(new))
+    metrics.webhook_received(WebhookOutcome.REJECTED, WebhookReason.FOREIGN_MERCHANT, count=foreign)
 
 
 # -- operations ------------------------------------------------------------------------
@@ -319,6 +373,32 @@ async def health(request: Request) -> Response:
         answer = answer.model_copy(update=await _monitoring(plugin))
         answer = schemas.HealthAnswer.model_validate(schemas.render(answer))
     return _json(answer)
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: the database answers, its schema is current, the loops are alive; else 503."""
+    plugin = _plugin(request)
+    found = await check_readiness(plugin.database, plugin.workers)
+    return _json(
+        schemas.ReadyAnswer(status="ready", schema_revision=found.schema, loops=found.loops)
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics; the storage counts are read from the database first."""
+    plugin = _plugin(request)
+    access = plugin.settings.metrics_access
+    if access == "off" or (access == "admin" and not _is_admin(request, bearer=True)):
+        raise NotFoundError("not found", code="not_found")
+    if plugin.prometheus is None:
+        raise NotInstalledError(MISSING_PROMETHEUS)
+    try:
+        async with asyncio.timeout(METRICS_COUNTS_TIMEOUT_SECONDS):
+            await plugin.refresh_metrics()
+    except (StorageError, TimeoutError):
+        logger.warning("metrics served without fresh storage counts: the database did not answer")
+    body, content_type = plugin.prometheus.exposition(request.headers.get("accept"))
+    return Response(body, headers={"content-type": content_type})
 
 
 async def _monitoring(plugin: Plugin) -> dict[str, Any]:
@@ -617,6 +697,29 @@ routes = [
             summary="Liveness of the background loops; with X-Admin-Key, counts for monitoring",
             answer=schemas.HealthAnswer,
             errors=merged(STORAGE, {503: ("workers_unavailable",)}),
+        ),
+    ),
+    ApiRoute(
+        "/ready",
+        ready,
+        method="GET",
+        name="ready",
+        contract=Contract(
+            summary="Readiness: the database answers, its schema is current, the loops are alive",
+            answer=schemas.ReadyAnswer,
+            errors=merged(STORAGE, {503: ("schema_outdated", "workers_unavailable")}),
+        ),
+    ),
+    ApiRoute(
+        "/metrics",
+        metrics,
+        method="GET",
+        name="metrics",
+        contract=Contract(
+            summary="Prometheus metrics (text exposition format); the admin key by default",
+            answer_text="the Prometheus text format",
+            security=("admin", "adminBearer"),
+            errors=merged(ADMIN, {501: ("not_installed",)}),
         ),
     ),
 ]

@@ -54,6 +54,7 @@ __all__ = [
     "OutboxRequeueRequest",
     "PaymentAnswer",
     "PaymentRequest",
+    "ReadyAnswer",
     "Refusal",
     "SessionAnswer",
     "SessionRequest",
@@ -471,6 +472,12 @@ class HealthAnswer(_Model):
     deliveries_in_flight: int | None = Field(
         default=None, description="Hook calls running in this process. With X-Admin-Key only."
     )
+
+
+class ReadyAnswer(_Model):
+    status: Literal["ready"]
+    schema_revision: str = Field(description="The database's schema revision.")
+    loops: dict[str, LoopState] = Field(description="The background loops: running, or off.")
 
 
 class OutboxEntry(_Model):

@@ -34,7 +34,9 @@ class StateChange:
     """One committed state change, delivered at least once.
 
     ``event_id`` is stable across redeliveries (a payment enters each state at
-    most once), so the host de-duplicates on it.
+    most once), so the host de-duplicates on it. ``request_id`` names the request
+    that caused the change (its ``X-Request-ID``), when the process delivering it
+    still knows; the hook runs with it bound, so the package's log lines carry it.
     """
 
     event_id: str
@@ -44,6 +46,7 @@ class StateChange:
     source: str
     occurred_at: datetime
     attempt: int
+    request_id: str | None = None
 
 
 OrderResolver = Callable[[OrderRequest], Awaitable[Order]]

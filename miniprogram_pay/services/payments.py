@@ -31,6 +31,8 @@ from miniprogram_pay.errors import (
     NotFoundError,
     UpstreamError,
 )
+from miniprogram_pay.observability.context import ChangeOrigins
+from miniprogram_pay.observability.metrics import NO_METRICS, Metrics
 from miniprogram_pay.services.batching import GroupCommitter
 from miniprogram_pay.services.hooks import Order, OrderRequest, OrderResolver
 from miniprogram_pay.storage.records import (
@@ -42,6 +44,7 @@ from miniprogram_pay.storage.records import (
     StoredNotification,
 )
 from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.storage.tables import utcnow
 
 __all__ = [
     "DetailsInput",
@@ -105,18 +108,24 @@ class PaymentService:
         adyen: AdyenCheckoutClient,
         order_resolver: OrderResolver | None,
         on_committed_change: Callable[[], None] = lambda: None,
+        metrics: Metrics = NO_METRICS,
+        origins: ChangeOrigins | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.adyen = adyen
         self.order_resolver = order_resolver
         self._changed = on_committed_change
+        self.metrics = metrics
+        self.origins = origins or ChangeOrigins()
         # Concurrent webhooks share commits: one transaction stores (then applies)
         # everything that arrived meanwhile, instead of one transaction each.
         self._inbox: GroupCommitter[InboxItem, StoredNotification] = GroupCommitter(
             self._store_batch, name="inbox"
         )
-        self._applier: GroupCommitter[int, None] = GroupCommitter(self._apply_batch, name="apply")
+        self._applier: GroupCommitter[int, NotificationRecord | None] = GroupCommitter(
+            self._apply_batch, name="apply"
+        )
         self._details_calls = _KeyedLock()
 
     async def close(self) -> None:
@@ -244,6 +253,7 @@ class PaymentService:
         decision = applied.decision
         if applied.transition is not None:
             t = applied.transition
+            self.origins.note(applied.payment.reference, t.to_state.value)
             logger.info(
                 "payment %s: %s -> %s (%s %s)",
                 applied.payment.reference,
@@ -375,20 +385,28 @@ class PaymentService:
         failure is recorded against the one item that caused it.
         """
         try:
-            await self._applier.submit(notification_ids)
+            records = await self._applier.submit(notification_ids)
         except Exception:
             logger.warning(
                 "batch apply failed; applying %d item(s) one by one", len(notification_ids)
             )
             for notification_id in notification_ids:
                 await self.apply_notification(notification_id)
+            return
+        # Reported here, in the caller's context (a webhook request's, with its request id),
+        # not in the batch's, which serves many callers at once.
+        for record in records:
+            if record is not None:
+                self._report_notification(record)
 
-    async def _apply_batch(self, notification_ids: list[int]) -> list[None]:
-        for record in await self.repository.apply_notifications(notification_ids):
-            self._report_notification(record)
-        return [None] * len(notification_ids)
+    async def _apply_batch(self, notification_ids: list[int]) -> list[NotificationRecord | None]:
+        applied = {r.id: r for r in await self.repository.apply_notifications(notification_ids)}
+        # An id two callers both submitted is reported once, to the first.
+        return [applied.pop(notification_id, None) for notification_id in notification_ids]
 
     def _report_notification(self, record: NotificationRecord) -> None:
+        if record.received_at is not None:
+            self.metrics.webhook_applied((utcnow() - record.received_at).total_seconds())
         if record.applied is not None:
             self._note(record.applied)
         else:

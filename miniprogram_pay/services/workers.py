@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 
+from miniprogram_pay.observability.context import ChangeOrigins, bound_request_id
+from miniprogram_pay.observability.metrics import NO_METRICS, HookOutcome, Metrics
 from miniprogram_pay.retrying import Backoff
 from miniprogram_pay.services.batching import GroupCommitter
 from miniprogram_pay.services.hooks import StateChange, StateChangeHook
@@ -105,8 +107,13 @@ class Workers:
         lease_seconds: float | None = None,
         max_concurrent_deliveries: int = MAX_CONCURRENT_DELIVERIES,
         stall_after_seconds: float = STALL_AFTER_SECONDS,
+        metrics: Metrics = NO_METRICS,
+        origins: ChangeOrigins | None = None,
     ) -> None:
         self.apply_notifications = apply_notifications
+        self.metrics = metrics
+        # Which request caused a change: its hook call runs with that request's id.
+        self.origins = origins or ChangeOrigins()
         self.repository = repository
         self.on_state_change = on_state_change
         self.poll_seconds = poll_seconds
@@ -248,6 +255,7 @@ class Workers:
             await loop.run_pass()
         finally:
             loop.pass_started = None
+        self.metrics.loop_passed(loop.name)  # only a pass that ended without an error
 
     async def _idle(self, loop: _Loop) -> None:
         # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that lands just
@@ -315,9 +323,12 @@ class Workers:
 
     async def _deliver(self, event: OutboxEvent) -> None:
         """Tell the host of one change and record the outcome of this row alone."""
-        error = await self._call_hook(event)
+        origin = self.origins.of(event.reference, event.to_state)
+        with bound_request_id(origin):
+            error = await self._timed_hook(event, origin)
         try:
             if error is None:
+                self.origins.forget(event.reference, event.to_state)
                 await self._marks.submit([event.id])
             else:
                 await self._record_failure(event, error)
@@ -325,13 +336,24 @@ class Workers:
             # The row stays leased: when the lease ends it is delivered again.
             logger.exception("could not record the delivery of %s", event.event_id)
 
-    async def _call_hook(self, event: OutboxEvent) -> str | None:
+    async def _timed_hook(self, event: OutboxEvent, origin: str | None) -> str | None:
+        if self.on_state_change is None:
+            return None
+        started = time.perf_counter()
+        error = await self._call_hook(event, origin)
+        outcome = {None: HookOutcome.DELIVERED, "TimeoutError": HookOutcome.TIMEOUT}.get(
+            error, HookOutcome.FAILED
+        )
+        self.metrics.hook_called(outcome, time.perf_counter() - started)
+        return error
+
+    async def _call_hook(self, event: OutboxEvent, origin: str | None = None) -> str | None:
         """Run the host's hook; None when it took the change, else what went wrong."""
         if self.on_state_change is None:
             return None
         try:
             async with asyncio.timeout(self.hook_timeout_seconds):
-                await self.on_state_change(_state_change(event))
+                await self.on_state_change(_state_change(event, origin))
         except TimeoutError:
             logger.warning(
                 "on_state_change did not return within %.1f s for %s (attempt %d)",
@@ -455,7 +477,7 @@ class Workers:
         return outbox, inbox
 
 
-def _state_change(event: OutboxEvent) -> StateChange:
+def _state_change(event: OutboxEvent, origin: str | None) -> StateChange:
     return StateChange(
         event_id=event.event_id,
         reference=event.reference,
@@ -464,6 +486,7 @@ def _state_change(event: OutboxEvent) -> StateChange:
         source=event.source,
         occurred_at=event.created_at,
         attempt=event.attempts,
+        request_id=origin,
     )
 
 

@@ -124,6 +124,7 @@ class NotificationRecord:
     success: bool | None = None
     deliveries: int = 0
     attempts: int = 0
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -602,13 +602,24 @@ class PaymentRepository:
         records: list[NotificationRecord] = []
         for note, event in zip(notes, events, strict=True):
             payment = payments.get(note.merchant_reference)
+            received_at = _aware(note.received_at)
             if payment is None:
                 detail = "no payment with this merchantReference"
-                records.append(NotificationRecord(id=note.id or 0, status="orphan", detail=detail))
+                records.append(
+                    NotificationRecord(
+                        id=note.id or 0, status="orphan", detail=detail, received_at=received_at
+                    )
+                )
                 continue
             applied = self._decide_note(payment, event, logged, writes, now)
             records.append(
-                NotificationRecord(id=note.id or 0, status="applied", detail=None, applied=applied)
+                NotificationRecord(
+                    id=note.id or 0,
+                    status="applied",
+                    detail=None,
+                    applied=applied,
+                    received_at=received_at,
+                )
             )
         await writes.flush(session, payments.values())
         await self._mark_notifications(session, records)

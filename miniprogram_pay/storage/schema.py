@@ -30,9 +30,10 @@ import asyncio
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
@@ -54,6 +55,7 @@ __all__ = [
     "BASELINE_REVISION",
     "MIGRATIONS_PATH",
     "VERSION_TABLE",
+    "SchemaStatus",
     "alembic_config",
     "check",
     "create_all",
@@ -61,6 +63,7 @@ __all__ = [
     "downgrade",
     "head_revision",
     "prepare",
+    "schema_status",
     "stamp_head_if_unversioned",
     "upgrade",
 ]
@@ -145,30 +148,59 @@ async def prepare(database: Database, *, auto_migrate: bool | None = None) -> No
         raise StorageError("the database is unavailable; retry shortly") from exc
 
 
-async def check(database: Database) -> None:
-    """Raise ``ConfigurationError`` when the database is behind this version of the package."""
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """Where the database's schema stands against this release's migrations."""
+
+    state: Literal["current", "newer", "behind", "missing"]
+    found: str | None
+    expected: str
+
+    @property
+    def usable(self) -> bool:
+        """Current, or newer: a newer release migrated it (migrations only add)."""
+        return self.state in ("current", "newer")
+
+    def problem(self) -> str:
+        """What is wrong, and what to do, for a schema that is not usable."""
+        if self.state == "missing":
+            return (
+                f"The database has no miniprogram-pay tables (no {VERSION_TABLE} revision); "
+                f"this version needs revision {self.expected}. {UPGRADE_HINT}"
+            )
+        return (
+            f"The database schema is behind: it is at revision {self.found}, this version of "
+            f"miniprogram-pay needs {self.expected}. {UPGRADE_HINT}"
+        )
+
+
+async def schema_status(database: Database) -> SchemaStatus:
+    """Read the database's revision (one query) and judge it; ``OperationalError`` if it is down."""
     async with database.reader.connect() as connection:
         found = await connection.run_sync(_current, database.schema)
-    expected = await asyncio.to_thread(head_revision)
+    return await asyncio.to_thread(_judge, found)
+
+
+def _judge(found: str | None) -> SchemaStatus:
+    expected = head_revision()
     if found == expected:
-        return
+        return SchemaStatus("current", found, expected)
     if found is None:
-        raise ConfigurationError(
-            f"The database has no miniprogram-pay tables (no {VERSION_TABLE} revision); "
-            f"this version needs revision {expected}. {UPGRADE_HINT}"
-        )
-    if not _is_known(found):
-        # A newer release migrated it (a rolling deploy): migrations only add, so run on.
+        return SchemaStatus("missing", found, expected)
+    return SchemaStatus("behind" if _is_known(found) else "newer", found, expected)
+
+
+async def check(database: Database) -> None:
+    """Raise ``ConfigurationError`` when the database is behind this version of the package."""
+    status = await schema_status(database)
+    if not status.usable:
+        raise ConfigurationError(status.problem())
+    if status.state == "newer":
         logger.warning(
             "database schema is at revision %s, newer than this release knows (%s)",
-            found,
-            expected,
+            status.found,
+            status.expected,
         )
-        return
-    raise ConfigurationError(
-        f"The database schema is behind: it is at revision {found}, this version of "
-        f"miniprogram-pay needs {expected}. {UPGRADE_HINT}"
-    )
 
 
 async def create_all(database: Database) -> None:

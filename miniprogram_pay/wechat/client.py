@@ -20,6 +20,7 @@ import httpx
 
 from miniprogram_pay.config import Secret, Settings
 from miniprogram_pay.errors import InvalidRequestError, WeChatError
+from miniprogram_pay.observability.metrics import NO_METRICS, CallOutcome, Metrics
 from miniprogram_pay.retrying import Backoff, RetryAfter, retrying
 
 __all__ = ["WeChatClient", "WeChatSession"]
@@ -176,9 +177,11 @@ class WeChatClient:
         busy_retries: int = 1,
         backoff: Backoff = BUSY_BACKOFF,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         if timeout_seconds <= 0 or busy_retries < 0:
             raise ValueError("timeout_seconds must be > 0 and busy_retries >= 0")
+        self._metrics = metrics
         self._url = base_url.rstrip("/") + CODE2SESSION_PATH
         self._app_id = app_id
         self._app_secret = app_secret
@@ -190,13 +193,16 @@ class WeChatClient:
         _install_httpx_redaction()
 
     @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> WeChatClient:
+    def from_settings(
+        cls, settings: Settings, http: httpx.AsyncClient, *, metrics: Metrics = NO_METRICS
+    ) -> WeChatClient:
         return cls(
             base_url=settings.wechat_api_url,
             app_id=settings.wechat_app_id,
             app_secret=settings.wechat_app_secret,
             http=http,
             timeout_seconds=settings.wechat_timeout_seconds,
+            metrics=metrics,
         )
 
     def __repr__(self) -> str:
@@ -229,10 +235,24 @@ class WeChatClient:
             )
         except httpx.RequestError as exc:
             _log_attempt(type(exc).__name__, started, attempt)
+            timeout = isinstance(exc, httpx.TimeoutException)
+            self._observe(CallOutcome.TIMEOUT if timeout else CallOutcome.UNREACHABLE, started)
             # Not chained: the httpx error holds the request, whose URL holds the AppSecret.
             raise _transport_error(exc) from None
         _log_attempt(str(response.status_code), started, attempt)
-        return _json_object(response)
+        try:
+            body = _json_object(response)
+            errcode = _errcode(body)
+        except WeChatError:
+            failed = response.status_code >= 500
+            self._observe(CallOutcome.SERVER_ERROR if failed else CallOutcome.BAD_RESPONSE, started)
+            raise
+        self._observe(_errcode_outcome(errcode), started)
+        return body
+
+    def _observe(self, outcome: CallOutcome, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self._metrics.upstream_call("wechat", CODE2SESSION_PATH, outcome, elapsed)
 
     def _params(self, js_code: str) -> dict[str, str]:
         return {
@@ -241,6 +261,12 @@ class WeChatClient:
             "js_code": js_code,
             "grant_type": "authorization_code",
         }
+
+
+def _errcode_outcome(errcode: int) -> CallOutcome:
+    if errcode == 0:
+        return CallOutcome.OK
+    return CallOutcome.SERVER_ERROR if errcode == _BUSY else CallOutcome.REJECTED
 
 
 def _log_attempt(status: str, started: float, attempt: int) -> None:

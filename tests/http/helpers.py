@@ -237,12 +237,13 @@ def _free_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[uvicorn.Server]:
-    """``app`` on uvicorn at 127.0.0.1 (lifespan on) until the block ends."""
+async def serving(
+    app: ASGIApp, sock: socket.socket | None = None, **config: Any
+) -> AsyncIterator[uvicorn.Server]:
+    """``app`` on uvicorn at 127.0.0.1 (lifespan on) until the block ends; ``config`` to uvicorn."""
     sock = sock or _free_socket()
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", access_log=False)
-    )
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "ws": "none"}
+    server = uvicorn.Server(uvicorn.Config(app, **{**options, "access_log": False, **config}))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         for _ in range(500):

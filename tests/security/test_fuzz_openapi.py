@@ -42,8 +42,8 @@ FUZZ_SETTINGS = settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-# GET /health and GET /openapi.json take nothing at all, so there is nothing to make invalid.
-TAKES_NOTHING = {"GET /health", "GET /openapi.json"}
+# These take nothing at all, so there is nothing to make invalid.
+TAKES_NOTHING = {"GET /health", "GET /ready", "GET /openapi.json"}
 CASES = [
     pytest.param(label, mode, id=f"{label}-{mode.value}")
     for label in sorted(OPERATIONS)
@@ -62,6 +62,8 @@ CREDENTIALS = {
     "GET /admin/outbox": ("admin", "admin", "generated", "shopper"),
     "POST /admin/outbox/requeue": ("admin", "admin", "generated", "shopper"),
     "GET /health": ("admin", "generated"),
+    "GET /ready": ("generated",),
+    "GET /metrics": ("admin", "admin", "generated", "shopper"),
     "GET /openapi.json": ("generated",),
 }
 SHOPPER_CREDENTIALS = ("shopper", "shopper", "generated", "admin", "webhook")
