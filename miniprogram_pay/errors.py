@@ -9,8 +9,10 @@ MiniProgramPayError
 ├── ConfigurationError              bad or conflicting Settings, raised at start-up
 ├── RequestError (4xx)              the caller sent something we refuse
 │   ├── InvalidRequestError         400 invalid_request / malformed_json / ...
-│   │   └── InvalidRefundError      400 invalid_refund / invalid_refund_amount /
-│   │                                   refund_currency_mismatch / invalid_refund_reason
+│   │   ├── InvalidRefundError      400 invalid_refund / invalid_refund_amount /
+│   │   │                               refund_currency_mismatch / invalid_refund_reason
+│   │   └── InvalidQueryError       400 invalid_filter / invalid_status / invalid_page
+│   │                                   (names the parameter and its allowed values)
 │   ├── AuthenticationError         401 unauthenticated / invalid_token / ...
 │   ├── NotFoundError               404 not_found
 │   ├── ConflictError               409 conflict
@@ -43,6 +45,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConflictError",
+    "InvalidQueryError",
     "InvalidRefundError",
     "InvalidRequestError",
     "MiniProgramPayError",
@@ -125,6 +128,37 @@ class InvalidRefundError(InvalidRequestError):
     """A refund request that is wrong in itself: its amount, currency or reason."""
 
     code = "invalid_refund"
+
+
+class InvalidQueryError(InvalidRequestError):
+    """A query parameter of an admin list that is unknown, repeated or out of its range.
+
+    The error names the ``parameter`` and, for a closed set, the ``allowed`` values (for an
+    unknown name: no parameter, the names allowed), so a back office can show them
+    instead of an empty list.
+    """
+
+    code = "invalid_filter"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None,
+        allowed: tuple[str, ...] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.parameter = parameter
+        self.allowed = allowed
+
+    def _error_fields(self) -> dict[str, object]:
+        error = super()._error_fields()
+        if self.parameter is not None:
+            error["parameter"] = self.parameter
+        if self.allowed is not None:
+            error["allowed"] = list(self.allowed)
+        return error
 
 
 class AuthenticationError(RequestError):

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from miniprogram_pay._version import __version__
 from miniprogram_pay.http import schemas
+from miniprogram_pay.http.admin import admin_routes
 from miniprogram_pay.http.routes import ApiRoute, Contract, Errors, merged, routes
 
 __all__ = ["add_to_openapi", "openapi_document", "openapi_route"]
@@ -61,7 +62,7 @@ openapi_route = ApiRoute(
 
 
 def all_routes() -> list[ApiRoute]:
-    return [*routes, openapi_route]
+    return [*routes, *admin_routes, openapi_route]
 
 
 def openapi_document(root_path: str = "") -> dict[str, Any]:

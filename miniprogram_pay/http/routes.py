@@ -300,27 +300,6 @@ async def stale_payments(request: Request) -> Response:
     return _json(schemas.StaleAnswer(older_than_seconds=older_than, payments=payments))
 
 
-async def notifications(request: Request) -> Response:
-    plugin = _plugin(request)
-    _require_admin(request)
-    status = schemas.query_status(request.query_params.get("status"), schemas.NOTIFICATION_STATUSES)
-    rows = await plugin.repository.notifications(status=status)
-    listed = [
-        schemas.StoredNotification(
-            id=n.id,
-            status=n.status,
-            detail=n.detail,
-            merchant_reference=n.merchant_reference,
-            event_code=n.event_code,
-            success=n.success,
-            deliveries=n.deliveries,
-            attempts=n.attempts,
-        )
-        for n in rows
-    ]
-    return _json(schemas.NotificationsAnswer(notifications=listed))
-
-
 async def requeue_notifications(request: Request) -> Response:
     plugin = _plugin(request)
     _require_admin(request)
@@ -336,14 +315,6 @@ async def requeue_notifications(request: Request) -> Response:
     plugin.workers.kick()
     kept = [schemas.KeptNotification(id=i, detail=detail) for i, detail in result.kept]
     return _json(schemas.NotificationRequeueAnswer(requeued=result.requeued, kept=kept))
-
-
-async def outbox(request: Request) -> Response:
-    plugin = _plugin(request)
-    _require_admin(request)
-    status = schemas.query_status(request.query_params.get("status"), schemas.OUTBOX_STATUSES)
-    rows = await plugin.repository.outbox(status=status)
-    return _json(schemas.OutboxAnswer(outbox=[outbox_entry(row) for row in rows]))
 
 
 async def requeue_outbox(request: Request) -> Response:
@@ -465,6 +436,18 @@ def details_answer(payment: PaymentRecord) -> schemas.DetailsAnswer:
     return schemas.DetailsAnswer(**_details_fields(payment))
 
 
+def history_entry(t: TransitionRecord) -> schemas.HistoryEntry:
+    return schemas.HistoryEntry.model_validate(
+        {
+            "from": t.from_state,
+            "to": t.to_state,
+            "source": t.source,
+            "event": t.event_kind,
+            "at": t.at,
+        }
+    )
+
+
 def status_answer(
     payment: PaymentRecord, history: list[TransitionRecord], events: list[EventRecord]
 ) -> schemas.StatusAnswer:
@@ -480,18 +463,7 @@ def status_answer(
             for e in events
             if e.conflict
         ],
-        history=[
-            schemas.HistoryEntry.model_validate(
-                {
-                    "from": t.from_state,
-                    "to": t.to_state,
-                    "source": t.source,
-                    "event": t.event_kind,
-                    "at": t.at,
-                }
-            )
-            for t in history
-        ],
+        history=[history_entry(t) for t in history],
         events=[
             schemas.EventEntry(
                 source=e.source, event=e.kind, success=e.success, outcome=e.outcome, at=e.at
@@ -504,30 +476,6 @@ def status_answer(
 # -- the routes ------------------------------------------------------------------------
 
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
-
-
-def _admin_list(
-    path: str,
-    endpoint: Endpoint,
-    *,
-    summary: str,
-    answer: type[BaseModel],
-    statuses: Sequence[str],
-) -> ApiRoute:
-    """An admin list with a ``status`` filter; named after its endpoint."""
-    return ApiRoute(
-        path,
-        endpoint,
-        method="GET",
-        name=endpoint.__name__,
-        contract=Contract(
-            summary=summary,
-            answer=answer,
-            security=("admin",),
-            errors=merged(STORAGE, ADMIN, {400: ("invalid_status",)}),
-            query={"status": ", ".join(statuses)},
-        ),
-    )
 
 
 def _admin_requeue(
@@ -660,26 +608,12 @@ routes = [
             errors=merged(STORAGE, ADMIN),
         ),
     ),
-    _admin_list(
-        "/admin/notifications",
-        notifications,
-        summary="Received webhook items and their processing status",
-        answer=schemas.NotificationsAnswer,
-        statuses=schemas.NOTIFICATION_STATUSES,
-    ),
     _admin_requeue(
         "/admin/notifications/requeue",
         requeue_notifications,
         summary="Apply parked webhook items again, or ignored ones that are ours now",
         request=schemas.NotificationRequeueRequest,
         answer=schemas.NotificationRequeueAnswer,
-    ),
-    _admin_list(
-        "/admin/outbox",
-        outbox,
-        summary="State changes for the host (on_state_change) and their delivery status",
-        answer=schemas.OutboxAnswer,
-        statuses=schemas.OUTBOX_STATUSES,
     ),
     _admin_requeue(
         "/admin/outbox/requeue",

@@ -36,7 +36,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from miniprogram_pay.domain.money import MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, Amount
 from miniprogram_pay.domain.states import PaymentState
-from miniprogram_pay.errors import InvalidRequestError
+from miniprogram_pay.errors import InvalidQueryError, InvalidRequestError
 from miniprogram_pay.services.payments import PAYMENT_METHOD_TYPE
 from miniprogram_pay.services.workers import LoopState
 
@@ -54,6 +54,8 @@ __all__ = [
     "OutboxRequeueRequest",
     "PaymentAnswer",
     "PaymentRequest",
+    "PaymentStoryAnswer",
+    "PaymentsAnswer",
     "ReadyAnswer",
     "Refusal",
     "SessionAnswer",
@@ -340,6 +342,12 @@ class ErrorDetail(_Model):
     message: str = Field(description="For people; may change; never contains what was sent.")
     psp_reference: str | None = Field(default=None, description="Adyen's, for support.")
     retryable: bool | None = Field(default=None, description="The same request may succeed later.")
+    parameter: str | None = Field(
+        default=None, description="The query parameter refused (admin lists)."
+    )
+    allowed: list[str] | None = Field(
+        default=None, description="The values (or parameter names) that parameter accepts."
+    )
 
 
 class ErrorResponse(_Model):
@@ -434,6 +442,13 @@ class StaleAnswer(_Model):
     payments: list[StalePayment]
 
 
+class WebhookAmount(_Model):
+    """An amount as a webhook item names it: any currency, zero included (not checked)."""
+
+    currency: str | None
+    value: int | None
+
+
 class StoredNotification(_Model):
     id: int
     status: str
@@ -443,10 +458,54 @@ class StoredNotification(_Model):
     success: bool | None
     deliveries: int
     attempts: int
+    psp_reference: str | None = None
+    amount: WebhookAmount | None = Field(default=None, description="As Adyen sent it.")
+    received_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None = None
+    applied_at: Timestamp | None = None
+
+
+NEXT_CURSOR = Field(description="Pass it as ``cursor`` for the next (older) page; null: the last.")
 
 
 class NotificationsAnswer(_Model):
     notifications: list[StoredNotification]
+    next_cursor: str | None = NEXT_CURSOR
+
+
+class PaymentSummary(_Model):
+    reference: str
+    state: PaymentState
+    amount: AmountBody
+    psp_reference: str | None
+    result_code: str | None
+    conflicts: int = Field(description="Events that disagreed with the payment's state.")
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class PaymentsAnswer(_Model):
+    payments: list[PaymentSummary] = Field(description="Newest first.")
+    next_cursor: str | None = NEXT_CURSOR
+
+
+class StoryPayment(PaymentSummary):
+    refusal_reason: str | None
+
+
+class StoryEvent(_Model):
+    """Something that happened to the payment: an API answer, a webhook, a shopper's report."""
+
+    key: str = Field(description="Stable id of the event (a webhook's: Adyen's dedup key).")
+    source: str
+    event: str
+    success: bool | None
+    outcome: str = Field(description="What the state machine did with it.")
+    conflict: str | None = Field(description="failure_after_authorisation, amount_mismatch, ...")
+    reason: str | None
+    psp_reference: str | None
+    amount: WebhookAmount | None
+    at: Timestamp
 
 
 class HealthAnswer(_Model):
@@ -497,6 +556,24 @@ class OutboxEntry(_Model):
 
 class OutboxAnswer(_Model):
     outbox: list[OutboxEntry]
+    next_cursor: str | None = NEXT_CURSOR
+
+
+class PaymentStoryAnswer(_Model):
+    """Everything stored about one payment, read at one moment, each list oldest first.
+
+    A payment is one attempt at Adyen: its transitions and events are that attempt's.
+    """
+
+    payment: StoryPayment
+    transitions: list[HistoryEntry]
+    events: list[StoryEvent]
+    webhooks: list[StoredNotification] = Field(
+        description="Webhook items naming the payment's reference or pspReference."
+    )
+    deliveries: list[OutboxEntry] = Field(
+        description="The payment's state changes for on_state_change, and their delivery."
+    )
 
 
 IDS_REFUSAL = Refusal("invalid_ids", f"must be a list of at most {MAX_REQUEUE_IDS} positive ids")
@@ -585,7 +662,12 @@ def query_status(value: str | None, allowed: tuple[str, ...]) -> str | None:
     """The ``status`` filter of an admin list: absent, or one of ``allowed``."""
     if value is None or value in allowed:
         return value
-    raise InvalidRequestError("status must be one of " + ", ".join(allowed), code="invalid_status")
+    raise InvalidQueryError(
+        "status must be one of " + ", ".join(allowed),
+        parameter="status",
+        allowed=allowed,
+        code="invalid_status",
+    )
 
 
 # -- parsing and rendering ---------------------------------------------------------------

@@ -259,6 +259,11 @@ class StoredCountsCollector(Collector):
             value=counts.stale_payments,
         )
         yield GaugeMetricFamily(
+            f"{NAMESPACE}_conflicted_payments",
+            "Payments with at least one event that contradicted them (a person should look).",
+            value=counts.conflicted_payments,
+        )
+        yield GaugeMetricFamily(
             f"{NAMESPACE}_inbox_oldest_waiting_seconds",
             "Age of the oldest webhook item not applied yet (received or failed); 0 when none.",
             value=counts.oldest_waiting_inbox_seconds or 0.0,

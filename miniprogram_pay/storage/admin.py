@@ -9,7 +9,7 @@ never skips or repeats a row that was there when the first page was read.
 Example::
 
     reads = AdminReads(database)
-    page = await reads.payments(PaymentFilter(state="Pending"), limit=50)
+    page = await reads.payments(PaymentFilter(state=PaymentState.PENDING), limit=50)
     story = await reads.story(page.items[0].reference)
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, or_
+from sqlalchemy import and_, func, or_
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -153,6 +153,7 @@ class StoredCounts:
     inbox: dict[str, int]
     outbox: dict[str, int]
     stale_payments: int
+    conflicted_payments: int
     oldest_waiting_inbox_seconds: float | None
     oldest_pending_outbox_seconds: float | None
     at: datetime = field(default_factory=utcnow)
@@ -248,7 +249,8 @@ class AdminReads:
             payments = await _grouped(session, PaymentRow.state)
             inbox = await _grouped(session, NotificationRow.status)
             outbox = await _grouped(session, OutboxRow.status)
-            stale = await _count_stale(session, now - timedelta(seconds=stale_after_seconds))
+            stale = await _count(session, _stale(now - timedelta(seconds=stale_after_seconds)))
+            conflicted = await _count(session, col(PaymentRow.conflicts) > 0)
             waiting = await _oldest(
                 session,
                 NotificationRow.received_at,
@@ -260,6 +262,7 @@ class AdminReads:
             inbox=inbox,
             outbox=outbox,
             stale_payments=stale,
+            conflicted_payments=conflicted,
             oldest_waiting_inbox_seconds=_age(waiting, now),
             oldest_pending_outbox_seconds=_age(pending, now),
             at=now,
@@ -290,6 +293,8 @@ async def _page(
     session: AsyncSession, stmt: Any, id_column: Any, before_id: int | None, limit: int
 ) -> list[Any]:
     """Up to ``limit + 1`` rows by id descending: the extra row says whether a next page exists."""
+    if not 0 < limit <= MAX_PAGE_ROWS:
+        raise ValueError(f"limit must be from 1 to {MAX_PAGE_ROWS}")
     if before_id is not None:
         stmt = stmt.where(col(id_column) < before_id)
     stmt = stmt.order_by(col(id_column).desc()).limit(limit + 1)
@@ -328,13 +333,13 @@ async def _grouped(session: AsyncSession, column: Any) -> dict[str, int]:
     return {str(key): int(n) for key, n in (await session.exec(stmt)).all()}
 
 
-async def _count_stale(session: AsyncSession, cutoff: datetime) -> int:
-    stmt = (
-        select(func.count())
-        .select_from(PaymentRow)
-        .where(col(PaymentRow.state).in_([PaymentState.CREATED.value, PaymentState.PENDING.value]))
-        .where(col(PaymentRow.updated_at) < cutoff)
-    )
+def _stale(cutoff: datetime) -> Any:
+    unsettled = [PaymentState.CREATED.value, PaymentState.PENDING.value]
+    return and_(col(PaymentRow.state).in_(unsettled), col(PaymentRow.updated_at) < cutoff)
+
+
+async def _count(session: AsyncSession, condition: Any) -> int:
+    stmt = select(func.count()).select_from(PaymentRow).where(condition)
     return int((await session.exec(stmt)).one())
 
 

@@ -121,10 +121,20 @@ async def test_a_sandbox_flow_moves_the_figures_as_it_should(db_url: str) -> Non
         expected = sum(r["status"] == status for r in rows)
         assert value(after, "inbox_items", {"status": status}) == expected, status
     assert value(after, "stale_payments") == 0
+    # send_webhooks' item names another pspReference for the payment: a conflict.
+    assert value(after, "conflicted_payments") == 1
     assert value(after, "outbox_oldest_pending_seconds") == 0
     for loop in ("inbox", "outbox"):
         assert value(after, "loop_last_pass_timestamp_seconds", {"loop": loop}) > 0
     assert value(after, "build_info", {"version": __import__("miniprogram_pay").__version__}) == 1
+
+
+async def test_a_conflict_shows(db_url: str) -> None:
+    async with world(db_url) as w:
+        await pay_through(w, "order-sbx-success-then-failure")  # a failure after Authorised
+        after = await scrape(w.client)
+    assert value(after, "conflicted_payments") == 1
+    assert value(after, "payments", {"state": "Authorised"}) == 1
 
 
 async def test_a_retried_call_counts_each_attempt(db_url: str) -> None:

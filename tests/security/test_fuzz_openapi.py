@@ -57,6 +57,8 @@ CREDENTIALS = {
     "POST /session": ("generated",),
     "POST /webhooks/adyen": ("webhook", "webhook", "generated", "admin"),
     "GET /admin/stale": ("admin", "admin", "generated", "shopper"),
+    "GET /admin/payments": ("admin", "admin", "generated", "shopper"),
+    "GET /admin/payments/{reference}": ("admin", "admin", "generated", "shopper"),
     "GET /admin/notifications": ("admin", "admin", "generated", "shopper"),
     "POST /admin/notifications/requeue": ("admin", "admin", "generated", "shopper"),
     "GET /admin/outbox": ("admin", "admin", "generated", "shopper"),
