@@ -34,6 +34,7 @@ from miniprogram_pay.observability.context import (
 )
 from miniprogram_pay.observability.logs import install_handler, remove_handler
 from miniprogram_pay.observability.metrics import NO_METRICS, Metrics
+from miniprogram_pay.office.routes import Office
 from miniprogram_pay.services.hooks import OrderResolver, StateChangeHook
 from miniprogram_pay.services.payments import PaymentService
 from miniprogram_pay.services.workers import Workers
@@ -95,7 +96,11 @@ class MiniProgramPay:
         self._given_db = database
         self._started = False
         self._lock = asyncio.Lock()
-        self._router = Starlette(routes=all_routes(), exception_handlers=exception_handlers)
+        # The JSON API (in the OpenAPI document), then the back office's pages.
+        pages = Office().routes()
+        self._router = Starlette(
+            routes=[*all_routes(), *pages], exception_handlers=exception_handlers
+        )
         self.prometheus = _prometheus(settings, metrics_registry)
         self.metrics: Metrics = self.prometheus or NO_METRICS
         # Which request caused each state change, for the hook's call (services note, workers read).

@@ -49,12 +49,16 @@ class Pages:
     come last, so a feature can extend ``base.html`` and use the shared files.
     Templates get ``static(path)``, the URL of a static file, through the route
     named ``static_name``: give each feature its own name, since a host app
-    may have a route called ``static`` already.
+    may have a route called ``static`` already. A page of a mounted app gives
+    ``static_path`` (where ``static_route`` is, under the mount) instead.
     """
 
-    def __init__(self, *packages: str, static_name: str) -> None:
+    def __init__(self, *packages: str, static_name: str, static_path: str | None = None) -> None:
         self.packages = (*packages, BASE_PACKAGE)
         self.static_name = static_name
+        # Inside a mounted app the host's router answers url_for: there, the static route's
+        # path under the mount (the mount's root_path is put in front) names the files.
+        self.static_path = static_path
         self._templates: Jinja2Templates | None = None
 
     @property
@@ -101,6 +105,8 @@ class Pages:
 
     def _static_urls(self, request: Request) -> dict[str, Callable[[str], str]]:
         def static(path: str) -> str:
+            if self.static_path is not None:
+                return f"{request.scope.get('root_path', '')}{self.static_path}/{path}"
             # A path, not an absolute URL: right behind a proxy that changes the scheme or host.
             return request.url_for(self.static_name, path=path).path
 
