@@ -2,7 +2,7 @@
 
 ```
 miniprogram-pay serve [--sandbox] [--host H] [--port P] [--workers N] [--order-resolver M:F]
-miniprogram-pay demo [--scenario NAME | --all] [--action ok|cancel|fail] [--style S]
+miniprogram-pay demo [--scenario NAME | --all] [--action ok|cancel|fail] [--style S] [--stay]
 miniprogram-pay sandbox [--port P] [--webhook-url URL] [--scenario NAME]
 miniprogram-pay shopper --api URL [--sandbox URL] [--scenario NAME] [--action ok|cancel|fail]
 miniprogram-pay webhook send --event AUTHORISATION --success false --reference R
@@ -329,7 +329,61 @@ def _demo_with_database(args: argparse.Namespace, out: Printer, database_url: st
         out.line("sandbox", f"{servers.sandbox_url} (responses in {args.style!r} style)")
         out.line("database", _redact_url(database_url))
         play = _play_all if args.all else _play_one
-        return asyncio.run(play(args, out, servers, watch))
+        code = asyncio.run(play(args, out, servers, watch))
+        _print_metrics(out, servers)
+        if args.stay:
+            _stay(out, servers)
+        return code
+
+
+# The figures the demo prints after its payment: (metric, labels to show, what it is).
+DEMO_FIGURES = (
+    ("miniprogram_pay_payments", ("state",), "payments"),
+    ("miniprogram_pay_webhooks_received_total", ("outcome", "reason"), "webhooks"),
+    ("miniprogram_pay_upstream_calls_total", ("service", "endpoint", "outcome"), "calls"),
+    ("miniprogram_pay_hook_calls_total", ("outcome",), "hook calls"),
+)
+
+
+def _print_metrics(out: Printer, servers: Any) -> None:
+    """The non-zero figures of the plugin's own ``/pay/metrics``, as Prometheus scrapes them."""
+    import httpx
+
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ModuleNotFoundError:
+        out.line("metrics", "off (pip install 'miniprogram-pay[metrics]')")
+        return
+    answer = httpx.get(
+        servers.api_url + "/metrics",
+        headers={"Authorization": f"Bearer {servers.admin_api_key}"},
+        timeout=10,
+    )
+    if answer.status_code != 200:
+        out.line("metrics", f"GET /pay/metrics answered {answer.status_code}")
+        return
+    samples = [s for f in text_string_to_metric_families(answer.text) for s in f.samples]
+    out.plain()
+    out.line("metrics", f"GET {servers.api_url}/metrics (the non-zero series)")
+    for name, labels, title in DEMO_FIGURES:
+        for sample in samples:
+            if sample.name == name and sample.value:
+                shown = ",".join(sample.labels[k] for k in labels if sample.labels.get(k))
+                out.line(f"  {title}", f"{shown} {sample.value:g}")
+
+
+def _stay(out: Printer, servers: Any) -> None:
+    """Keep serving until Ctrl-C, for a look at the back office and the metrics."""
+    out.plain()
+    out.line("back office", f"{servers.api_url}/admin/office")
+    out.line("metrics", f"{servers.api_url}/metrics")
+    out.line("admin key", f"{servers.admin_api_key} (X-Admin-Key, or Bearer for /metrics)")
+    out.plain("serving until Ctrl-C")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.plain()
 
 
 class _StateWatcher:
@@ -824,6 +878,11 @@ def _add_demo(commands: Any) -> None:
     _add_action(demo)
     demo.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
     demo.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep serving after the payment (the back office, /pay/metrics) until Ctrl-C",
+    )
     demo.set_defaults(handler=cmd_demo)
 
 

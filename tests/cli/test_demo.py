@@ -96,3 +96,19 @@ def test_demo_unknown_scenario_is_a_usage_error_naming_the_scenarios(run_cli: Ru
     assert result.stdout == ""
     assert "invalid choice: 'nope'" in result.stderr
     assert "failure-then-success" in result.stderr
+
+
+def test_demo_prints_the_metrics_its_payment_moved(
+    default_demo: subprocess.CompletedProcess[str],
+) -> None:
+    out = default_demo.stdout
+    metrics = out[out.index("/pay/metrics (the non-zero series)") :]
+    assert re.search(r"payments\s+Authorised 1\n", metrics)
+    assert re.search(r"webhooks\s+stored 1\n", metrics)
+    for call in (
+        "adyen,/payments,ok 1",
+        "adyen,/payments/details,ok 1",
+        "wechat,/sns/jscode2session",
+    ):
+        assert call in metrics
+    assert re.search(r"hook calls\s+delivered 2\n", metrics)  # Pending, then Authorised
