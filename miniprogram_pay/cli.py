@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -379,11 +380,13 @@ def _stay(out: Printer, servers: Any) -> None:
     out.line("metrics", f"{servers.api_url}/metrics")
     out.line("admin key", f"{servers.admin_api_key} (X-Admin-Key, or Bearer for /metrics)")
     out.plain("serving until Ctrl-C")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        out.plain()
+    stopped = threading.Event()
+    # Handlers of our own: a shell starts a background job with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    while not stopped.wait(1.0):
+        pass
+    out.plain()
 
 
 class _StateWatcher:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
+import httpx
 import pytest
 
 from miniprogram_pay.sandbox import SCENARIOS, Sandbox, SandboxConfig
@@ -112,3 +117,34 @@ def test_demo_prints_the_metrics_its_payment_moved(
     ):
         assert call in metrics
     assert re.search(r"hook calls\s+delivered 2\n", metrics)  # Pending, then Authorised
+
+
+def test_demo_stay_serves_the_back_office_until_interrupted(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MINIPROGRAM_PAY_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "miniprogram_pay", "demo", "--stay"],
+        cwd=tmp_path,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines = []
+        for line in demo.stdout:  # ends at the line the demo waits after
+            lines.append(line)
+            if line.startswith("serving until Ctrl-C"):
+                break
+        printed = "".join(lines)
+        office = re.search(r"back office\s+(\S+)", printed)
+        key = re.search(r"admin key\s+(\S+)", printed)
+        assert office and key, printed
+        login = httpx.get(office.group(1), follow_redirects=True, timeout=10)
+        assert login.status_code == 200 and "Sign in to the back office" in login.text
+        listed = httpx.get(office.group(1), headers={"X-Admin-Key": key.group(1)}, timeout=10)
+        assert "demo-sbx-authorised-" in listed.text  # the demo's payment, still there
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=30)  # reads the rest and closes the pipes
+    assert demo.returncode == 0
