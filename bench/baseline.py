@@ -4,7 +4,8 @@
 same sandbox (``BENCH_SANDBOX_URL``) as the plugin it is compared with:
 
 - ``POST /base/webhooks/adyen``: parse the JSON, verify one HMAC, commit one insert
-  (SQLAlchemy async Core; on SQLite WAL + synchronous=NORMAL, the default pool).
+  (SQLAlchemy async Core; on SQLite WAL, the default pool, and the plugin's durability:
+  ``synchronous=FULL`` unless ``BENCH_SQLITE_SYNCHRONOUS=normal``).
 - ``POST /base/session``, ``/base/payments``, ``/base/payments/details``: one call to
   the sandbox each, answer passed through.
 - ``GET /base/payments/{reference}``: one indexed read of ``mpp_payment``.
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from bench.common import ADMIN_KEY, CONFIG, db_url, sandbox_url
+from bench.common import ADMIN_KEY, CONFIG, db_url, sandbox_url, sqlite_synchronous
 
 __all__ = ["create"]
 
@@ -71,7 +72,8 @@ def _engine(url: str) -> AsyncEngine:
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # The plugin's own setting: both sides sync a commit alike.
+            cursor.execute(f"PRAGMA synchronous={sqlite_synchronous().upper()}")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
 

@@ -13,6 +13,7 @@ __all__ = [
     "SESSION_SECRET",
     "db_url",
     "sandbox_url",
+    "sqlite_synchronous",
     "webhook_headers",
 ]
 
@@ -27,6 +28,14 @@ def db_url() -> str:
 
 def sandbox_url() -> str:
     return os.environ.get("BENCH_SANDBOX_URL", "http://127.0.0.1:9")
+
+
+SYNCHRONOUS_ENV = "BENCH_SQLITE_SYNCHRONOUS"
+
+
+def sqlite_synchronous() -> str:
+    """SQLite's durability for the plugin and the baseline alike: "full" unless told "normal"."""
+    return "normal" if os.environ.get(SYNCHRONOUS_ENV) == "normal" else "full"
 
 
 def webhook_headers() -> dict[str, str]:

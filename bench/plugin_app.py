@@ -6,17 +6,13 @@ Settings come from the environment (``BENCH_DB_URL``, ``BENCH_SANDBOX_URL``,
 
 from __future__ import annotations
 
-import os
-
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from bench.common import ADMIN_KEY, CONFIG, SESSION_SECRET, db_url, sandbox_url
+from bench.common import ADMIN_KEY, CONFIG, SESSION_SECRET, db_url, sandbox_url, sqlite_synchronous
 from miniprogram_pay import Secret, Settings, StateChange, create_app
 
 __all__ = ["create"]
-
-SYNCHRONOUS_ENV = "BENCH_SQLITE_SYNCHRONOUS"
 
 
 async def _on_state_change(change: StateChange) -> None:
@@ -42,7 +38,7 @@ def settings() -> Settings:
         database_url=db_url(),
         adyen_timeout_seconds=10.0,
         # The durability workload runs the plugin at both; everything else at the default.
-        sqlite_synchronous="normal" if os.environ.get(SYNCHRONOUS_ENV) == "normal" else "full",
+        sqlite_synchronous="normal" if sqlite_synchronous() == "normal" else "full",
     )
 
 

@@ -13,7 +13,7 @@ COLUMNS = {
     "webhook": (
         "db", "workers", "c", "rps", "baseline_rps", "ratio", "applied_rps", "p50_ms", "p99_ms",
         "baseline_p50_ms", "baseline_p99_ms", "lag_p50_ms", "lag_p99_ms", "exactly_once",
-        "errors", "peak_rss_mb", "baseline_peak_rss_mb",
+        "errors", "peak_rss_mb", "rss_per_worker_mb", "baseline_peak_rss_mb",
     ),
     "flow": (
         "users", "rps", "baseline_rps", "ratio", "session_p50_ms", "session_baseline_p50_ms",
@@ -22,7 +22,7 @@ COLUMNS = {
     ),
     "status": (
         "db", "rows", "rps", "baseline_rps", "ratio", "p50_ms", "p99_ms", "baseline_p50_ms",
-        "growth_p50", "errors", "peak_rss_mb",
+        "growth_p50", "errors", "peak_rss_mb", "rss_per_worker_mb",
     ),
 }  # fmt: skip
 
@@ -37,7 +37,7 @@ def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench/results/latest-full.json"
     data = json.loads(path.read_text())
-    for workload in ("webhook", "durability", "flow", "status", "memory"):
+    for workload in ("import", "webhook", "durability", "flow", "status", "memory"):
         rows = [r for r in data["results"] if r["workload"] == workload]
         if not rows:
             continue

@@ -353,6 +353,7 @@ async def _plugin_level(
         "client_lag_p50_ms": facts["client_lag_p50_ms"],
         "drain_s": round(drain_s, 2), "exactly_once": facts["exactly_once"],
         "peak_rss_mb": plugin.peak_rss_mb(),
+        "rss_per_worker_mb": plugin.peak_rss_per_worker_mb(),
     }  # fmt: skip
     return fields, p
 
@@ -365,9 +366,9 @@ SYNCHRONOUS = ("normal", "full")
 async def durability_workload(report: Report, plan: Plan, dbs: Databases) -> None:
     """Webhook ingestion with SQLite at synchronous=NORMAL and =FULL, level by level.
 
-    Each setting has its own database file and server; the baseline (NORMAL, one
-    INSERT per request) runs before both at every level, so each level compares
-    the two settings under the same machine load.
+    Each setting has its own database file and server; the baseline (one INSERT per
+    request, at the default FULL) runs before both at every level, so each level
+    compares the two settings under the same machine load.
     """
     urls = {mode: dbs.sqlite(f"durability-{mode}") for mode in SYNCHRONOUS}
     refs = {mode: await _seeded(url, plan.levels, plan) for mode, url in urls.items()}
@@ -503,6 +504,7 @@ async def flow_workload(report: Report, plan: Plan, dbs: Databases) -> None:
                     "lat": lat, "done": done, "elapsed": elapsed, "errors": errors,
                     "settle_s": _wait_webhooks(url, sql, total),
                     "peak_rss_mb": target.peak_rss_mb(),
+                    "rss_per_worker_mb": target.peak_rss_per_worker_mb(),
                 }  # fmt: skip
     for users in plan.flow_users:
         _report_flow(report, users, results["baseline", users], results["plugin", users])
@@ -528,6 +530,7 @@ def _report_flow(report: Report, users: int, b: dict[str, Any], p: dict[str, Any
         fields[f"{e}_added_ms"] = round(p50 - b50, 2)
     fields["webhooks_settled_s"] = round(p["settle_s"], 2)
     fields["peak_rss_mb"] = p["peak_rss_mb"]
+    fields["rss_per_worker_mb"] = p["rss_per_worker_mb"]
     report.add("flow", fields, {"completed": p["done"], "baseline_completed": b["done"]})
 
 
@@ -577,7 +580,7 @@ async def status_workload(report: Report, plan: Plan, dbs: Databases, backend: s
             await _status_load(plugin, "/pay/payments/", refs[:200], plan, warm=True)
             b = await _status_load(base, "/base/payments/", refs, plan)
             p = await _status_load(plugin, "/pay/payments/", refs, plan)
-            rss = plugin.peak_rss_mb()
+            rss, rss_worker = plugin.peak_rss_mb(), plugin.peak_rss_per_worker_mb()
         seen[size] = p
         fields: dict[str, Any] = {
             "db": backend, "rows": size,
@@ -588,6 +591,7 @@ async def status_workload(report: Report, plan: Plan, dbs: Databases, backend: s
         if size == large:
             fields["growth_p50"] = _ratio(p["p50_ms"], seen[small]["p50_ms"])
         fields["peak_rss_mb"] = rss
+        fields["rss_per_worker_mb"] = rss_worker
         report.add("status", fields, {"seed_s": round(seed_s, 2)})
 
 

@@ -112,6 +112,16 @@ class Server:
         """Peak resident memory (VmHWM) summed over the process tree, MiB."""
         return round(sum(_status_kb(p, "VmHWM") for p in self.pids()) / 1024, 1)
 
+    def peak_rss_per_worker_mb(self) -> float:
+        """The largest peak resident memory (VmHWM) of one serving process, MiB.
+
+        With ``workers`` > 1 uvicorn's supervisor only forks; each worker serves alone.
+        """
+        if self.proc is None:
+            return 0.0
+        serving = _children(self.proc.pid) if self.workers > 1 else [self.proc.pid]
+        return round(max((_status_kb(p, "VmHWM") for p in serving), default=0) / 1024, 1)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
