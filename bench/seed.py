@@ -18,8 +18,8 @@ from miniprogram_pay.adyen.hmac import sign_item
 from miniprogram_pay.domain.events import EventSource, result_event
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.storage.engine import Database
-from miniprogram_pay.storage.repository import PaymentRepository
 from miniprogram_pay.storage.schema import create_all
+from miniprogram_pay.storage.stores import Storage
 
 __all__ = [
     "bulk_payments",
@@ -47,18 +47,18 @@ async def create_schema(url: str) -> None:
 
 
 async def seed_pending(url: str, references: Sequence[str], *, concurrency: int = 8) -> None:
-    """Create each payment and move it to Pending through the package's own repository."""
+    """Create each payment and move it to Pending through the package's own storage."""
     db = Database(url)
-    repo = PaymentRepository(db)
+    storage = Storage.over(db)
     pending = iter(references)
 
     async def one_by_one() -> None:
         for ref in pending:
-            await repo.create_payment(
+            await storage.payments.create(
                 reference=ref, openid="o" + ref[-20:], amount=AMOUNT, idempotency_key=ref
             )
             event = result_event(EventSource.PAYMENTS, "Pending", psp_reference=psp_for(ref))
-            await repo.apply(ref, event)
+            await storage.payments.apply(ref, event)
 
     try:
         await asyncio.gather(*(one_by_one() for _ in range(concurrency)))

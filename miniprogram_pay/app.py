@@ -40,8 +40,8 @@ from miniprogram_pay.services.payments import PaymentService
 from miniprogram_pay.services.workers import Workers
 from miniprogram_pay.storage.admin import AdminReads
 from miniprogram_pay.storage.engine import Database
-from miniprogram_pay.storage.repository import PaymentRepository
 from miniprogram_pay.storage.schema import prepare as prepare_schema
+from miniprogram_pay.storage.stores import Storage
 from miniprogram_pay.wechat.client import WeChatClient
 from miniprogram_pay.wechat.sessions import SessionTokens
 
@@ -109,7 +109,7 @@ class MiniProgramPay:
 
     # Resources exist only after start(); these are set there.
     database: Database
-    repository: PaymentRepository
+    storage: Storage
     admin: AdminReads
     service: PaymentService
     workers: Workers
@@ -160,14 +160,14 @@ class MiniProgramPay:
             )
 
     def _build_services(self) -> None:
-        self.repository = PaymentRepository(self.database)
+        self.storage = Storage.over(self.database)
         self.admin = AdminReads(self.database)
         metrics = self.metrics
         self.adyen = AdyenCheckoutClient.from_settings(self.settings, self._http, metrics=metrics)
         self.wechat = WeChatClient.from_settings(self.settings, self._http, metrics=metrics)
         self.workers = Workers(
             apply_notifications=self._apply_notifications,
-            repository=self.repository,
+            storage=self.storage,
             on_state_change=self.on_state_change,
             stale_after_seconds=self.settings.stale_after_seconds,
             hook_timeout_seconds=self.settings.hook_timeout_seconds,
@@ -177,10 +177,10 @@ class MiniProgramPay:
         )
         self.service = PaymentService(
             settings=self.settings,
-            repository=self.repository,
+            storage=self.storage,
             adyen=self.adyen,
             order_resolver=self.order_resolver,
-            on_committed_change=self.workers.kick_outbox,
+            changes=self.workers.deliveries,
             metrics=metrics,
             origins=self.origins,
         )
@@ -232,7 +232,7 @@ class MiniProgramPay:
 
     async def apply_stored(self, notification_ids: Sequence[int]) -> None:
         """Apply webhook items that were just stored (after the answer was sent)."""
-        # Each state change it commits kicks the workers itself (outbox delivery).
+        # Each state change it commits is handed to this process's delivery in memory.
         await self.service.apply_notifications(notification_ids)
 
     async def refresh_metrics(self) -> None:

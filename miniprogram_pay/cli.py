@@ -733,9 +733,9 @@ def _schema_module() -> Any:
 # -- outbox requeue, notifications requeue ----------------------------------------------
 
 
-def _with_repository(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
-    """Run ``work(repository)`` against the configured database, once its schema is current."""
-    from miniprogram_pay.storage import Database, PaymentRepository
+def _with_storage(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """Run ``work(storage)`` against the configured database, once its schema is current."""
+    from miniprogram_pay.storage import Database, Storage
     from miniprogram_pay.storage.schema import prepare
 
     url, schema, _ = _database(args)
@@ -744,7 +744,7 @@ def _with_repository(args: argparse.Namespace, work: Callable[[Any], Any]) -> An
         database = Database(url, schema=schema)
         try:
             await prepare(database, auto_migrate=False)
-            return await work(PaymentRepository(database))
+            return await work(Storage.over(database))
         finally:
             await database.dispose()
 
@@ -754,7 +754,7 @@ def _with_repository(args: argparse.Namespace, work: Callable[[Any], Any]) -> An
 def cmd_outbox_requeue(args: argparse.Namespace, out: Printer) -> int:
     from miniprogram_pay.services.recovery import requeue_outbox
 
-    rows = _with_repository(args, lambda repository: requeue_outbox(repository, ids=args.id))
+    rows = _with_storage(args, lambda storage: requeue_outbox(storage, ids=args.id))
     out.plain(f"requeued {len(rows)} parked state change(s)")
     for row in rows:
         out.line(row.event_id, f"{row.reference} -> {row.to_state.value}, {row.attempts} attempts")
@@ -774,10 +774,10 @@ def cmd_notifications_requeue(args: argparse.Namespace, out: Printer) -> int:
             "as the server has them, or pass --merchant-account"
         )
     live = (_env("ADYEN_ENVIRONMENT") or "test").strip().lower() == "live"
-    result = _with_repository(
+    result = _with_storage(
         args,
-        lambda repository: requeue_notifications(
-            repository,
+        lambda storage: requeue_notifications(
+            storage,
             status=args.status,
             ids=args.id,
             merchant_account=merchant_account or "",

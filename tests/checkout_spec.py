@@ -1,7 +1,7 @@
 """Adyen's official Checkout v71 OpenAPI document, to check bodies against its schemas.
 
 It is read where the machines have it (``shared/reference/adyen-openapi/``
-beside the repository, or the path in ``MINIPROGRAM_PAY_TEST_ADYEN_OPENAPI``) and
+beside the storage, or the path in ``MINIPROGRAM_PAY_TEST_ADYEN_OPENAPI``) and
 never copied into the project; the tests that need it are skipped without it.
 """
 
@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_ENV = "MINIPROGRAM_PAY_TEST_ADYEN_OPENAPI"
 SPEC_NAME = Path("shared") / "reference" / "adyen-openapi" / "CheckoutService-v71.json"
-# Where the document may be: named by the environment, beside the repository (a
+# Where the document may be: named by the environment, beside the storage (a
 # checkout next to ``shared/``), or at the machines' shared folder (a clone elsewhere).
 SPEC_CANDIDATES = (ROOT.parent / SPEC_NAME, Path("/work") / SPEC_NAME)
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a fresh database per test, on SQLite and (optionally) PostgreSQL.
 
-Storage tests ask for ``database`` or ``repository``. They always run on a fresh
+Storage tests ask for ``database`` or ``storage``. They always run on a fresh
 SQLite file under ``tmp_path``; when ``MINIPROGRAM_PAY_TEST_POSTGRES_URL`` is set
 (e.g. ``postgresql+psycopg://postgres@localhost/postgres``) they run a second
 time on PostgreSQL, each test in a schema of its own that is dropped afterwards.
@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from miniprogram_pay.storage import Database, PaymentRepository
+from miniprogram_pay.storage import Database, Storage
 from miniprogram_pay.storage.schema import create_all
 from tests.postgres import POSTGRES_URL_ENV, cloned_database, migrated_template
+from tests.rows import drop_schema
 
 # No timed assertions: on a loaded 2-core machine a correct example can take longer than
 # hypothesis's 200 ms deadline, and generating data longer than its too_slow check allows.
@@ -64,14 +65,13 @@ async def database(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIter
     try:
         yield db
     finally:
-        async with db.writer.begin() as conn:
-            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await drop_schema(db, schema)
         await db.dispose()
 
 
 @pytest.fixture
-def repository(database: Database) -> PaymentRepository:
-    return PaymentRepository(database)
+def storage(database: Database) -> Storage:
+    return Storage.over(database)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from miniprogram_pay.services.payments import PaymentService
 from miniprogram_pay.services.workers import Workers
 from miniprogram_pay.storage.admin import AdminReads
 from miniprogram_pay.storage.engine import Database
-from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.storage.stores import Storage
 from miniprogram_pay.wechat.client import WeChatClient
 from miniprogram_pay.wechat.sessions import SessionTokens
 
@@ -30,7 +30,7 @@ class Plugin(Protocol):
     limiter: RateLimiter
     hmac_keys: list[bytes]
     service: PaymentService
-    repository: PaymentRepository
+    storage: Storage
     admin: AdminReads
     database: Database
     wechat: WeChatClient

@@ -217,7 +217,7 @@ async def payment_status(request: Request) -> Response:
     admin = _is_admin(request)
     openid = None if admin else _shopper(request)
     reference = schemas.path_reference(request.path_params["reference"])
-    found = await plugin.repository.status(reference)
+    found = await plugin.storage.payments.status(reference)
     if found is None or (openid is not None and found[0].openid != openid):
         raise NotFoundError("no such payment", code="payment_not_found")
     return _json(status_answer(*found))
@@ -287,7 +287,7 @@ async def stale_payments(request: Request) -> Response:
     plugin = _plugin(request)
     _require_admin(request)
     older_than = plugin.settings.stale_after_seconds
-    stale = await plugin.repository.stale_payments(older_than_seconds=older_than)
+    stale = await plugin.storage.payments.stale(older_than_seconds=older_than)
     payments = [
         schemas.StalePayment(
             reference=p.reference,
@@ -306,7 +306,7 @@ async def requeue_notifications(request: Request) -> Response:
     body = await read_json(request, plugin.settings.max_body_bytes)
     parsed = schemas.parse(schemas.NotificationRequeueRequest, body)
     result = await recovery.requeue_notifications(
-        plugin.repository,
+        plugin.storage,
         status=parsed.status,
         ids=parsed.ids,
         merchant_account=plugin.settings.adyen_merchant_account,
@@ -322,7 +322,7 @@ async def requeue_outbox(request: Request) -> Response:
     _require_admin(request)
     body = await read_json(request, plugin.settings.max_body_bytes)
     parsed = schemas.parse(schemas.OutboxRequeueRequest, body)
-    rows = await recovery.requeue_outbox(plugin.repository, ids=parsed.ids)
+    rows = await recovery.requeue_outbox(plugin.storage, ids=parsed.ids)
     plugin.workers.kick()
     return _json(schemas.OutboxRequeueAnswer(requeued=[outbox_entry(row) for row in rows]))
 
@@ -373,13 +373,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def _monitoring(plugin: Plugin) -> dict[str, Any]:
-    repository = plugin.repository
+    storage = plugin.storage
     older_than = plugin.settings.stale_after_seconds
     return {
-        "states": await repository.count_by_state(),
-        "outbox": await repository.outbox_counts(),
-        "notifications": await repository.notification_counts(),
-        "stale_payments": await repository.count_stale(older_than_seconds=older_than),
+        "states": await storage.payments.count_by_state(),
+        "outbox": await storage.outbox.counts(),
+        "notifications": await storage.inbox.counts(),
+        "stale_payments": await storage.payments.count_stale(older_than_seconds=older_than),
         "deliveries_in_flight": plugin.workers.deliveries_in_flight,
     }
 

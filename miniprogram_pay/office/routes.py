@@ -144,10 +144,10 @@ class Office:
         plugin, form = allowed
         kind, ids = _requeue_query(form.get("kind"), form)
         if kind == "outbox":
-            done = len(await recovery.requeue_outbox(plugin.repository, ids=ids))
+            done = len(await recovery.requeue_outbox(plugin.storage, ids=ids))
         else:
             result = await recovery.requeue_notifications(
-                plugin.repository,
+                plugin.storage,
                 status="parked",
                 ids=ids,
                 merchant_account=plugin.settings.adyen_merchant_account,

@@ -13,15 +13,20 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.adyen.responses import PaymentResult, parse_payment_result
 from miniprogram_pay.adyen.webhooks import NotificationBatch, NotificationItem
 from miniprogram_pay.config import Settings
-from miniprogram_pay.domain.events import EventSource, result_event, result_key_prefix
+from miniprogram_pay.domain.events import (
+    EventSource,
+    PaymentEvent,
+    result_event,
+    result_key_prefix,
+)
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import (
@@ -39,11 +44,12 @@ from miniprogram_pay.storage.records import (
     AppliedEvent,
     InboxItem,
     NotificationRecord,
+    OutboxEvent,
     PaymentRecord,
     ProviderAnswer,
     StoredNotification,
 )
-from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.storage.stores import Storage
 from miniprogram_pay.storage.tables import utcnow
 
 __all__ = [
@@ -95,8 +101,26 @@ class DetailsInput:
     payment_status: str
 
 
+class ChangeHandOff(Protocol):
+    """Where committed state changes go (``services/delivery.Deliveries``)."""
+
+    def hand_off_lease(self) -> float | None: ...
+
+    def hand_off(self, events: Iterable[OutboxEvent]) -> None: ...
+
+
+class _NoHandOff:
+    """No delivery in this process: outbox rows are left to any process's poll."""
+
+    def hand_off_lease(self) -> float | None:
+        return None
+
+    def hand_off(self, events: Iterable[OutboxEvent]) -> None:
+        return None
+
+
 class PaymentService:
-    """Starts payments, submits details and ingests webhooks against one repository."""
+    """Starts payments, submits details and ingests webhooks against one database."""
 
     apply_lease_seconds: float = APPLY_LEASE_SECONDS
 
@@ -104,23 +128,25 @@ class PaymentService:
         self,
         *,
         settings: Settings,
-        repository: PaymentRepository,
+        storage: Storage,
         adyen: AdyenCheckoutClient,
         order_resolver: OrderResolver | None,
-        on_committed_change: Callable[[], None] = lambda: None,
+        changes: ChangeHandOff | None = None,
         metrics: Metrics = NO_METRICS,
         origins: ChangeOrigins | None = None,
     ) -> None:
         self.settings = settings
-        self.repository = repository
+        self.storage = storage
         self.adyen = adyen
         self.order_resolver = order_resolver
-        self._changed = on_committed_change
+        # A committed change's outbox row is written leased to this process and handed
+        # to its delivery in memory: no poll, no claim on the happy path.
+        self.changes: ChangeHandOff = changes or _NoHandOff()
         self.metrics = metrics
         self.origins = origins or ChangeOrigins()
         # Concurrent webhooks share commits: one transaction stores (then applies)
         # everything that arrived meanwhile, instead of one transaction each.
-        self._inbox: GroupCommitter[InboxItem, StoredNotification] = GroupCommitter(
+        self._inbox: GroupCommitter[InboxItem, _Taken] = GroupCommitter(
             self._store_batch, name="inbox"
         )
         self._applier: GroupCommitter[int, NotificationRecord | None] = GroupCommitter(
@@ -163,7 +189,7 @@ class PaymentService:
 
     async def _record(self, openid: str, order: Order) -> PaymentRecord:
         self._check_limits(order.amount)
-        payment, created = await self.repository.create_payment(
+        payment, created = await self.storage.payments.create(
             reference=order.reference,
             openid=openid,
             amount=order.amount,
@@ -177,7 +203,6 @@ class PaymentService:
             logger.info(
                 "payment %s created for %s (%s)", order.reference, mask(openid), order.amount
             )
-            self._changed()
         return payment
 
     def _check_limits(self, amount: Amount) -> None:
@@ -218,8 +243,7 @@ class PaymentService:
         if exc.code != "adyen_rejected":
             return
         event = result_event(EventSource.PAYMENTS, "Error", reason=exc.message[:255])
-        applied = await self.repository.apply(payment.reference, event)
-        self._note(applied)
+        self._note(await self._apply(payment.reference, event))
 
     async def _apply_result(
         self,
@@ -245,9 +269,16 @@ class PaymentService:
             wechat_params=result.wechat_params,
             action=result.action,
         )
-        applied = await self.repository.apply(reference, event, answer=answer)
+        applied = await self._apply(reference, event, answer=answer)
         self._note(applied)
         return applied
+
+    async def _apply(
+        self, reference: str, event: PaymentEvent, *, answer: ProviderAnswer | None = None
+    ) -> AppliedEvent:
+        return await self.storage.payments.apply(
+            reference, event, answer=answer, lease_seconds=self.changes.hand_off_lease()
+        )
 
     def _note(self, applied: AppliedEvent) -> None:
         decision = applied.decision
@@ -262,7 +293,8 @@ class PaymentService:
                 t.source,
                 t.event_kind,
             )
-            self._changed()
+            if applied.outbox is not None:
+                self.changes.hand_off([applied.outbox])
         elif decision is not None and decision.conflict is not None:
             logger.warning(
                 "payment %s: conflict %s (the event implies %s); state stays %s",
@@ -281,19 +313,21 @@ class PaymentService:
         and a final payment only for ``ok`` (a failure report cannot move it): any
         other call answers with the payment as stored.
         """
-        payment = await self._owned_payment(openid, request)
+        shape = payment_status_shape(request.payment_status)
+        prefix = result_key_prefix(EventSource.DETAILS, shape)
+        payment, asked = await self._owned_payment(openid, request, prefix)
         if payment.payment_data is None:
             raise ConflictError(
                 "this payment has not been started at Adyen yet", code="payment_not_started"
             )
-        shape = payment_status_shape(request.payment_status)
         # One call at a time per payment in this process: concurrent reports wait, then
         # find the first one's answer recorded instead of asking Adyen again.
-        async with self._details_calls.hold(payment.id):
-            current = await self.repository.get(payment.reference) or payment
-            if not await self._needs_details_call(current, shape):
-                return current
-            return await self._call_adyen_details(current, shape)
+        async with self._details_calls.hold(payment.id) as waited:
+            if waited:
+                payment, asked = await self._owned_payment(openid, request, prefix)
+            if not self._needs_details_call(payment, shape, asked=asked):
+                return payment
+            return await self._call_adyen_details(payment, shape)
 
     async def _call_adyen_details(self, payment: PaymentRecord, shape: str) -> PaymentRecord:
         status = PAYMENT_STATUS_SHAPES[shape]
@@ -305,25 +339,26 @@ class PaymentService:
         )
         return applied.payment
 
-    async def _needs_details_call(self, payment: PaymentRecord, shape: str) -> bool:
+    def _needs_details_call(self, payment: PaymentRecord, shape: str, *, asked: bool) -> bool:
+        """``asked``: the payment's event log already holds an answer for this shape."""
         if payment.state is PaymentState.AUTHORISED:
             return False  # the webhook already settled it; nothing can lower it
         if payment.state.is_final and shape != "ok":
             return False
         # Asked before: the same Idempotency-Key would only replay Adyen's answer.
-        prefix = result_key_prefix(EventSource.DETAILS, shape)
-        return not await self.repository.has_event(payment.id, key_prefix=prefix)
+        return not asked
 
-    async def _owned_payment(self, openid: str, request: DetailsInput) -> PaymentRecord:
-        payment = None
-        if request.reference is not None:
-            payment = await self.repository.get(request.reference)
-        elif request.payment_data is not None:
-            payment = await self.repository.get_by_payment_data(request.payment_data)
-        if payment is None or payment.openid != openid:
+    async def _owned_payment(
+        self, openid: str, request: DetailsInput, key_prefix: str
+    ) -> tuple[PaymentRecord, bool]:
+        """The shopper's payment, and whether it was asked of Adyen in this shape (one read)."""
+        found = await self.storage.payments.for_details(
+            reference=request.reference, payment_data=request.payment_data, key_prefix=key_prefix
+        )
+        if found is None or found[0].openid != openid:
             # Someone else's payment looks exactly like a missing one.
             raise NotFoundError("no such payment", code="payment_not_found")
-        return payment
+        return found
 
     # -- POST /webhooks/adyen ---------------------------------------------------------
 
@@ -338,7 +373,12 @@ class PaymentService:
         died), the loops take them when the lease ends.
         """
         items = [self._inbox_item(batch, item) for item in batch.items]
-        stored = await self._inbox.submit(items)
+        taken = await self._inbox.submit(items)
+        stored = [note for note, _ in taken]
+        # Reported here, in this request's context (its request id), not the batch's.
+        for _, record in taken:
+            if record is not None:
+                self._report_notification(record)
         for note, item in zip(stored, batch.items, strict=True):
             logger.info(
                 "webhook %s %s success=%s for %s stored as #%d (%s)",
@@ -351,10 +391,29 @@ class PaymentService:
             )
         return stored
 
-    async def _store_batch(self, items: list[InboxItem]) -> list[StoredNotification]:
-        return await self.repository.store_notifications(
-            items, lease_seconds=self.apply_lease_seconds
-        )
+    async def _store_batch(self, items: list[InboxItem]) -> list[_Taken]:
+        """Store and apply the batch under one commit; else store it, to apply after.
+
+        Taking the batch whole costs one transaction (one sync of SQLite's log) for
+        storing and applying. If anything in it fails, nothing of it was written: the
+        items are stored on their own, leased to this request, and applied after the
+        answer, item by item if need be, so a failure lands on the item that caused it.
+        """
+        try:
+            intake = await self.storage.inbox.take(
+                items, outbox_lease_seconds=self.changes.hand_off_lease()
+            )
+        except Exception:
+            logger.warning(
+                "storing and applying %d webhook item(s) at once failed; storing them first",
+                len(items),
+                exc_info=True,
+            )
+            stored = await self.storage.inbox.store(items, lease_seconds=self.apply_lease_seconds)
+            return [(note, None) for note in stored]
+        applied = {record.id: record for record in intake.applied}
+        # An item in two callers' batches is reported once, to the first.
+        return [(note, applied.pop(note.id, None)) for note in intake.stored]
 
     def _inbox_item(self, batch: NotificationBatch, item: NotificationItem) -> InboxItem:
         detail = ignore_reason(
@@ -400,7 +459,9 @@ class PaymentService:
                 self._report_notification(record)
 
     async def _apply_batch(self, notification_ids: list[int]) -> list[NotificationRecord | None]:
-        applied = {r.id: r for r in await self.repository.apply_notifications(notification_ids)}
+        lease = self.changes.hand_off_lease()
+        records = await self.storage.inbox.apply(notification_ids, outbox_lease_seconds=lease)
+        applied = {r.id: r for r in records}
         # An id two callers both submitted is reported once, to the first.
         return [applied.pop(notification_id, None) for notification_id in notification_ids]
 
@@ -415,9 +476,11 @@ class PaymentService:
     async def apply_notification(self, notification_id: int) -> None:
         """Apply one stored item; a failure is recorded outside the failed transaction."""
         try:
-            record = await self.repository.apply_notification(notification_id)
+            record = await self.storage.inbox.apply_one(
+                notification_id, outbox_lease_seconds=self.changes.hand_off_lease()
+            )
         except Exception as exc:
-            status = await self.repository.record_notification_failure(
+            status = await self.storage.inbox.record_failure(
                 notification_id,
                 error=type(exc).__name__,
                 max_attempts=self.settings.inbox_max_attempts,
@@ -428,6 +491,10 @@ class PaymentService:
             self._report_notification(record)
 
 
+# One stored webhook item, and what applying it at once did (None: it waits to be applied).
+_Taken = tuple[StoredNotification, NotificationRecord | None]
+
+
 class _KeyedLock:
     """One ``asyncio.Lock`` per key, forgotten when nobody holds or waits for it."""
 
@@ -435,12 +502,14 @@ class _KeyedLock:
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: int) -> AsyncIterator[None]:
+    async def hold(self, key: int) -> AsyncIterator[bool]:
+        """Hold the key's lock; yields True when another holder had to be waited for."""
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
+            waited = lock.locked()
             async with lock:
-                yield
+                yield waited
         finally:
             users = self._locks[key][1] - 1
             if users:

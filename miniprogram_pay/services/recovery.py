@@ -16,7 +16,7 @@ from typing import Literal
 
 from miniprogram_pay.services.payments import ignore_reason
 from miniprogram_pay.storage.records import OutboxRecord
-from miniprogram_pay.storage.repository import PaymentRepository
+from miniprogram_pay.storage.stores import Storage
 
 __all__ = ["NotificationRequeue", "requeue_notifications", "requeue_outbox"]
 
@@ -34,10 +34,10 @@ class NotificationRequeue:
 
 
 async def requeue_outbox(
-    repository: PaymentRepository, *, ids: Sequence[int] | None = None
+    storage: Storage, *, ids: Sequence[int] | None = None
 ) -> list[OutboxRecord]:
     """Offer parked state changes (all, or ``ids``) to the host again, with a fresh window."""
-    rows = await repository.requeue_outbox(ids=ids)
+    rows = await storage.outbox.requeue(ids=ids)
     if rows:
         logger.warning(
             "requeued %d parked state change(s): %s",
@@ -48,7 +48,7 @@ async def requeue_outbox(
 
 
 async def requeue_notifications(
-    repository: PaymentRepository,
+    storage: Storage,
     *,
     status: RequeueStatus,
     merchant_account: str,
@@ -62,20 +62,20 @@ async def requeue_notifications(
     one that is ours is requeued; the others stay ignored and are listed as kept.
     """
     if status == "parked":
-        result = NotificationRequeue(await repository.requeue_notifications(status=status, ids=ids))
+        result = NotificationRequeue(await storage.inbox.requeue(status=status, ids=ids))
     else:
-        result = await _requeue_ignored(repository, merchant_account, live, ids)
+        result = await _requeue_ignored(storage, merchant_account, live, ids)
     if result.requeued:
         logger.warning("requeued %d %s webhook item(s)", len(result.requeued), status)
     return result
 
 
 async def _requeue_ignored(
-    repository: PaymentRepository, merchant_account: str, live: bool, ids: Sequence[int] | None
+    storage: Storage, merchant_account: str, live: bool, ids: Sequence[int] | None
 ) -> NotificationRequeue:
     ours: list[int] = []
     kept: list[tuple[int, str]] = []
-    for note in await repository.ignored_notifications(ids=ids):
+    for note in await storage.inbox.ignored(ids=ids):
         reason = ignore_reason(
             merchant_account=note.merchant_account,
             live=note.live,
@@ -86,5 +86,5 @@ async def _requeue_ignored(
             ours.append(note.id)
         else:
             kept.append((note.id, reason))
-    requeued = await repository.requeue_notifications(status="ignored", ids=ours) if ours else []
+    requeued = await storage.inbox.requeue(status="ignored", ids=ours) if ours else []
     return NotificationRequeue(requeued, kept)

@@ -1,11 +1,11 @@
 """Background work of one process: apply stored webhooks, tell the host of changes.
 
-Two loops, independent of each other: the *inbox* loop applies webhook items
-that are due (a crashed request's, a failed item's retry), the *outbox* loop
-leases committed state changes and hands each to a delivery task of its own.
-A delivery calls the host's ``on_state_change`` under a timeout and records its
-own outcome, so a slow or hanging hook holds one row, never the loop, the other
-rows or the inbox.
+Two loops, independent of each other: the *inbox* loop applies webhook items that are
+due (a crashed request's, a failed item's retry), the *outbox* loop finds state changes
+no delivery of this process holds (another process died with them leased, a failed
+delivery's retry is due, an operator requeued one) and starts their deliveries
+(``services/delivery.py``). A change committed by this process never waits for that
+poll: it is handed to its delivery in memory as it commits.
 
 Each loop is supervised: a pass that raises anything, an ``asyncio.CancelledError``
 that is not a cancellation of the loop's task or another ``BaseException``
@@ -29,25 +29,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from enum import StrEnum
 
-from miniprogram_pay.observability.context import ChangeOrigins, bound_request_id
-from miniprogram_pay.observability.metrics import NO_METRICS, HookOutcome, Metrics
-from miniprogram_pay.retrying import Backoff
-from miniprogram_pay.services.batching import GroupCommitter
-from miniprogram_pay.services.hooks import StateChange, StateChangeHook
-from miniprogram_pay.storage.records import OutboxEvent
-from miniprogram_pay.storage.repository import PaymentRepository
-from miniprogram_pay.storage.tables import utcnow
+from miniprogram_pay.observability.context import ChangeOrigins
+from miniprogram_pay.observability.metrics import NO_METRICS, Metrics
+from miniprogram_pay.services.delivery import Deliveries, cancelled_from_outside
+from miniprogram_pay.services.hooks import StateChangeHook
+from miniprogram_pay.storage.stores import Storage
 
-__all__ = ["LoopState", "Workers", "outbox_backoff"]
+__all__ = ["LoopState", "Workers"]
 
 logger = logging.getLogger("miniprogram_pay.workers")
 
 POLL_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 300.0
-OUTBOX_BACKOFF = Backoff(base_seconds=0.5, cap_seconds=MAX_BACKOFF_SECONDS)
 # Bounds one wake-up's work, so items another process holds cannot keep this loop spinning.
 MAX_PASSES_PER_WAKE = 20
 REPORT_SECONDS = 300.0
@@ -75,11 +69,6 @@ class LoopState(StrEnum):
     """The task ended while the plugin runs: nothing of its kind happens any more."""
 
 
-def outbox_backoff(attempt: int) -> float:
-    """Seconds before retrying a failed delivery: the package's backoff policy, capped at 5 min."""
-    return OUTBOX_BACKOFF.delay(attempt)
-
-
 @dataclass
 class _Loop:
     """One supervised loop: its pass, its wake-up event and what liveness needs."""
@@ -98,7 +87,7 @@ class Workers:
         self,
         *,
         apply_notifications: Callable[[Sequence[int]], Awaitable[None]],
-        repository: PaymentRepository,
+        storage: Storage,
         on_state_change: StateChangeHook | None,
         poll_seconds: float = POLL_SECONDS,
         stale_after_seconds: int | None = None,
@@ -114,25 +103,25 @@ class Workers:
         self.metrics = metrics
         # Which request caused a change: its hook call runs with that request's id.
         self.origins = origins or ChangeOrigins()
-        self.repository = repository
-        self.on_state_change = on_state_change
+        self.storage = storage
         self.poll_seconds = poll_seconds
         self.stale_after_seconds = stale_after_seconds
-        self.hook_timeout_seconds = hook_timeout_seconds
-        self.park_after_seconds = park_after_seconds
-        self.lease_seconds = lease_seconds or hook_timeout_seconds + LEASE_MARGIN_SECONDS
-        self.max_concurrent_deliveries = max_concurrent_deliveries
         self.stall_after_seconds = stall_after_seconds
+        self.deliveries = Deliveries(
+            outbox=storage.outbox,
+            on_state_change=on_state_change,
+            hook_timeout_seconds=hook_timeout_seconds,
+            park_after_seconds=park_after_seconds,
+            lease_seconds=lease_seconds or hook_timeout_seconds + LEASE_MARGIN_SECONDS,
+            max_concurrent=max_concurrent_deliveries,
+            metrics=metrics,
+            origins=self.origins,
+        )
         self._inbox = _Loop("inbox", self._inbox_pass)
         self._outbox = _Loop("outbox", self._outbox_pass)
-        self._deliveries: dict[int, asyncio.Task[None]] = {}
-        self._claiming = 0
+        self.deliveries.on_slot_free = self._outbox.wake.set
         self._stopping = False
         self._next_report = 0.0
-        # Delivered rows are marked as their hooks return; concurrent marks share a commit.
-        self._marks: GroupCommitter[int, None] = GroupCommitter(
-            self._mark_delivered, name="outbox-delivered"
-        )
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -149,6 +138,7 @@ class Workers:
         for loop in self._loops:
             if loop.task is None:
                 self._spawn(loop)
+        self.deliveries.accepting = True
 
     def _spawn(self, loop: _Loop) -> None:
         task = asyncio.create_task(self._supervise(loop), name=f"mpp-{loop.name}")
@@ -174,6 +164,7 @@ class Workers:
         cancelled (its work is picked up again later: leases end, items stay due).
         """
         self._stopping = True
+        self.deliveries.accepting = False
         tasks = [loop.task for loop in self._loops if loop.task is not None]
         for loop in self._loops:
             loop.wake.set()
@@ -186,30 +177,11 @@ class Workers:
                     await task
         for loop in self._loops:
             loop.task, loop.pass_started = None, None
-        await self._finish_deliveries(SHUTDOWN_GRACE_SECONDS)
-        await self._marks.stop()
-
-    async def _finish_deliveries(self, grace_seconds: float) -> None:
-        pending = list(self._deliveries.values())
-        if not pending:
-            return
-        _, late = await asyncio.wait(pending, timeout=grace_seconds)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
-            logger.warning(
-                "%d delivery(ies) cut short by shutdown; they are delivered again later",
-                len(late),
-            )
+        await self.deliveries.stop(SHUTDOWN_GRACE_SECONDS)
 
     def kick(self) -> None:
         """Look at the inbox and the outbox now, not at the next poll."""
         self._inbox.wake.set()
-        self._outbox.wake.set()
-
-    def kick_outbox(self) -> None:
-        """A state change was committed: deliver it now."""
         self._outbox.wake.set()
 
     def loop_states(self) -> dict[str, LoopState]:
@@ -218,7 +190,7 @@ class Workers:
 
     @property
     def deliveries_in_flight(self) -> int:
-        return len(self._deliveries)
+        return self.deliveries.in_flight
 
     def _state(self, loop: _Loop) -> LoopState:
         if loop.task is None:
@@ -244,7 +216,7 @@ class Workers:
             await step(loop)
         except BaseException as exc:  # a pass must never end its loop
             cancelled = isinstance(exc, asyncio.CancelledError)
-            if cancelled and (self._stopping or _cancelled_from_outside()):
+            if cancelled and (self._stopping or cancelled_from_outside()):
                 raise
             # A CancelledError raised while nobody cancelled this task is an error like any.
             logger.exception("a pass of the %s loop failed; retrying at the next poll", loop.name)
@@ -284,9 +256,7 @@ class Workers:
         Items just stored by a webhook request are leased to it (see
         ``PaymentService.store_webhook``) and are not due here until the lease ends.
         """
-        due = await self.repository.due_notifications(
-            limit=INBOX_BATCH, include_leased=include_leased
-        )
+        due = await self.storage.inbox.due(limit=INBOX_BATCH, include_leased=include_leased)
         if due:
             await self.apply_notifications(due)
         return len(due)
@@ -294,111 +264,11 @@ class Workers:
     # -- the outbox loop --------------------------------------------------------------
 
     async def _outbox_pass(self) -> None:
+        # Rows left behind by others (or due again): a full claim may hide more.
         for _ in range(MAX_PASSES_PER_WAKE):
-            free = self.max_concurrent_deliveries - len(self._deliveries)
-            if free <= 0 or len(await self._start_deliveries(free)) < free or self._stopping:
+            free = self.deliveries.max_concurrent - self.deliveries.in_flight
+            if free <= 0 or len(await self.deliveries.claim_due()) < free or self._stopping:
                 break
-
-    async def _start_deliveries(self, limit: int) -> list[asyncio.Task[None]]:
-        """Lease up to ``limit`` due rows and start a delivery task for each."""
-        self._claiming += 1
-        try:
-            events = await self.repository.claim_outbox(
-                limit=limit, lease_seconds=self.lease_seconds, exclude=self._deliveries.keys()
-            )
-            return [self._start_delivery(event) for event in events]
-        finally:
-            self._claiming -= 1
-
-    def _start_delivery(self, event: OutboxEvent) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._deliver(event), name=f"mpp-deliver-{event.event_id}")
-        self._deliveries[event.id] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            self._deliveries.pop(event.id, None)
-            self._outbox.wake.set()  # a slot is free: more rows may be waiting
-
-        task.add_done_callback(done)
-        return task
-
-    async def _deliver(self, event: OutboxEvent) -> None:
-        """Tell the host of one change and record the outcome of this row alone."""
-        origin = self.origins.of(event.reference, event.to_state)
-        with bound_request_id(origin):
-            error = await self._timed_hook(event, origin)
-        try:
-            if error is None:
-                self.origins.forget(event.reference, event.to_state)
-                await self._marks.submit([event.id])
-            else:
-                await self._record_failure(event, error)
-        except Exception:
-            # The row stays leased: when the lease ends it is delivered again.
-            logger.exception("could not record the delivery of %s", event.event_id)
-
-    async def _timed_hook(self, event: OutboxEvent, origin: str | None) -> str | None:
-        if self.on_state_change is None:
-            return None
-        started = time.perf_counter()
-        error = await self._call_hook(event, origin)
-        outcome = {None: HookOutcome.DELIVERED, "TimeoutError": HookOutcome.TIMEOUT}.get(
-            error, HookOutcome.FAILED
-        )
-        self.metrics.hook_called(outcome, time.perf_counter() - started)
-        return error
-
-    async def _call_hook(self, event: OutboxEvent, origin: str | None = None) -> str | None:
-        """Run the host's hook; None when it took the change, else what went wrong."""
-        if self.on_state_change is None:
-            return None
-        try:
-            async with asyncio.timeout(self.hook_timeout_seconds):
-                await self.on_state_change(_state_change(event, origin))
-        except TimeoutError:
-            logger.warning(
-                "on_state_change did not return within %.1f s for %s (attempt %d)",
-                self.hook_timeout_seconds,
-                event.event_id,
-                event.attempts,
-            )
-            return "TimeoutError"
-        except asyncio.CancelledError:
-            if _cancelled_from_outside():
-                raise  # shutdown cancelled this delivery: the row stays leased
-            logger.exception("on_state_change was cancelled for %s", event.event_id)
-            return "CancelledError"
-        except BaseException as exc:  # the host's code must never stop delivery
-            logger.exception(
-                "on_state_change failed for %s (attempt %d)", event.event_id, event.attempts
-            )
-            return type(exc).__name__
-        return None
-
-    async def _record_failure(self, event: OutboxEvent, error: str) -> None:
-        park = self._past_window(event)
-        if park:
-            logger.error(
-                "PARKED %s for payment %s: on_state_change kept failing for %d s (%d attempts, "
-                "last %s). The host has NOT been told of this change. Fix the host, then "
-                "requeue it: POST /admin/outbox/requeue or `miniprogram-pay outbox requeue`",
-                event.event_id,
-                event.reference,
-                self.park_after_seconds,
-                event.attempts,
-                error,
-            )
-        await self.repository.outbox_failed(
-            event.id, error=error, retry_in_seconds=outbox_backoff(event.attempts), park=park
-        )
-
-    def _past_window(self, event: OutboxEvent) -> bool:
-        """True once the row has been offered for ``park_after_seconds`` (since its requeue)."""
-        start = event.requeued_at or event.created_at
-        return utcnow() >= start + timedelta(seconds=self.park_after_seconds)
-
-    async def _mark_delivered(self, outbox_ids: list[int]) -> list[None]:
-        await self.repository.outbox_delivered_many(outbox_ids)
-        return [None] * len(outbox_ids)
 
     # -- passes on demand -------------------------------------------------------------
 
@@ -408,8 +278,7 @@ class Workers:
         Returns how many items and rows were handled.
         """
         applied = await self._apply_due(include_leased=include_leased)
-        free = max(self.max_concurrent_deliveries - len(self._deliveries), 1)
-        started = await self._start_deliveries(free)
+        started = await self.deliveries.claim_due()
         if started:
             await asyncio.wait(started)
         return applied + len(started)
@@ -418,25 +287,19 @@ class Workers:
         """Apply and deliver everything due now, then return (tests, scripts, shutdown).
 
         Items leased to a request's background task are taken too (applying twice
-        is harmless), and it waits for deliveries this process has in flight,
-        so on return every change committed before the call has reached the hook
-        (or failed there and been rescheduled).
+        is harmless), and it waits for the changes this process has in hand, so on
+        return every change committed before the call has reached the hook (or failed
+        there and been rescheduled) and its "delivered" mark is written.
         """
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
             handled = await self.run_once(include_leased=True)
-            await self._wait_for_deliveries(deadline)
-            idle = handled == 0 and not self._deliveries and self._claiming == 0
-            if idle and not await self.repository.due_notifications(limit=1, include_leased=True):
-                return
-            if handled == 0:
+            await self.deliveries.settle(deadline)
+            if handled == 0 and self.deliveries.idle:
+                if not await self.storage.inbox.due(limit=1, include_leased=True):
+                    return
                 await asyncio.sleep(0.01)
         logger.warning("drain stopped after %.0f s with work still due", timeout_seconds)
-
-    async def _wait_for_deliveries(self, deadline: float) -> None:
-        in_flight = list(self._deliveries.values())
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=max(deadline - time.monotonic(), 0.0))
 
     # -- reports ----------------------------------------------------------------------
 
@@ -444,11 +307,10 @@ class Workers:
         """Log payments stuck in Created or Pending; returns how many were found."""
         if self.stale_after_seconds is None:
             return 0
-        count = await self.repository.count_stale(older_than_seconds=self.stale_after_seconds)
+        payments = self.storage.payments
+        count = await payments.count_stale(older_than_seconds=self.stale_after_seconds)
         if count:
-            oldest = await self.repository.stale_payments(
-                older_than_seconds=self.stale_after_seconds, limit=1
-            )
+            oldest = await payments.stale(older_than_seconds=self.stale_after_seconds, limit=1)
             logger.warning(
                 "%d payment(s) still Created or Pending after %d s, oldest %s (GET /admin/stale)",
                 count,
@@ -459,8 +321,8 @@ class Workers:
 
     async def report_parked(self) -> tuple[int, int]:
         """Log parked outbox rows and inbox items; returns their counts."""
-        outbox = (await self.repository.outbox_counts()).get("parked", 0)
-        inbox = (await self.repository.notification_counts()).get("parked", 0)
+        outbox = (await self.storage.outbox.counts()).get("parked", 0)
+        inbox = (await self.storage.inbox.counts()).get("parked", 0)
         if outbox:
             logger.error(
                 "%d state change(s) PARKED: the host was not told of them "
@@ -475,22 +337,3 @@ class Workers:
                 inbox,
             )
         return outbox, inbox
-
-
-def _state_change(event: OutboxEvent, origin: str | None) -> StateChange:
-    return StateChange(
-        event_id=event.event_id,
-        reference=event.reference,
-        previous=event.from_state,
-        state=event.to_state,
-        source=event.source,
-        occurred_at=event.created_at,
-        attempt=event.attempts,
-        request_id=origin,
-    )
-
-
-def _cancelled_from_outside() -> bool:
-    """True when this task was asked to stop (``task.cancel()``), not when a hook raised."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

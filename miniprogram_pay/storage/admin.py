@@ -1,10 +1,12 @@
 """Read-only views for operators: payment lists, one payment's story, paged inbox and outbox.
 
-Nothing here writes. Each method is one read session (one snapshot), pages are
-keyset pages on the row id, newest first (``before_id`` is the last id of the
-previous page), so a page costs the same at row 10 and at row 10 million and
-never skips or repeats a row that was there when the first page was read.
-``counts`` is what the metrics and the back office read at a glance.
+Nothing here writes. Each method is one read unit of work on a reader thread (one
+hop, one snapshot). Pages are keyset pages on the row id, newest first
+(``before_id`` is the last id of the previous page), so a page costs the same at row
+10 and at row 10 million and never skips or repeats a row that was there when the
+first page was read. A list's statement depends on which filters are given: each
+such shape is built and compiled once (there are a few dozen at most). ``counts``
+is what the metrics and the back office read at a glance.
 
 Example::
 
@@ -15,21 +17,18 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import and_, func, or_
-from sqlalchemy.exc import OperationalError
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-from sqlmodel.sql.expression import SelectOfScalar
+from sqlalchemy import bindparam, func, not_, or_, select
+from sqlalchemy.sql.expression import Executable
 
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.states import PaymentState
-from miniprogram_pay.errors import StorageError
+from miniprogram_pay.storage import inbox, outbox, payments
+from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, payment_record, stored_payment
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.records import (
     EventRecord,
@@ -37,17 +36,15 @@ from miniprogram_pay.storage.records import (
     PaymentRecord,
     TransitionRecord,
 )
-
-# The event log and history readers are the repository's; a payment's story reads them
-# in the same session as the payment row.
-from miniprogram_pay.storage.repository import (
-    _aware,
-    _events,
-    _history,
-    _outbox_record,
-    _payment_record,
+from miniprogram_pay.storage.sql import Sql, Unit, among, like_prefix
+from miniprogram_pay.storage.tables import (
+    NotificationRow,
+    OutboxRow,
+    PaymentRow,
+    aware,
+    table,
+    utcnow,
 )
-from miniprogram_pay.storage.tables import NotificationRow, OutboxRow, PaymentRow, utcnow
 
 __all__ = [
     "INBOX_STATUSES",
@@ -70,14 +67,24 @@ MAX_PAGE_ROWS = 200
 # A story lists at most this many webhook items and outbox rows (a payment has a handful).
 MAX_STORY_ROWS = 500
 
-Row = TypeVar("Row")
+P = table(PaymentRow)
+N = table(NotificationRow)
+OB = table(OutboxRow)
+INBOX_FIELDS = (
+    "id", "status", "detail", "psp_reference", "merchant_reference", "event_code", "success",
+    "amount_value", "amount_currency", "deliveries", "attempts", "received_at",
+    "next_attempt_at", "applied_at",
+)  # fmt: skip
+INBOX_COLUMNS = [N.c[name] for name in INBOX_FIELDS]
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[Row]):
+class Page(Generic[Item]):
     """One page, newest first; ``next_before_id`` reads the next one (None: this is the last)."""
 
-    items: list[Row]
+    items: list[Item]
     next_before_id: int | None
 
 
@@ -167,44 +174,152 @@ class StoredCounts:
         return self.outbox.get("pending", 0)
 
 
+# -- statements --------------------------------------------------------------------------
+
+
+class _Shapes:
+    """One ``Sql`` per set of filters given, built (and compiled) the first time it is used."""
+
+    def __init__(self, build: Callable[[frozenset[str]], Executable]) -> None:
+        self._build = build
+        self._sql: dict[frozenset[str], Sql] = {}
+
+    def run(self, unit: Unit, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        given = frozenset(params)
+        sql = self._sql.get(given)
+        if sql is None:
+            sql = self._sql[given] = Sql(self._build(given))
+        return unit.run(sql, params).all()
+
+
+def _newest_first(stmt: Any, id_column: Any, given: frozenset[str]) -> Any:
+    if "before_id" in given:
+        stmt = stmt.where(id_column < bindparam("before_id"))
+    return stmt.order_by(id_column.desc()).limit(bindparam("limit"))
+
+
+def _payments_page(given: frozenset[str]) -> Any:
+    created = P.c.created_at
+    conditions = {
+        "state": P.c.state == bindparam("state"),
+        "created_from": created >= bindparam("created_from", type_=created.type),
+        "created_before": created < bindparam("created_before", type_=created.type),
+        "prefix": P.c.reference.like(bindparam("prefix"), escape="/"),
+    }
+    stmt = select(*PAYMENT_COLUMNS)
+    for name in sorted(given & conditions.keys()):
+        stmt = stmt.where(conditions[name])
+    # Both compare the count with 0 (the parameter); each answer is a shape of its own.
+    if "conflicted" in given:
+        stmt = stmt.where(P.c.conflicts > bindparam("conflicted"))
+    elif "unconflicted" in given:
+        stmt = stmt.where(not_(P.c.conflicts > bindparam("unconflicted")))
+    return _newest_first(stmt, P.c.id, given)
+
+
+def _filtered_page(
+    columns: Sequence[Any], *, status: Any, reference: Any
+) -> Callable[[frozenset[str]], Any]:
+    """A page of inbox or outbox rows (``columns``, the id first), by status and reference."""
+
+    def build(given: frozenset[str]) -> Any:
+        stmt = select(*columns)
+        if "status" in given:
+            stmt = stmt.where(status == bindparam("status"))
+        if "reference" in given:
+            stmt = stmt.where(reference == bindparam("reference"))
+        return _newest_first(stmt, columns[0], given)
+
+    return build
+
+
+PAYMENTS_PAGE = _Shapes(_payments_page)
+INBOX_PAGE = _Shapes(
+    _filtered_page(INBOX_COLUMNS, status=N.c.status, reference=N.c.merchant_reference)
+)
+OUTBOX_PAGE = _Shapes(_filtered_page(outbox.COLUMNS, status=OB.c.status, reference=OB.c.reference))
+
+
+def _of_payment() -> Any:
+    return select(P.c.id).where(P.c.reference == bindparam("reference")).scalar_subquery()
+
+
+def _psp_of_payment() -> Any:
+    psp = select(P.c.psp_reference).where(P.c.reference == bindparam("reference"))
+    return psp.scalar_subquery()
+
+
+# A story's statements all name the payment by reference: on PostgreSQL they go out at once.
+STORY_WEBHOOKS = Sql(
+    select(*INBOX_COLUMNS)
+    .where(
+        or_(
+            N.c.merchant_reference == bindparam("reference"), N.c.psp_reference == _psp_of_payment()
+        )
+    )
+    .order_by(N.c.id)
+    .limit(MAX_STORY_ROWS)
+)
+STORY_DELIVERIES = Sql(
+    select(*outbox.COLUMNS)
+    .where(OB.c.payment_id == _of_payment())
+    .order_by(OB.c.id)
+    .limit(MAX_STORY_ROWS)
+)
+CONFLICTED = Sql(select(func.count()).select_from(P).where(P.c.conflicts > 0))
+OLDEST_WAITING = Sql(select(func.min(N.c.received_at)).where(among(N.c.status, INBOX_WAITING)))
+OLDEST_PENDING = Sql(select(func.min(OB.c.created_at)).where(OB.c.status == "pending"))
+
+
+# -- the reads ---------------------------------------------------------------------------
+
+
 class AdminReads:
-    """Read-only queries for operators, on the database's read sessions."""
+    """Read-only queries for operators, each one read unit of work."""
 
     def __init__(self, database: Database) -> None:
         self.db = database
-
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[AsyncSession]:
-        try:
-            async with self.db.read() as session:
-                yield session
-        except OperationalError as exc:
-            raise StorageError("the database is unavailable; retry shortly") from exc
 
     async def payments(
         self, where: PaymentFilter, *, before_id: int | None = None, limit: int = 50
     ) -> Page[PaymentSummary]:
         """Payments matching ``where``, newest first."""
-        stmt = _payment_filter(select(PaymentRow), where)
-        async with self._reading() as session:
-            rows = await _page(session, stmt, PaymentRow.id, before_id, limit)
-        return Page([_summary(r) for r in rows[:limit]], _next(rows, limit))
+        params = _page_params(before_id, limit)
+        if where.state is not None:
+            params["state"] = where.state.value
+        if where.created_from is not None:
+            params["created_from"] = where.created_from
+        if where.created_before is not None:
+            params["created_before"] = where.created_before
+        if where.reference_prefix:
+            params["prefix"] = like_prefix(where.reference_prefix)
+        if where.has_conflicts is not None:
+            params["conflicted" if where.has_conflicts else "unconflicted"] = 0
+        rows = await self.db.read(lambda unit: PAYMENTS_PAGE.run(unit, params))
+        return _paged(rows, limit, _summary)
 
     async def story(self, reference: str) -> PaymentStory | None:
         """The payment ``reference`` and everything that happened to it."""
-        async with self._reading() as session:
-            stmt = select(PaymentRow).where(PaymentRow.reference == reference)
-            row = (await session.exec(stmt)).first()
-            if row is None or row.id is None:
+
+        def work(unit: Unit) -> PaymentStory | None:
+            params = {"reference": reference}
+            found = unit.run(payments.BY_REFERENCE, params)
+            history = unit.run(payments.HISTORY_OF, params)
+            events = unit.run(payments.EVENTS_OF, params)
+            webhooks = unit.run(STORY_WEBHOOKS, params)
+            deliveries = unit.run(STORY_DELIVERIES, params)
+            rows = found.all()
+            if not rows:
                 return None
-            payment = _payment_record(row)
             return PaymentStory(
-                payment=payment,
-                transitions=await _history(session, row.id),
-                events=await _events(session, row.id),
-                webhooks=await _payment_webhooks(session, payment),
-                deliveries=await _payment_deliveries(session, row.id),
+                payment=payment_record(stored_payment(rows[0])),
+                transitions=payments.history_records(history.all()),
+                events=payments.event_records(events.all()),
+                webhooks=[_inbox_record(row) for row in webhooks.all()],
+                deliveries=[outbox.outbox_record(row) for row in deliveries.all()],
             )
+
+        return await self.db.read(work)
 
     async def notifications(
         self,
@@ -215,14 +330,9 @@ class AdminReads:
         limit: int = 50,
     ) -> Page[InboxRecord]:
         """Webhook items, newest first (all, or those in ``status`` / for ``reference``)."""
-        stmt = select(NotificationRow)
-        if status is not None:
-            stmt = stmt.where(NotificationRow.status == status)
-        if reference is not None:
-            stmt = stmt.where(NotificationRow.merchant_reference == reference)
-        async with self._reading() as session:
-            rows = await _page(session, stmt, NotificationRow.id, before_id, limit)
-        return Page([_inbox_record(r) for r in rows[:limit]], _next(rows, limit))
+        params = _page_params(before_id, limit, status=status, reference=reference)
+        rows = await self.db.read(lambda unit: INBOX_PAGE.run(unit, params))
+        return _paged(rows, limit, _inbox_record)
 
     async def outbox(
         self,
@@ -233,157 +343,90 @@ class AdminReads:
         limit: int = 50,
     ) -> Page[OutboxRecord]:
         """State changes for the host, newest first (all, or those in ``status`` / of one)."""
-        stmt = select(OutboxRow)
-        if status is not None:
-            stmt = stmt.where(OutboxRow.status == status)
-        if reference is not None:
-            stmt = stmt.where(OutboxRow.reference == reference)
-        async with self._reading() as session:
-            rows = await _page(session, stmt, OutboxRow.id, before_id, limit)
-        return Page([_outbox_record(r) for r in rows[:limit]], _next(rows, limit))
+        params = _page_params(before_id, limit, status=status, reference=reference)
+        rows = await self.db.read(lambda unit: OUTBOX_PAGE.run(unit, params))
+        return _paged(rows, limit, outbox.outbox_record)
 
     async def counts(self, *, stale_after_seconds: int) -> StoredCounts:
         """Payments by state, inbox and outbox by status, stale payments, oldest backlog."""
         now = utcnow()
-        async with self._reading() as session:
-            payments = await _grouped(session, PaymentRow.state)
-            inbox = await _grouped(session, NotificationRow.status)
-            outbox = await _grouped(session, OutboxRow.status)
-            stale = await _count(session, _stale(now - timedelta(seconds=stale_after_seconds)))
-            conflicted = await _count(session, col(PaymentRow.conflicts) > 0)
-            waiting = await _oldest(
-                session,
-                NotificationRow.received_at,
-                col(NotificationRow.status).in_(INBOX_WAITING),
+        cutoff = {"cutoff": now - timedelta(seconds=stale_after_seconds)}
+
+        def work(unit: Unit) -> StoredCounts:
+            parts = [
+                unit.run(payments.COUNT_BY_STATE),
+                unit.run(inbox.COUNTS),
+                unit.run(outbox.COUNTS),
+                unit.run(payments.COUNT_STALE, cutoff),
+                unit.run(CONFLICTED),
+                unit.run(OLDEST_WAITING),
+                unit.run(OLDEST_PENDING),
+            ]
+            by_state, by_inbox, by_outbox, stale, conflicted, waiting, pending = (
+                part.all() for part in parts
             )
-            pending = await _oldest(session, OutboxRow.created_at, OutboxRow.status == "pending")
-        return StoredCounts(
-            payments=payments,
-            inbox=inbox,
-            outbox=outbox,
-            stale_payments=stale,
-            conflicted_payments=conflicted,
-            oldest_waiting_inbox_seconds=_age(waiting, now),
-            oldest_pending_outbox_seconds=_age(pending, now),
-            at=now,
-        )
+            return StoredCounts(
+                payments=_grouped(by_state),
+                inbox=_grouped(by_inbox),
+                outbox=_grouped(by_outbox),
+                stale_payments=int(stale[0][0]),
+                conflicted_payments=int(conflicted[0][0]),
+                oldest_waiting_inbox_seconds=_age(aware(waiting[0][0]), now),
+                oldest_pending_outbox_seconds=_age(aware(pending[0][0]), now),
+                at=now,
+            )
+
+        return await self.db.read(work)
 
 
-# -- queries -----------------------------------------------------------------------------
+# -- pages and records -------------------------------------------------------------------
 
 
-def _payment_filter(stmt: SelectOfScalar[PaymentRow], where: PaymentFilter) -> Any:
-    if where.state is not None:
-        stmt = stmt.where(PaymentRow.state == where.state.value)
-    if where.created_from is not None:
-        stmt = stmt.where(col(PaymentRow.created_at) >= where.created_from)
-    if where.created_before is not None:
-        stmt = stmt.where(col(PaymentRow.created_at) < where.created_before)
-    if where.reference_prefix:
-        stmt = stmt.where(
-            col(PaymentRow.reference).startswith(where.reference_prefix, autoescape=True)
-        )
-    if where.has_conflicts is not None:
-        conflicted = col(PaymentRow.conflicts) > 0
-        stmt = stmt.where(conflicted if where.has_conflicts else ~conflicted)
-    return stmt
-
-
-async def _page(
-    session: AsyncSession, stmt: Any, id_column: Any, before_id: int | None, limit: int
-) -> list[Any]:
-    """Up to ``limit + 1`` rows by id descending: the extra row says whether a next page exists."""
+def _page_params(before_id: int | None, limit: int, **filters: str | None) -> dict[str, Any]:
+    """Up to ``limit + 1`` rows: the extra row says whether a next page exists."""
     if not 0 < limit <= MAX_PAGE_ROWS:
         raise ValueError(f"limit must be from 1 to {MAX_PAGE_ROWS}")
+    params: dict[str, Any] = {name: value for name, value in filters.items() if value is not None}
+    params["limit"] = limit + 1
     if before_id is not None:
-        stmt = stmt.where(col(id_column) < before_id)
-    stmt = stmt.order_by(col(id_column).desc()).limit(limit + 1)
-    return list((await session.exec(stmt)).all())
+        params["before_id"] = before_id
+    return params
 
 
-def _next(rows: Sequence[Any], limit: int) -> int | None:
-    if len(rows) <= limit:
-        return None
-    last: int = rows[limit - 1].id
-    return last
+def _paged(
+    rows: Sequence[Sequence[Any]], limit: int, record: Callable[[Sequence[Any]], Item]
+) -> Page[Item]:
+    """The page's records; every statement's first column is the row id."""
+    items = [record(row) for row in rows[:limit]]
+    return Page(items, int(rows[limit - 1][0]) if len(rows) > limit else None)
 
 
-async def _payment_webhooks(session: AsyncSession, payment: PaymentRecord) -> list[InboxRecord]:
-    named: Any = col(NotificationRow.merchant_reference) == payment.reference
-    if payment.psp_reference:
-        named = or_(named, col(NotificationRow.psp_reference) == payment.psp_reference)
-    stmt = (
-        select(NotificationRow).where(named).order_by(col(NotificationRow.id)).limit(MAX_STORY_ROWS)
-    )
-    return [_inbox_record(r) for r in (await session.exec(stmt)).all()]
-
-
-async def _payment_deliveries(session: AsyncSession, payment_id: int) -> list[OutboxRecord]:
-    stmt = (
-        select(OutboxRow)
-        .where(OutboxRow.payment_id == payment_id)
-        .order_by(col(OutboxRow.id))
-        .limit(MAX_STORY_ROWS)
-    )
-    return [_outbox_record(r) for r in (await session.exec(stmt)).all()]
-
-
-async def _grouped(session: AsyncSession, column: Any) -> dict[str, int]:
-    stmt = select(column, func.count()).group_by(column)
-    return {str(key): int(n) for key, n in (await session.exec(stmt)).all()}
-
-
-def _stale(cutoff: datetime) -> Any:
-    unsettled = [PaymentState.CREATED.value, PaymentState.PENDING.value]
-    return and_(col(PaymentRow.state).in_(unsettled), col(PaymentRow.updated_at) < cutoff)
-
-
-async def _count(session: AsyncSession, condition: Any) -> int:
-    stmt = select(func.count()).select_from(PaymentRow).where(condition)
-    return int((await session.exec(stmt)).one())
-
-
-async def _oldest(session: AsyncSession, column: Any, condition: Any) -> datetime | None:
-    stmt = select(func.min(column)).where(condition)
-    found: datetime | None = (await session.exec(stmt)).one()
-    return _aware(found)
+def _grouped(rows: Sequence[Sequence[Any]]) -> dict[str, int]:
+    return {str(key): int(n) for key, n in rows}
 
 
 def _age(moment: datetime | None, now: datetime) -> float | None:
     return None if moment is None else max((now - moment).total_seconds(), 0.0)
 
 
-# -- records -----------------------------------------------------------------------------
-
-
-def _summary(row: PaymentRow) -> PaymentSummary:
+def _summary(row: Sequence[Any]) -> PaymentSummary:
+    stored = stored_payment(row)
     return PaymentSummary(
-        id=row.id or 0,
-        reference=row.reference,
-        state=PaymentState(row.state),
-        amount=Amount(row.amount_value, row.currency),
-        psp_reference=row.psp_reference,
-        result_code=row.result_code,
-        conflicts=row.conflicts,
-        created_at=_aware(row.created_at) or row.created_at,
-        updated_at=_aware(row.updated_at) or row.updated_at,
+        id=stored.id,
+        reference=stored.reference,
+        state=PaymentState(stored.state),
+        amount=Amount(stored.amount_value, stored.currency),
+        psp_reference=stored.psp_reference,
+        result_code=stored.result_code,
+        conflicts=stored.conflicts,
+        created_at=aware(stored.created_at),
+        updated_at=aware(stored.updated_at),
     )
 
 
-def _inbox_record(row: NotificationRow) -> InboxRecord:
-    return InboxRecord(
-        id=row.id or 0,
-        status=row.status,
-        detail=row.detail,
-        psp_reference=row.psp_reference,
-        merchant_reference=row.merchant_reference,
-        event_code=row.event_code,
-        success=row.success,
-        amount_value=row.amount_value,
-        amount_currency=row.amount_currency,
-        deliveries=row.deliveries,
-        attempts=row.attempts,
-        received_at=_aware(row.received_at) or row.received_at,
-        next_attempt_at=_aware(row.next_attempt_at) or row.next_attempt_at,
-        applied_at=_aware(row.applied_at),
-    )
+def _inbox_record(row: Sequence[Any]) -> InboxRecord:
+    values = dict(zip(INBOX_FIELDS, row, strict=True))
+    for moment in ("received_at", "next_attempt_at", "applied_at"):
+        values[moment] = aware(values[moment])
+    values["success"] = bool(values["success"])
+    return InboxRecord(**values)

@@ -1,40 +1,91 @@
-"""Engines and sessions for SQLite (embedded default) and PostgreSQL.
+"""The database, and the threads where its units of work run.
 
-SQLite has one writer at a time. Writes therefore go through a dedicated
-single-connection engine whose transactions start with ``BEGIN IMMEDIATE``:
-the write lock is taken up front, so two writers never both read and then fail
-to upgrade (SQLITE_BUSY), and writers of other processes wait on
-``busy_timeout``. Reads use a separate pool and, with WAL, never block writers.
-PostgreSQL uses one pool; per-payment serialisation there is ``SELECT ... FOR
-UPDATE`` in the repository.
+Every read and every write of the package is a *unit of work*: a plain function of a
+``Unit`` (``storage/sql.py``) that ``Database.write`` or ``Database.read`` runs whole in
+a database thread, between ``BEGIN`` and ``COMMIT``. A unit crosses from the event loop
+once, however many statements it runs, and the event loop never waits on the database.
+Each thread owns one connection:
+
+- **SQLite**: one writer thread (the database has one write lock). Its transactions
+  start with ``BEGIN IMMEDIATE``: the lock is taken up front, so two writers never both
+  read and then fail to upgrade (SQLITE_BUSY), and writers of other processes wait on
+  ``busy_timeout``. Readers have threads of their own and, with WAL, never block it.
+- **PostgreSQL**: ``pool_size`` writer threads and up to four readers. Per-payment
+  serialisation is ``SELECT ... FOR UPDATE`` in the stores. A unit runs in psycopg's
+  pipeline mode: its statements go out together and it waits for the server only
+  where it reads a result.
 
 SQLite runs with ``synchronous=FULL`` unless asked otherwise: in WAL mode, NORMAL
 syncs only at checkpoints, so a commit (an acknowledged webhook) can be lost to a
 power failure or an OS crash. FULL syncs the log on every commit; group commit
-(``services/batching.py``) shares that sync between the requests of a batch.
+(``services/batching.py``) shares that sync between the requests of a batch, and a
+webhook that can be applied at once is stored and applied under one commit.
+
+Example::
+
+    database = Database("sqlite+aiosqlite:///./pay.db")
+    state = await database.read(lambda unit: unit.run(STATE, {"reference": "o-1"}).all())
+    await database.dispose()
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, Literal
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
-from miniprogram_pay.errors import ConfigurationError
+from miniprogram_pay.errors import ConfigurationError, StorageError
+from miniprogram_pay.retrying import Backoff, retrying
+from miniprogram_pay.storage.sql import CoreUnit, DriverUnit, StaleRowError, Unit
 
-__all__ = ["Database"]
+__all__ = ["Database", "UnitCounts"]
 
+logger = logging.getLogger("miniprogram_pay.storage")
+
+T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SqliteSynchronous = Literal["full", "normal"]
+Executor = Literal["driver", "core"]
+SQLITE_READERS = 2
+MAX_POSTGRES_READERS = 4
+WRITE_ATTEMPTS = 6
+READ_ATTEMPTS = 3
+# Lock waits, version conflicts and a reconnect clear within milliseconds.
+UNIT_BACKOFF = Backoff(base_seconds=0.005, cap_seconds=0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitCounts:
+    """What this process asked of its database so far (for profiles and monitoring).
+
+    Each unit is one hop from the event loop to a database thread and back.
+    """
+
+    writes: int
+    reads: int
+    statements: int
 
 
 class Database:
-    """The package's connection to its database. Create once; ``dispose()`` on shutdown."""
+    """The package's connection to its database. Create once; ``dispose()`` on shutdown.
+
+    ``writer_threads`` and ``reader_threads`` say how many threads (each with one
+    connection) run its units of work: 1 and 2 on SQLite, ``pool_size`` and up to 4
+    on PostgreSQL.
+
+    ``executor="core"`` runs every statement through SQLAlchemy's ``Connection.execute``
+    instead of the driver: the reference the tests hold the driver path to.
+    """
 
     def __init__(
         self,
@@ -44,50 +95,136 @@ class Database:
         pool_size: int = 10,
         echo: bool = False,
         sqlite_synchronous: SqliteSynchronous = "full",
+        executor: Executor = "driver",
     ) -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
         self.schema = schema
         self.sqlite_synchronous = sqlite_synchronous
+        self.executor = executor
         if self.dialect == "sqlite":
-            self._init_sqlite(parsed.database, echo)
+            self.engine = self._sqlite_engine(parsed, echo)
+            writers, readers = 1, SQLITE_READERS
         elif self.dialect == "postgresql":
-            self._init_postgres(pool_size, echo)
+            self.engine = self._postgres_engine(parsed, echo)
+            writers, readers = pool_size, min(pool_size, MAX_POSTGRES_READERS)
         else:
             raise ConfigurationError(
                 f"MINIPROGRAM_PAY_DATABASE_URL: unsupported database {self.dialect!r}. "
                 "Use sqlite+aiosqlite:///path.db or postgresql+psycopg://user@host/db."
             )
-        self._writes = async_sessionmaker(self.writer, class_=AsyncSession, expire_on_commit=False)
-        self._reads = async_sessionmaker(self.reader, class_=AsyncSession, expire_on_commit=False)
+        self.writer_threads, self.reader_threads = writers, readers
+        self._writers = _Lanes("mpp-db-writer", writers, lambda: _Session(self, write=True))
+        self._readers = _Lanes("mpp-db-reader", readers, lambda: _Session(self, write=False))
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def _options(self) -> dict[str, Any]:
-        if self.schema:
-            # Tables are declared without a schema; the map places them at run time.
-            return {"schema_translate_map": {None: self.schema}}
-        return {}
+    # -- units of work -----------------------------------------------------------------
 
-    def _init_sqlite(self, database: str | None, echo: bool) -> None:
-        if not database or database == ":memory:":
+    async def write(self, work: Callable[[Unit], T], *, what: str = "write transaction") -> T:
+        """Run ``work`` in a write transaction in a writer thread: committed, or rolled back.
+
+        A lock wait, a deadlock, a dropped connection or a ``StaleRowError`` runs the
+        whole unit again (a few times, with backoff); what still fails is a
+        ``StorageError`` (503), except an ``IntegrityError``, which is the caller's.
+        """
+        return await self._run(self._writers, work, WRITE_ATTEMPTS, what)
+
+    async def read(self, work: Callable[[Unit], T]) -> T:
+        """Run ``work`` in a read transaction in a reader thread (one snapshot on SQLite)."""
+        return await self._run(self._readers, work, READ_ATTEMPTS, "read")
+
+    async def _run(self, lanes: _Lanes, work: Callable[[Unit], T], attempts: int, what: str) -> T:
+        try:
+            async for attempt in retrying(
+                attempts=attempts,
+                backoff=UNIT_BACKOFF,
+                retry_on=_is_retryable,
+                logger=logger,
+                what=what,
+            ):
+                with attempt:
+                    return await lanes.submit(lambda session: session.transact(work))
+        except StaleRowError:
+            raise StorageError("the database is busy; retry shortly") from None
+        except OperationalError as exc:
+            raise StorageError("the database is unavailable; retry shortly") from exc
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError) or not _is_transient(exc):
+                raise
+            raise StorageError("the database is busy; retry shortly") from exc
+        raise AssertionError("unreachable: the retry loop returns or raises")
+
+    async def run_sync(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` on a SQLAlchemy connection in one transaction, in a thread of its own.
+
+        For what units of work do not do: DDL, Alembic, a test's own inspection.
+        ``write=False`` reads only (rolled back, and on SQLite without the write lock,
+        so a readiness probe never waits behind the writer).
+        """
+        return await asyncio.to_thread(self._admin, work, write)
+
+    def _admin(self, work: Callable[[Connection], T], write: bool) -> T:
+        with self.engine.connect() as connection:
+            if self.is_sqlite and write:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            result = work(connection)
+            if write:
+                connection.commit()
+            else:
+                connection.rollback()
+            return result
+
+    def counts(self) -> UnitCounts:
+        writes, reads = self._writers.sessions, self._readers.sessions
+        return UnitCounts(
+            writes=sum(s.units for s in writes),
+            reads=sum(s.units for s in reads),
+            statements=sum(s.statements for s in (*writes, *reads)),
+        )
+
+    async def dispose(self) -> None:
+        """Finish the units in flight, close every connection and stop the threads."""
+        await asyncio.to_thread(self._writers.close)
+        await asyncio.to_thread(self._readers.close)
+        self.engine.dispose()
+
+    # -- engines -----------------------------------------------------------------------
+
+    def _sqlite_engine(self, url: URL, echo: bool) -> Engine:
+        if not url.database or url.database == ":memory:":
             raise ConfigurationError(
                 "MINIPROGRAM_PAY_DATABASE_URL: an in-memory SQLite database cannot be shared "
                 "between connections. Use a file, e.g. sqlite+aiosqlite:///./miniprogram_pay.db"
             )
         if self.schema:
             raise ConfigurationError("MINIPROGRAM_PAY_DATABASE_SCHEMA is for PostgreSQL only.")
-        self.writer = create_async_engine(
-            self.url, echo=echo, pool_size=1, max_overflow=0, pool_timeout=60
-        )
-        self.reader = create_async_engine(self.url, echo=echo, pool_size=8, max_overflow=8)
-        _sqlite_pragmas(self.writer, immediate=True, synchronous=self.sqlite_synchronous)
-        _sqlite_pragmas(self.reader, immediate=False, synchronous=self.sqlite_synchronous)
+        synchronous = self.sqlite_synchronous
+        if synchronous not in ("full", "normal"):
+            raise ConfigurationError(
+                "MINIPROGRAM_PAY_SQLITE_SYNCHRONOUS must be 'full' or 'normal'."
+            )
+        # The blocking driver whatever the URL names: units run in threads.
+        engine = create_engine(url.set(drivername="sqlite+pysqlite"), poolclass=NullPool, echo=echo)
 
-    def _init_postgres(self, pool_size: int, echo: bool) -> None:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Transactions are begun explicitly (BEGIN IMMEDIATE for writers), not by the driver.
+            dbapi_connection.isolation_level = None
+            for pragma in (
+                "journal_mode=WAL",
+                f"synchronous={synchronous.upper()}",
+                f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+                "foreign_keys=ON",
+            ):
+                dbapi_connection.execute(f"PRAGMA {pragma}")
+
+        return engine
+
+    def _postgres_engine(self, url: URL, echo: bool) -> Engine:
         try:
             import psycopg  # noqa: F401 - the driver of postgresql+psycopg, an optional extra
         except ModuleNotFoundError:
@@ -95,50 +232,220 @@ class Database:
                 "MINIPROGRAM_PAY_DATABASE_URL: PostgreSQL needs the psycopg driver. "
                 "Install it with: pip install 'miniprogram-pay[postgres]'."
             ) from None
-        self.writer = create_async_engine(
-            self.url,
-            echo=echo,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
-            execution_options=self._options(),
+        options: dict[str, Any] = {}
+        if self.schema:
+            # Tables are declared without a schema; the connection's search_path places them.
+            options["connect_args"] = {"options": f"-c search_path={self.schema}"}
+        return create_engine(
+            url.set(drivername="postgresql+psycopg"), poolclass=NullPool, echo=echo, **options
         )
-        self.reader = self.writer
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
-        """A session in a write transaction, committed on success, rolled back on error."""
-        async with self._writes() as session, session.begin():
-            yield session
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._reads() as session:
-            yield session
-
-    async def dispose(self) -> None:
-        await self.writer.dispose()
-        if self.reader is not self.writer:
-            await self.reader.dispose()
 
 
-def _sqlite_pragmas(
-    engine: AsyncEngine, *, immediate: bool, synchronous: SqliteSynchronous
-) -> None:
-    if synchronous not in ("full", "normal"):
-        raise ConfigurationError("MINIPROGRAM_PAY_SQLITE_SYNCHRONOUS must be 'full' or 'normal'.")
+# -- a thread's connection --------------------------------------------------------------
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event, not the driver, decide how a transaction starts.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+class _Session:
+    """One database thread's connection, and how a transaction starts and ends on it."""
+
+    def __init__(self, database: Database, *, write: bool) -> None:
+        self.database = database
+        self.write = write
+        self.units = 0
+        self.statements = 0
+        self._core: Connection | None = None
+        self._raw: Any = None
+        if database.executor == "core":
+            self._core = database.engine.connect()
+        else:
+            self._raw = database.engine.raw_connection()
+        if not write and database.is_sqlite:
+            self._sqlite_execute("PRAGMA query_only=ON")
+
+    @property
+    def _driver(self) -> Any:
+        return self._raw.driver_connection
+
+    def _sqlite_execute(self, sql: str) -> None:
+        if self._core is not None:
+            self._core.exec_driver_sql(sql)
+            self._core.commit()  # end the transaction SQLAlchemy began for it
+        else:
+            self._driver.execute(sql)
+
+    def transact(self, work: Callable[[Unit], T]) -> T:
+        self.units += 1
+        if self._core is not None:
+            return self._transact_core(self._core, work)
+        if self.database.is_sqlite:
+            return self._transact_sqlite(work)
+        return self._transact_postgres(work)
+
+    def _transact_core(self, connection: Connection, work: Callable[[Unit], T]) -> T:
+        unit = CoreUnit(connection)
+        try:
+            with connection.begin():
+                if self.database.is_sqlite:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE" if self.write else "BEGIN")
+                return work(unit)
+        finally:
+            self.statements += unit.statements
+
+    def _transact_sqlite(self, work: Callable[[Unit], T]) -> T:
+        connection = self._driver
+        unit = DriverUnit(connection, self.database.engine.dialect)
+        begin = "BEGIN IMMEDIATE" if self.write else "BEGIN"
+        unit.guard(begin, lambda: connection.execute(begin))
+        try:
+            result = work(unit)
+            unit.guard("COMMIT", lambda: connection.execute("COMMIT"))
+            return result
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            self.statements += unit.statements
+
+    def _transact_postgres(self, work: Callable[[Unit], T]) -> T:
+        connection = self._driver
+        dialect = self.database.engine.dialect
+        unit = DriverUnit(connection, dialect)
+        try:
+            with unit.guarded_pipeline() as pipeline:
+                unit.pipeline = pipeline
+                result = work(unit)
+                unit.guard("COMMIT", connection.commit)
+            return result
+        except BaseException:
+            if not connection.closed:
+                try:
+                    connection.rollback()
+                except Exception:  # the connection is gone; the server rolled back
+                    logger.debug("rollback failed", exc_info=True)
+            raise
+        finally:
+            self.statements += unit.statements
+
+    @property
+    def broken(self) -> bool:
+        """True when the connection cannot be used again (the next unit opens another)."""
+        if self._core is not None:
+            return bool(self._core.invalidated or self._core.closed)
+        driver = self._driver
+        if self.database.is_sqlite:
+            return False
+        return bool(driver.closed or driver.broken)
+
+    def close(self) -> None:
+        try:
+            if self._core is not None:
+                self._core.close()
+            elif self._raw is not None:
+                self._raw.close()
+        except Exception:  # closing a connection the server already dropped
+            logger.debug("closing a database connection failed", exc_info=True)
+
+
+# -- the threads ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    work: Callable[[_Session], T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+class _Lanes:
+    """Threads that each own one connection and take jobs from one queue.
+
+    A job's outcome comes back to its event loop with ``call_soon_threadsafe``: one
+    hop there, one back. The threads start with the first job; ``close`` lets them
+    finish what is queued, closes their connections and joins them.
+    """
+
+    def __init__(self, name: str, size: int, open_session: Callable[[], _Session]) -> None:
+        self._name = name
+        self._size = size
+        self._open = open_session
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.sessions: list[_Session] = []
+
+    def submit(self, work: Callable[[_Session], T]) -> asyncio.Future[T]:
+        if self._closed:
+            raise StorageError("the database is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self._threads:
+            self._start()
+        self._queue.put(_Job(work, loop, future))
+        return future
+
+    def _start(self) -> None:
+        with self._lock:
+            while len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _serve(self) -> None:
+        session: _Session | None = None
+        while (job := self._queue.get()) is not None:
+            if job.future.cancelled():
+                continue  # its caller is gone; nothing of it has run
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                if session is None:
+                    session = self._open()
+                    self.sessions.append(session)
+                result = job.work(session)
+            except BaseException as exc:
+                error = exc
+                if session is not None and session.broken:
+                    session.close()
+                    session = None
+            # A closed event loop refuses the callback: nobody waits for this outcome.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+        if session is not None:
+            session.close()
+
+    def close(self) -> None:
+        """Blocking: let queued jobs run, then stop every thread."""
+        with self._lock:
+            self._closed = True
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    """A version conflict, or a lock wait, deadlock or dropped connection, may pass."""
+    if isinstance(exc, StaleRowError):
+        return True
+    return (
+        isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError) and _is_transient(exc)
+    )
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    markers = ("locked", "busy", "deadlock", "could not serialize", "connection", "timeout")
+    return any(m in text for m in markers) or bool(exc.connection_invalidated)

@@ -1,4 +1,4 @@
-"""Plain, immutable snapshots the repository hands out (never live ORM rows)."""
+"""Plain, immutable snapshots the stores hand out (never live ORM rows)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "EventRecord",
     "IgnoredNotification",
     "InboxItem",
+    "Intake",
     "NotificationRecord",
     "OutboxEvent",
     "OutboxRecord",
@@ -81,10 +82,17 @@ class ProviderAnswer:
 
 @dataclass(frozen=True, slots=True)
 class AppliedEvent:
+    """What applying one event did to its payment.
+
+    ``outbox`` is the state change the host is owed when the event moved the payment
+    (written with the change, leased to this process when it delivers changes itself).
+    """
+
     payment: PaymentRecord
     decision: Decision | None
     duplicate: bool
     transition: TransitionRecord | None = None
+    outbox: OutboxEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,18 @@ class StoredNotification:
     dedup_key: str
     new: bool
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What storing webhook items and applying them in one unit of work did.
+
+    ``stored`` has one entry per item, in order, with the status the unit left its row
+    in; ``applied`` the rows the unit applied.
+    """
+
+    stored: list[StoredNotification]
+    applied: list[NotificationRecord]
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,8 +176,9 @@ class SchemaStatus:
 
 async def schema_status(database: Database) -> SchemaStatus:
     """Read the database's revision (one query) and judge it; ``OperationalError`` if it is down."""
-    async with database.reader.connect() as connection:
-        found = await connection.run_sync(_current, database.schema)
+    found = await database.run_sync(
+        lambda connection: _current(connection, database.schema), write=False
+    )
     return await asyncio.to_thread(_judge, found)
 
 
@@ -209,12 +210,15 @@ async def create_all(database: Database) -> None:
     A database made here is recorded as the newest migration revision, so the
     start-up schema check accepts it.
     """
+
+    def create(connection: Connection) -> None:
+        if database.schema:
+            connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
+        metadata.create_all(connection)
+        stamp_head_if_unversioned(connection, database.schema)
+
     try:
-        async with database.writer.begin() as conn:
-            if database.schema:
-                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"')
-            await conn.run_sync(metadata.create_all)
-            await conn.run_sync(stamp_head_if_unversioned, database.schema)
+        await database.run_sync(create)
     except OperationalError as exc:
         raise StorageError("the database is unavailable; retry shortly") from exc
 

@@ -9,8 +9,9 @@ than by a check-then-insert.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -19,7 +20,9 @@ __all__ = [
     "PaymentEventRow",
     "PaymentRow",
     "TransitionRow",
+    "aware",
     "metadata",
+    "table",
     "utcnow",
 ]
 
@@ -28,6 +31,23 @@ metadata = SQLModel.metadata
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel table class (what statements are built on)."""
+    found: Table = model.__table__  # type: ignore[attr-defined]
+    return found
+
+
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+def aware(moment: datetime | None) -> datetime | None:
+    """A stored moment as UTC: SQLite hands back naive datetimes; everything stored is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 class PaymentRow(SQLModel, table=True):

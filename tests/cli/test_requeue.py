@@ -9,7 +9,7 @@ import pytest
 
 from miniprogram_pay import Amount
 from miniprogram_pay.domain.events import EventSource, result_event
-from miniprogram_pay.storage import Database, InboxItem, PaymentRepository
+from miniprogram_pay.storage import Database, InboxItem, Storage
 from miniprogram_pay.storage.schema import create_all
 from tests.cli.conftest import Run
 
@@ -17,11 +17,11 @@ MERCHANT = "SandboxMerchantCN"
 
 
 @pytest.fixture
-async def repository(db_url: str) -> AsyncIterator[PaymentRepository]:
+async def storage(db_url: str) -> AsyncIterator[Storage]:
     database = Database(db_url)
     await create_all(database)
     try:
-        yield PaymentRepository(database)
+        yield Storage.over(database)
     finally:
         await database.dispose()
 
@@ -45,20 +45,20 @@ def _item(key: str, *, merchant_account: str = MERCHANT, **fields: object) -> In
 
 
 async def test_outbox_requeue_offers_parked_changes_again(
-    repository: PaymentRepository, run_cli: Run, db_url: str
+    storage: Storage, run_cli: Run, db_url: str
 ) -> None:
-    await repository.create_payment(
+    await storage.payments.create(
         reference="order-1", openid="o-1", amount=Amount(1130, "CNY"), idempotency_key="k"
     )
-    await repository.apply("order-1", result_event(EventSource.PAYMENTS, "Pending"))
-    [row] = await repository.outbox()
-    await repository.outbox_failed(row.id, error="ConnectionError", retry_in_seconds=0, park=True)
+    await storage.payments.apply("order-1", result_event(EventSource.PAYMENTS, "Pending"))
+    [row] = await storage.outbox.listing()
+    await storage.outbox.failed(row.id, error="ConnectionError", retry_in_seconds=0, park=True)
 
     done = run_cli("outbox", "requeue", "--database-url", db_url)
     assert done.returncode == 0, done.stderr
     assert "requeued 1 parked state change(s)" in done.stdout
     assert row.event_id in done.stdout
-    [again] = await repository.outbox(status="pending")
+    [again] = await storage.outbox.listing(status="pending")
     assert again.id == row.id and again.requeued_at is not None
 
     nothing = run_cli("outbox", "requeue", "--id", str(row.id), "--database-url", db_url)
@@ -66,25 +66,23 @@ async def test_outbox_requeue_offers_parked_changes_again(
 
 
 async def test_notifications_requeue_retries_parked_items(
-    repository: PaymentRepository, run_cli: Run, db_url: str
+    storage: Storage, run_cli: Run, db_url: str
 ) -> None:
-    [stored] = await repository.store_notifications([_item("a")])
-    status = await repository.record_notification_failure(
-        stored.id, error="RuntimeError", max_attempts=1
-    )
+    [stored] = await storage.inbox.store([_item("a")])
+    status = await storage.inbox.record_failure(stored.id, error="RuntimeError", max_attempts=1)
     assert status == "parked"
     done = run_cli("notifications", "requeue", "--status", "parked", "--database-url", db_url)
     assert done.returncode == 0, done.stderr
     assert "requeued 1 parked webhook item(s)" in done.stdout
-    [note] = await repository.notifications()
+    [note] = await storage.inbox.listing()
     assert (note.status, note.attempts) == ("received", 0)
-    assert await repository.due_notifications() == [stored.id]
+    assert await storage.inbox.due() == [stored.id]
 
 
 async def test_notifications_requeue_judges_ignored_items_by_the_settings_now(
-    repository: PaymentRepository, run_cli: Run, db_url: str
+    storage: Storage, run_cli: Run, db_url: str
 ) -> None:
-    ours, foreign, live = await repository.store_notifications(
+    ours, foreign, live = await storage.inbox.store(
         [
             _item("b", status="ignored", detail="live flag does not match this environment"),
             _item("c", merchant_account="SomeoneElse", status="ignored"),
@@ -101,5 +99,5 @@ async def test_notifications_requeue_judges_ignored_items_by_the_settings_now(
     assert "requeued 1 ignored webhook item(s)" in done.stdout
     assert f"#{foreign.id}" in done.stdout and "merchant account is not ours" in done.stdout
     assert "live flag does not match" in done.stdout
-    statuses = {n.id: n.status for n in await repository.notifications()}
+    statuses = {n.id: n.status for n in await storage.inbox.listing()}
     assert statuses == {ours.id: "received", foreign.id: "ignored", live.id: "ignored"}

@@ -3,7 +3,7 @@
 The model: a payment's state is the highest state, in the order
 Created < Pending < Error < Refused < Authorised, implied by any event whose
 amount and currency agree with the payment's. Everything here folds generated
-events through ``decide`` the way the repository does (skip a key already
+events through ``decide`` the way the storage does (skip a key already
 applied, keep the pspReference and the decisive precedence decide hands back),
 as a caller that reconsiders: deferred failures are decided again once the
 pspReference is known.
@@ -54,7 +54,7 @@ EXAMPLES = 300
 PSP = "PSP0000000000001"
 OTHER_PSP = "PSP9999999999999"
 
-# -- folding events like the repository does -------------------------------------------
+# -- folding events like the storage does -------------------------------------------
 
 
 @dataclass

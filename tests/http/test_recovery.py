@@ -13,8 +13,7 @@ import pytest
 
 from miniprogram_pay import StateChange
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY
-from miniprogram_pay.services import workers as workers_module
-from miniprogram_pay.storage.records import NotificationRecord
+from miniprogram_pay.services import delivery as delivery_module
 from tests.http.helpers import error_code, host_world, start_payment
 from tests.world import (
     ADMIN_KEY,
@@ -161,22 +160,20 @@ async def test_a_parked_item_is_requeued_and_applied(db_url: str) -> None:
     async with host_world(db_url, inbox_max_attempts=1) as w:
         await start_payment(w, "order-parked")
         psp = (await w.status("order-parked"))["pspReference"]
-        repository = w.pay.repository
+        storage = w.pay.storage
 
-        async def broken_batch(notification_ids: Sequence[int]) -> list[NotificationRecord]:
+        async def broken(notification_ids: Sequence[int] | int, **_: object) -> None:
             raise RuntimeError("the database said no")
 
-        async def broken(notification_id: int) -> None:
-            raise RuntimeError("the database said no")
-
-        repository.apply_notifications = broken_batch  # type: ignore[method-assign]
-        repository.apply_notification = broken  # type: ignore[method-assign]
+        # Applying fails wherever it is tried: with the store, in a batch, item by item.
+        inbox = storage.inbox
+        inbox.take = inbox.apply = inbox.apply_one = broken  # type: ignore[method-assign,assignment]
         await _webhook(w, "order-parked", psp)
         [parked] = await eventually(lambda: _notes(w, "parked"), what="the item to be parked")
         health = (await w.client.get("/pay/health", headers=ADMIN)).json()
         assert health["notifications"] == {"parked": 1}
 
-        del repository.apply_notifications, repository.apply_notification  # fixed
+        del inbox.take, inbox.apply, inbox.apply_one  # fixed
         r = await w.client.post(
             "/pay/admin/notifications/requeue", json={"status": "parked"}, headers=ADMIN
         )
@@ -196,7 +193,7 @@ async def test_a_parked_item_is_requeued_and_applied(db_url: str) -> None:
 async def test_a_change_the_host_keeps_refusing_is_parked_loudly_then_requeued(
     db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(workers_module, "outbox_backoff", lambda attempt: 0.05)
+    monkeypatch.setattr(delivery_module, "outbox_backoff", lambda attempt: 0.05)
     host = {"up": False}
 
     async def hook(change: StateChange) -> None:

@@ -34,7 +34,10 @@ async def test_a_payment_over_real_http(db_url: str, kind: Kind) -> None:
         assert delivery.accepted
         assert [a.status_code for a in delivery.attempts] == [200]
         status = await w.status("order-wire")
-        assert [e["source"] for e in status["events"]] == ["payments", "details", "webhook"]
+        sources = [e["source"] for e in status["events"]]
+        # The sandbox sends the webhook as it answers /payments/details: over real sockets
+        # either may be recorded first (the end state does not depend on it).
+        assert sources[0] == "payments" and sorted(sources[1:]) == ["details", "webhook"]
         r = await w.client.post("/pay/session", json={"code": "invalid.1"})
         assert (r.status_code, error_code(r)) == (400, "wechat_invalid_code")
         r = await w.client.post(

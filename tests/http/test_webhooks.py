@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from miniprogram_pay import PaymentState
 from miniprogram_pay.adyen.hmac import sign_item
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY, SandboxConfig
+from miniprogram_pay.storage import InboxItem, Intake
 from tests.http.helpers import error_code, host_world, start_payment
 from tests.world import (
     ADMIN_KEY,
@@ -234,7 +235,8 @@ async def test_a_redelivery_is_counted_and_changes_nothing(db_url: str) -> None:
 
 
 async def test_a_redelivery_applies_an_item_its_first_delivery_left_waiting(db_url: str) -> None:
-    # The first request's apply can pass over its own item: on PostgreSQL a concurrent
+    # The first request could not apply its item with the store (so stored it alone),
+    # and its apply after the answer can pass over it: on PostgreSQL a concurrent
     # redelivery's store holds the row lock, and the apply uses SKIP LOCKED. The item
     # is leased to the first request, so the worker loop would wait 10 s for it; the
     # redelivering request applies it instead, and no drain is needed here.
@@ -243,6 +245,15 @@ async def test_a_redelivery_applies_an_item_its_first_delivery_left_waiting(db_u
         body = await authorisation_for(w, "order-skip")
         apply_stored = w.pay.apply_stored
         passed_over: list[Sequence[int]] = []
+        inbox = w.pay.storage.inbox
+        take = inbox.take
+
+        async def fail_once(items: Sequence[InboxItem], **options: Any) -> Intake:
+            if not passed_over:
+                raise RuntimeError("as if applying had failed")
+            return await take(items, **options)
+
+        inbox.take = fail_once  # type: ignore[method-assign]
 
         async def pass_over_once(notification_ids: Sequence[int]) -> None:
             if not passed_over:

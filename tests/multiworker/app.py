@@ -9,8 +9,9 @@ the package:
 ``MPP_TEST_HOOK_BLOCKS=<state>``  on_state_change records the call, then never
                              returns for a change to ``<state>`` (``1``: every change):
                              the process dies between commit and delivery.
-``MPP_TEST_NO_APPLY=1``      no worker loop and no apply after the answer: the
-                             process dies between storing a webhook and applying it.
+``MPP_TEST_NO_APPLY=1``      storing and applying a webhook at once fails (so it is
+                             stored alone), and no worker loop and no apply after the
+                             answer: the process dies between storing and applying it.
 ``MPP_TEST_LEASE_SECONDS``   the outbox lease this process takes (shorter than the
                              hook's timeout: a killed process's rows come back soon).
 ``MPP_TEST_APPLY_LEASE_SECONDS``  how long a stored webhook item is left to the
@@ -24,6 +25,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -45,10 +47,16 @@ class _TestPay(MiniProgramPay):
 
     def _build_services(self) -> None:
         super()._build_services()
+        if self.no_apply:
+            self.storage.inbox.take = _cannot_take  # type: ignore[method-assign]
         if self.apply_lease_seconds is not None:
             self.service.apply_lease_seconds = self.apply_lease_seconds
         if self.lease_seconds is not None:
-            self.workers.lease_seconds = self.lease_seconds
+            self.workers.deliveries.lease_seconds = self.lease_seconds
+
+
+async def _cannot_take(items: object, **_: object) -> NoReturn:
+    raise RuntimeError("as if applying had failed: the items are stored alone")
 
 
 def _recorder(folder: Path, *, block: str | None) -> StateChangeHook:

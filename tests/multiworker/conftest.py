@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from miniprogram_pay.storage import Database, PaymentRepository
+from miniprogram_pay.storage import Database, Storage
 from miniprogram_pay.storage.schema import upgrade
 from tests.multiworker.harness import (
     Merchants,
@@ -23,6 +23,7 @@ from tests.multiworker.harness import (
     postgres_url,
     serve_sandbox,
 )
+from tests.rows import drop_schema
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ class Store:
     url: str
     schema: str
     database: Database
-    repository: PaymentRepository
+    storage: Storage
 
 
 @pytest.fixture
@@ -65,10 +66,9 @@ async def store(pg_url: str) -> AsyncIterator[Store]:
     await asyncio.to_thread(upgrade, pg_url, schema)
     database = Database(pg_url, schema=schema)
     try:
-        yield Store(pg_url, schema, database, PaymentRepository(database))
+        yield Store(pg_url, schema, database, Storage.over(database))
     finally:
-        async with database.writer.begin() as conn:
-            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await drop_schema(database, schema)
         await database.dispose()
 
 

@@ -28,6 +28,7 @@ from miniprogram_pay.domain.events import EventSource, implied_state, result_eve
 from miniprogram_pay.storage.tables import NotificationRow, OutboxRow
 from tests.multiworker.conftest import Store
 from tests.multiworker.harness import Merchants, SandboxServer, Shop, deliveries, wait_until
+from tests.rows import select_rows
 from tests.world import ADMIN_KEY
 
 # More for a manual soak: MPP_TEST_PAYMENTS=400 pytest tests/multiworker -k many -s
@@ -168,36 +169,33 @@ async def test_many_payments_across_worker_processes_converge_to_one_truth(
 
 
 async def _settled(store: Store) -> bool:
-    async with store.database.read() as session:
-        waiting = (
-            select(func.count())
-            .select_from(NotificationRow)
-            .where(col(NotificationRow.status).in_(["received", "failed"]))
-        )
-        undelivered = (
-            select(func.count()).select_from(OutboxRow).where(OutboxRow.status != "delivered")
-        )
-        return (await session.exec(waiting)).one() == 0 and (
-            await session.exec(undelivered)
-        ).one() == 0
+    waiting = (
+        select(func.count())
+        .select_from(NotificationRow)
+        .where(col(NotificationRow.status).in_(["received", "failed"]))
+    )
+    undelivered = select(func.count()).select_from(OutboxRow).where(OutboxRow.status != "delivered")
+    return (await select_rows(store.database, waiting)) == [0] and (
+        await select_rows(store.database, undelivered)
+    ) == [0]
 
 
 async def _count(store: Store, table: Any) -> int:
-    async with store.database.read() as session:
-        return int((await session.exec(select(func.count()).select_from(table))).one())
+    [count] = await select_rows(store.database, select(func.count()).select_from(table))
+    return int(count)
 
 
 async def _check_payment(store: Store, sent: Sent) -> set[str]:
-    payment = await store.repository.get(sent.reference)
+    payment = await store.storage.payments.get(sent.reference)
     assert payment is not None
     assert payment.state is _expected_state(sent), (sent, payment.state)
-    history = await store.repository.history(payment.id)
+    history = await store.storage.payments.history(payment.id)
     states = [t.to_state for t in history]
     assert len(states) == len(set(states)), states  # no state entered twice
     assert [s.rank for s in states] == sorted(s.rank for s in states), states  # only upwards
     assert [t.from_state for t in history] == [None, *states[:-1]], history  # one unbroken chain
     assert states[-1] is payment.state
-    events = await store.repository.events(payment.id)
+    events = await store.storage.payments.events(payment.id)
     webhook_facts = Counter(e.key for e in events if e.source == "webhook")
     assert len(webhook_facts) == len(sent.plan.webhooks), events  # each distinct item applied...
     assert set(webhook_facts.values()) <= {1}, webhook_facts  # ...exactly once

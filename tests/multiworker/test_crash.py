@@ -17,25 +17,24 @@ from miniprogram_pay import PaymentState
 from miniprogram_pay.storage.tables import NotificationRow, OutboxRow
 from tests.multiworker.conftest import Store
 from tests.multiworker.harness import Merchants, Shop, deliveries, wait_until
+from tests.rows import select_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 async def _outbox(store: Store) -> list[OutboxRow]:
-    async with store.database.read() as session:
-        return list((await session.exec(select(OutboxRow).order_by(col(OutboxRow.id)))).all())
+    return await select_rows(store.database, select(OutboxRow).order_by(col(OutboxRow.id)))
 
 
 async def _notifications(store: Store) -> list[NotificationRow]:
-    async with store.database.read() as session:
-        stmt = select(NotificationRow).order_by(col(NotificationRow.id))
-        return list((await session.exec(stmt)).all())
+    stmt = select(NotificationRow).order_by(col(NotificationRow.id))
+    return await select_rows(store.database, stmt)
 
 
 async def _expected_event_ids(store: Store, reference: str) -> set[str]:
-    payment = await store.repository.get(reference)
+    payment = await store.storage.payments.get(reference)
     assert payment is not None
-    history = await store.repository.history(payment.id)
+    history = await store.storage.payments.history(payment.id)
     return {f"mpp_{payment.id}_{t.to_state.value.lower()}" for t in history if t.from_state}
 
 
@@ -57,7 +56,7 @@ async def test_webhook_stored_then_worker_killed_is_applied_once_after_restart(
     assert [(n.status, n.merchant_reference) for n in stored] == [("received", reference)]
     await asyncio.to_thread(first.kill)
     assert first.process.returncode == -9
-    payment = await store.repository.get(reference)
+    payment = await store.storage.payments.get(reference)
     assert payment is not None and payment.state is PaymentState.PENDING
 
     second = await merchants.start("second")
@@ -68,13 +67,13 @@ async def test_webhook_stored_then_worker_killed_is_applied_once_after_restart(
     await wait_until(applied, seconds=15, what="the stored item to be applied")
     await shop.webhook(second.url, item)  # Adyen redelivers: recognised, changes nothing
 
-    payment = await store.repository.get(reference)
+    payment = await store.storage.payments.get(reference)
     assert payment is not None and payment.state is PaymentState.AUTHORISED
-    events = await store.repository.events(payment.id)
+    events = await store.storage.payments.events(payment.id)
     assert [e.outcome for e in events if e.source == "webhook"] == ["transition"]
     [note] = await _notifications(store)
     assert (note.status, note.attempts, note.deliveries) == ("applied", 1, 2)
-    history = await store.repository.history(payment.id)
+    history = await store.storage.payments.history(payment.id)
     assert [t.to_state for t in history] == [
         PaymentState.CREATED,
         PaymentState.PENDING,

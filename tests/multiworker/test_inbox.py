@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from miniprogram_pay.storage import Database
-from miniprogram_pay.storage.records import NotificationRecord
 from miniprogram_pay.storage.schema import upgrade
 from tests.multiworker.harness import postgres_url
+from tests.rows import drop_schema
 from tests.world import ADMIN_KEY, basic_auth, notification_body, notification_item, world
 
 MAX_ATTEMPTS = 3
@@ -33,8 +33,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield {"database_url": url, "database_schema": schema}
     finally:
         database = Database(url, schema=schema)
-        async with database.writer.begin() as conn:
-            await conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        await drop_schema(database, schema)
         await database.dispose()
 
 
@@ -44,16 +43,19 @@ async def test_a_failing_item_is_retried_with_backoff_then_parked(backend: dict[
         await w.pay.start()
         attempts: list[float] = []
 
-        async def broken(notification_id: int) -> None:
+        async def broken(notification_id: int, **_: object) -> None:
             attempts.append(time.monotonic())
             raise RuntimeError("the database said no")
 
-        async def broken_batch(notification_ids: Sequence[int]) -> list[NotificationRecord]:
+        async def broken_batch(notification_ids: Sequence[int], **_: object) -> None:
             raise RuntimeError("the database said no")
 
-        # The shared (batch) transaction fails, then each item alone fails and is recorded.
-        w.pay.repository.apply_notifications = broken_batch  # type: ignore[method-assign]
-        w.pay.repository.apply_notification = broken  # type: ignore[method-assign]
+        # Storing and applying at once fails, so the item is stored alone; the shared
+        # (batch) apply fails, then the item alone fails and is recorded.
+        inbox = w.pay.storage.inbox
+        inbox.take = broken_batch  # type: ignore[method-assign,assignment]
+        inbox.apply = broken_batch  # type: ignore[method-assign,assignment]
+        inbox.apply_one = broken  # type: ignore[method-assign]
         item = notification_item(merchant_reference="order-p", key_hex=w.config.hmac_keys[0])
         auth = basic_auth(w.config.webhook_username, w.config.webhook_password)
         r = await w.client.post(

@@ -29,9 +29,20 @@ from miniprogram_pay.observability.logs import (
     install_handler,
     remove_handler,
 )
+from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY
 from tests.docs.snippets import sandbox_variables
 from tests.http.helpers import base_url, build_host, serving
-from tests.world import connect, default_config, settings_for, wiring, world
+from tests.world import (
+    basic_auth,
+    connect,
+    default_config,
+    eventually,
+    notification_body,
+    notification_item,
+    settings_for,
+    wiring,
+    world,
+)
 
 PACKAGE = logging.getLogger("miniprogram_pay")
 
@@ -103,6 +114,46 @@ async def test_a_request_id_follows_the_request_into_the_services_and_the_hook(
     assert [line["request_id"] for line in took] == ["pay-1", authorised["request_id"]]
     [started] = [line for line in lines if line["message"].startswith("miniprogram-pay started")]
     assert "request_id" in started  # started by the first request, so it is that request's
+
+
+async def test_each_webhook_request_is_the_origin_of_the_change_it_applied(db_url: str) -> None:
+    """Webhooks share commits; what each one changed is still told under its own request id."""
+    heard: dict[str, tuple[str | None, str | None]] = {}
+
+    async def hook(change: StateChange) -> None:
+        if change.state.value == "Authorised":
+            heard[change.reference] = (change.request_id, current_request_id())
+
+    async with world(db_url, on_state_change=hook) as w:
+        headers = await w.login("alice")
+        for reference in ("order-one", "order-two"):
+            assert (await w.pay_order(headers, reference)).status_code == 200
+        auth = basic_auth(w.config.webhook_username, w.config.webhook_password)
+        for n, reference in enumerate(("order-one", "order-two"), start=1):
+            [payment] = [
+                p for p in w.sandbox.payments.values() if p.merchant_reference == reference
+            ]
+            item = notification_item(
+                psp_reference=payment.psp_reference,
+                merchant_reference=reference,
+                key_hex=DEFAULT_HMAC_KEY,
+            )
+            answer = await w.client.post(
+                "/pay/webhooks/adyen",
+                content=notification_body(item),
+                headers={**auth, "X-Request-ID": f"webhook-{n}"},
+            )
+            assert answer.text == "[accepted]"
+        await w.pay.drain()
+
+        async def both_told() -> bool:
+            return len(heard) == 2
+
+        await eventually(both_told, what="both changes told")
+    assert heard == {
+        "order-one": ("webhook-1", "webhook-1"),
+        "order-two": ("webhook-2", "webhook-2"),
+    }
 
 
 @pytest.mark.parametrize("given", ["", "has spaces", "x" * 129, "ünïcode", "a\r\nInjected: 1"])

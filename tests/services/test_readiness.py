@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from miniprogram_pay.errors import StorageError
 from miniprogram_pay.services.readiness import check_readiness
@@ -28,11 +28,14 @@ async def set_revision(w: World, revision: str | None) -> None:
     """Put the database's recorded revision at ``revision`` (None: no revision at all)."""
     database = w.pay.database
     table = f"{database.schema}.{VERSION_TABLE}" if database.schema else VERSION_TABLE
-    async with database.writer.begin() as connection:
+
+    def put(connection: Connection) -> None:
         if revision is None:
-            await connection.execute(text(f"DELETE FROM {table}"))
+            connection.execute(text(f"DELETE FROM {table}"))
         else:
-            await connection.execute(text(f"UPDATE {table} SET version_num = :r"), {"r": revision})
+            connection.execute(text(f"UPDATE {table} SET version_num = :r"), {"r": revision})
+
+    await database.run_sync(put)
 
 
 async def test_a_started_plugin_is_ready(db_url: str) -> None:
@@ -86,13 +89,13 @@ async def test_a_stalled_loop_and_an_old_schema_are_both_named(db_url: str) -> N
         await w.pay.start()
         await set_revision(w, None)
         release = asyncio.Event()
-        reading = w.pay.repository.due_notifications
+        reading = w.pay.storage.inbox.due
 
         async def stuck(**options: Any) -> list[int]:
             await release.wait()  # as a database that never answers this loop
             return await reading(**options)
 
-        w.pay.repository.due_notifications = stuck  # type: ignore[method-assign]
+        w.pay.storage.inbox.due = stuck  # type: ignore[method-assign]
         w.pay.workers.stall_after_seconds = 0.2
         w.pay.workers.kick()
 

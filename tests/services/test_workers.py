@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 
 from miniprogram_pay import StateChange, create_app
 from miniprogram_pay.adyen.webhooks import NotificationBatch, parse_notification_body
-from miniprogram_pay.services import workers as workers_module
+from miniprogram_pay.services import delivery as delivery_module
 from miniprogram_pay.services.workers import Workers
-from miniprogram_pay.storage import InboxItem, PaymentRepository
+from miniprogram_pay.storage import InboxItem, Storage
 from tests.world import (
     MERCHANT_BASE,
     World,
@@ -51,12 +51,12 @@ class _Recorder:
 
 
 async def test_the_loop_skips_leased_items_and_takes_due_ones(
-    repository: PaymentRepository,
+    storage: Storage,
 ) -> None:
-    [leased] = await repository.store_notifications([_item("a" * 64)], lease_seconds=3600)
-    [due] = await repository.store_notifications([_item("b" * 64)], lease_seconds=0)
+    [leased] = await storage.inbox.store([_item("a" * 64)], lease_seconds=3600)
+    [due] = await storage.inbox.store([_item("b" * 64)], lease_seconds=0)
     applied = _Recorder()
-    workers = Workers(apply_notifications=applied, repository=repository, on_state_change=None)
+    workers = Workers(apply_notifications=applied, storage=storage, on_state_change=None)
 
     assert await workers.run_once() == 1
     assert applied.calls == [[due.id]]
@@ -92,9 +92,21 @@ def _authorisations(w: World, payments: dict[str, str]) -> NotificationBatch:
 
 
 async def _store_unapplied(w: World, payments: dict[str, str]) -> None:
-    """Webhooks acknowledged by a process that died before applying them: due in the inbox."""
+    """Webhooks acknowledged by a process that died before applying them: due in the inbox.
+
+    Storing and applying at once fails (so they are stored alone), and nothing applies
+    them after the answer.
+    """
+
+    async def cannot_take(items: object, **_: object) -> NoReturn:
+        raise RuntimeError("as if applying had failed")
+
     w.pay.service.apply_lease_seconds = 0
-    await w.pay.service.store_webhook(_authorisations(w, payments))
+    w.pay.storage.inbox.take = cannot_take  # type: ignore[method-assign]
+    try:
+        await w.pay.service.store_webhook(_authorisations(w, payments))
+    finally:
+        del w.pay.storage.inbox.take
 
 
 async def _states(w: World, references: Iterable[str]) -> list[str]:
@@ -102,7 +114,7 @@ async def _states(w: World, references: Iterable[str]) -> list[str]:
 
 
 async def _delivered(w: World, reference: str) -> list[str]:
-    rows = await w.pay.repository.outbox(status="delivered")
+    rows = await w.pay.storage.outbox.listing(status="delivered")
     return [row.event_id for row in rows if row.reference == reference]
 
 
@@ -233,7 +245,7 @@ async def test_a_cancelled_error_inside_a_pass_does_not_end_the_loop(
 ) -> None:
     async with world(db_url) as w:
         await w.pay.start()
-        reading = w.pay.repository.due_notifications
+        reading = w.pay.storage.inbox.due
         raised: list[bool] = []
 
         async def once_cancelled(**options: Any) -> list[int]:
@@ -242,7 +254,7 @@ async def test_a_cancelled_error_inside_a_pass_does_not_end_the_loop(
                 raise asyncio.CancelledError  # raised, while nobody cancelled the loop
             return await reading(**options)
 
-        w.pay.repository.due_notifications = once_cancelled  # type: ignore[method-assign]
+        w.pay.storage.inbox.due = once_cancelled  # type: ignore[method-assign]
         w.pay.workers.kick()
         await eventually(lambda: _true(raised), what="the pass to raise")
         psp = await _pending_payment(w, "order-after")
@@ -301,13 +313,13 @@ async def test_health_reports_a_stalled_loop(db_url: str) -> None:
     async with world(db_url) as w:
         await w.pay.start()
         release = asyncio.Event()
-        reading = w.pay.repository.due_notifications
+        reading = w.pay.storage.inbox.due
 
         async def stuck(**options: Any) -> list[int]:
             await release.wait()  # as a database that never answers
             return await reading(**options)
 
-        w.pay.repository.due_notifications = stuck  # type: ignore[method-assign]
+        w.pay.storage.inbox.due = stuck  # type: ignore[method-assign]
         w.pay.workers.stall_after_seconds = 0.2
         w.pay.workers.kick()
 
@@ -334,7 +346,7 @@ async def test_health_reports_a_stalled_loop(db_url: str) -> None:
 async def test_a_state_change_is_offered_to_the_host_far_beyond_a_dozen_attempts(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(workers_module, "outbox_backoff", lambda attempt: 0.01)
+    monkeypatch.setattr(delivery_module, "outbox_backoff", lambda attempt: 0.01)
 
     async def down_for_a_while(change: StateChange, call: int) -> None:
         if call <= 15:

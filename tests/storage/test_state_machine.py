@@ -1,4 +1,4 @@
-"""A stateful test of the repository against a simple in-memory model, on a real SQLite file.
+"""A stateful test of the storage against a simple in-memory model, on a real SQLite file.
 
 Hypothesis drives random sequences of: creating payments, applying API answers
 (some repeated), storing webhook items (some redelivered, some for unknown
@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 
 from miniprogram_pay.domain.events import EventSource, PaymentEvent, result_event, webhook_event
 from miniprogram_pay.domain.money import Amount
-from miniprogram_pay.storage import Database, InboxItem, PaymentRecord, PaymentRepository
+from miniprogram_pay.storage import Database, InboxItem, PaymentRecord, Storage
 from miniprogram_pay.storage.schema import create_all
 from tests.domain.model import (
     EXPECTED_API_CODES,
@@ -103,7 +103,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         self.folder = Path(tempfile.mkdtemp(prefix="mpp-stateful-"))
         self.db = Database(f"sqlite+aiosqlite:///{self.folder / 'state.db'}")
         self.run(create_all(self.db))
-        self.repository = PaymentRepository(self.db)
+        self.storage = Storage.over(self.db)
         self.payments: dict[str, ModelPayment] = {}
         self.notifications: dict[str, ModelNotification] = {}
         self.sent: list[tuple[str, PaymentEvent]] = []
@@ -128,7 +128,7 @@ class RepositoryMachine(RuleBasedStateMachine):
     @rule(reference=st.sampled_from(REFERENCES), amount=st.sampled_from(AMOUNTS))
     def create_payment(self, reference: str, amount: Amount) -> None:
         payment, created = self.run(
-            self.repository.create_payment(
+            self.storage.payments.create(
                 reference=reference, openid="o", amount=amount, idempotency_key=reference
             )
         )
@@ -164,7 +164,7 @@ class RepositoryMachine(RuleBasedStateMachine):
 
     def _apply(self, reference: str, event: PaymentEvent) -> None:
         model = self.payments[reference]
-        applied = self.run(self.repository.apply(reference, event))
+        applied = self.run(self.storage.payments.apply(reference, event))
         self.touched.add(reference)
         assert applied.duplicate is (event.key in model.events)
         model.events[event.key] = event
@@ -202,7 +202,7 @@ class RepositoryMachine(RuleBasedStateMachine):
             reason=data.draw(st.sampled_from([None, "Refused"])),
             raw_json="{}",
         )
-        [stored] = self.run(self.repository.store_notifications([item]))
+        [stored] = self.run(self.storage.inbox.store([item]))
         assert stored.new
         assert stored.id not in {n.id for n in self.notifications.values()}
         note = ModelNotification(stored.id, item)
@@ -215,7 +215,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         keys = sorted(self.notifications)
         chosen = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3))
         batch = [self.notifications[k].item for k in chosen]
-        stored = self.run(self.repository.store_notifications(batch))
+        stored = self.run(self.storage.inbox.store(batch))
         for key, result in zip(chosen, stored, strict=True):
             note = self.notifications[key]
             note.deliveries += 1
@@ -232,7 +232,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         self._apply_notification(self.notifications[data.draw(keys)])
 
     def _apply_notification(self, note: ModelNotification) -> None:
-        record = self.run(self.repository.apply_notification(note.id))
+        record = self.run(self.storage.inbox.apply_one(note.id))
         if note.status not in WAITING:
             assert record is None
             return
@@ -256,7 +256,7 @@ class RepositoryMachine(RuleBasedStateMachine):
     def fail_webhook(self, data: st.DataObject) -> None:
         note = self.notifications[data.draw(st.sampled_from(sorted(self.notifications)))]
         status = self.run(
-            self.repository.record_notification_failure(
+            self.storage.inbox.record_failure(
                 note.id, error="Boom", max_attempts=MAX_ATTEMPTS, backoff_seconds=0
             )
         )
@@ -274,17 +274,17 @@ class RepositoryMachine(RuleBasedStateMachine):
             if reference in self.touched:
                 self.transitions[reference] = self._check_logs(payment, model)
         self.touched.clear()
-        counts = self.run(self.repository.outbox_counts())
+        counts = self.run(self.storage.outbox.counts())
         assert sum(counts.values()) == sum(self.transitions.values())
         by_state: dict[str, int] = {}
         for model in self.payments.values():
             state = model_state(model.amount, list(model.events.values()), model.psp)
             by_state[state] = by_state.get(state, 0) + 1
-        assert self.run(self.repository.count_by_state()) == by_state
+        assert self.run(self.storage.payments.count_by_state()) == by_state
 
     def _check_payment(self, reference: str, model: ModelPayment) -> PaymentRecord:
         events = list(model.events.values())
-        payment = self.run(self.repository.get(reference))
+        payment = self.run(self.storage.payments.get(reference))
         assert payment is not None
         assert payment.state.value == model_state(model.amount, events, model.psp)
         summary = model_summary(model.amount, events, model.psp)
@@ -294,7 +294,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         return payment
 
     def _check_logs(self, payment: PaymentRecord, model: ModelPayment) -> int:
-        history = self.run(self.repository.history(payment.id))
+        history = self.run(self.storage.payments.history(payment.id))
         states = [t.to_state for t in history]
         assert_valid_path(states)
         assert history[0].from_state is None
@@ -302,7 +302,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         assert states[-1] is payment.state
         assert {t.event_key for t in history[1:]} <= set(model.events)
 
-        log = self.run(self.repository.events(payment.id))
+        log = self.run(self.storage.payments.events(payment.id))
         assert sorted(e.key for e in log) == sorted(model.events)
         for row in log:
             event = model.events[row.key]
@@ -315,7 +315,7 @@ class RepositoryMachine(RuleBasedStateMachine):
 
     @invariant()
     def inbox_matches_the_model(self) -> None:
-        rows = self.run(self.repository.notifications(limit=10_000))
+        rows = self.run(self.storage.inbox.listing(limit=10_000))
         assert len(rows) == len(self.notifications)
         stored = {r.id: r for r in rows}
         for note in self.notifications.values():
@@ -326,7 +326,7 @@ class RepositoryMachine(RuleBasedStateMachine):
                 note.attempts,
             )
             assert row.merchant_reference == note.item.merchant_reference
-        due = self.run(self.repository.due_notifications(limit=10_000))
+        due = self.run(self.storage.inbox.due(limit=10_000))
         waiting = [n.id for n in self.notifications.values() if n.status in WAITING]
         assert due == sorted(waiting)
 

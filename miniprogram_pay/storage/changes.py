@@ -1,0 +1,352 @@
+"""How events change payments, inside a unit of work: lock, decide, write.
+
+``PaymentChanges`` is the one way the package changes a payment, for an Adyen answer
+(``PaymentStore.apply``) as for a batch of webhook items (``InboxStore``):
+
+1. ``lock(references, keys)`` sends two reads: the payments, locked in reference order
+   (the one global lock order: ``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single
+   ``BEGIN IMMEDIATE`` writer holds them all), and which of the event keys their event
+   logs hold already. On PostgreSQL both go out with whatever the unit sent before.
+2. ``apply(change)``, per event in order, decides with the pure domain against the
+   payment as the events before it left it (the same row object serves them all),
+   exactly as if they were applied one by one, and queues the writes.
+3. ``flush()`` writes every event, transition and outbox row with one statement per
+   table, and each changed payment's final values with one versioned ``UPDATE`` (the
+   summed row count must equal the number of payments, or ``StaleRowError`` makes the
+   whole unit run again; a lock makes that impossible, the version makes it loud).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+
+from miniprogram_pay.domain.events import PaymentEvent, summary_result_code
+from miniprogram_pay.domain.machine import PaymentMachine
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.reconcile import Decision, Outcome, PaymentView, decide
+from miniprogram_pay.domain.states import PaymentState
+from miniprogram_pay.storage.outbox import outbox_row, write_changes
+from miniprogram_pay.storage.records import (
+    AppliedEvent,
+    OutboxEvent,
+    PaymentRecord,
+    ProviderAnswer,
+    TransitionRecord,
+)
+from miniprogram_pay.storage.sql import Sql, StaleRowError, Unit, any_of, bind_all
+from miniprogram_pay.storage.tables import PaymentEventRow, PaymentRow, TransitionRow, aware, table
+
+__all__ = ["Change", "PaymentChanges", "StoredPayment", "digest", "payment_record"]
+
+P = table(PaymentRow)
+E = table(PaymentEventRow)
+T = table(TransitionRow)
+
+
+@dataclass(slots=True)
+class StoredPayment:
+    """A payment row as read, changed in memory while a unit of work holds its lock."""
+
+    id: int
+    reference: str
+    openid: str
+    amount_value: int
+    currency: str
+    state: str
+    psp_reference: str | None
+    result_code: str | None
+    refusal_reason: str | None
+    decisive_rank: int | None
+    decisive_weight: int | None
+    decisive_key: str | None
+    decisive_source: str | None
+    payment_data: str | None
+    payment_data_hash: str | None
+    wechat_params: str | None
+    action: str | None
+    idempotency_key: str
+    details_attempts: int
+    conflicts: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+PAYMENT_FIELDS = tuple(f.name for f in fields(StoredPayment))
+PAYMENT_COLUMNS = [P.c[name] for name in PAYMENT_FIELDS]
+# Every column a change may write; a changed payment writes them all, from memory.
+CHANGEABLE = tuple(name for name in PAYMENT_FIELDS if name not in ("id", "reference", "created_at"))
+EVENT_COLUMNS = (
+    "payment_id", "key", "source", "kind", "success", "outcome", "conflict", "reason",
+    "psp_reference", "amount_value", "amount_currency", "at",
+)  # fmt: skip
+TRANSITION_COLUMNS = (
+    "payment_id", "from_state", "to_state", "source", "event_kind", "event_key", "at",
+)  # fmt: skip
+
+LOCK = Sql(
+    lambda dialect: (
+        select(*PAYMENT_COLUMNS)
+        .where(any_of(P.c.reference, "references", dialect))
+        .order_by(P.c.reference)
+        .with_for_update()
+    )
+)
+LOGGED = Sql(
+    lambda dialect: (
+        select(E.c.payment_id, E.c.key)
+        .select_from(E.join(P, P.c.id == E.c.payment_id))
+        .where(any_of(P.c.reference, "references", dialect), any_of(E.c.key, "keys", dialect))
+    )
+)
+INSERT_EVENT = Sql(insert(E).values(bind_all(E, EVENT_COLUMNS)))
+INSERT_TRANSITION = Sql(insert(T).values(bind_all(T, TRANSITION_COLUMNS)))
+UPDATE_PAYMENT = Sql(
+    update(P)
+    .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
+    .values(bind_all(P, CHANGEABLE))
+)
+
+
+def stored_payment(row: Sequence[Any]) -> StoredPayment:
+    """A row of ``PAYMENT_COLUMNS`` as a ``StoredPayment``."""
+    return StoredPayment(*row)
+
+
+def payment_record(row: StoredPayment) -> PaymentRecord:
+    return PaymentRecord(
+        id=row.id,
+        reference=row.reference,
+        openid=row.openid,
+        amount=Amount(row.amount_value, row.currency),
+        state=PaymentState(row.state),
+        psp_reference=row.psp_reference,
+        result_code=row.result_code,
+        refusal_reason=row.refusal_reason,
+        payment_data=row.payment_data,
+        wechat_params=_loads(row.wechat_params),
+        action=_loads(row.action),
+        idempotency_key=row.idempotency_key,
+        conflicts=row.conflicts,
+        version=row.version,
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+    )
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One event to apply to the payment ``reference`` (with what Adyen's answer adds)."""
+
+    reference: str
+    event: PaymentEvent
+    answer: ProviderAnswer | None = None
+
+
+@dataclass
+class PaymentChanges:
+    """The events one unit of work applies, and the writes they add up to."""
+
+    unit: Unit
+    machine: PaymentMachine
+    now: datetime
+    # The outbox rows' lease: this process delivers them itself (None: any process may).
+    lease_seconds: float | None = None
+    _payments: dict[str, StoredPayment] = field(default_factory=dict)
+    _logged: set[tuple[int, str]] = field(default_factory=set)
+    _before: dict[int, int] = field(default_factory=dict)  # changed payment -> version read
+    _events: list[dict[str, Any]] = field(default_factory=list)
+    _transitions: list[dict[str, Any]] = field(default_factory=list)
+    _outbox: list[dict[str, Any]] = field(default_factory=list)
+    _reads: tuple[Any, Any] | None = None
+
+    def lock(self, references: Iterable[str], keys: Iterable[str]) -> None:
+        """Send the reads: the payments of ``references`` locked, the ``keys`` logged already."""
+        refs = sorted(set(references))
+        if refs:
+            lock = self.unit.run(LOCK, {"references": refs})
+            logged = self.unit.run(LOGGED, {"references": refs, "keys": sorted(set(keys))})
+            self._reads = (lock, logged)
+
+    def _read(self) -> None:
+        if self._reads is None:
+            return
+        lock, logged = self._reads
+        self._reads = None
+        self._payments = {p.reference: p for p in map(stored_payment, lock.all())}
+        self._logged = {(int(pid), str(key)) for pid, key in logged.all()}
+
+    def apply(self, change: Change) -> AppliedEvent | None:
+        """Decide one event and queue its writes; None when there is no such payment."""
+        self._read()
+        row = self._payments.get(change.reference)
+        if row is None:
+            return None
+        event = change.event
+        if (row.id, event.key) in self._logged:
+            # Applied before: the event log says so. Only a missing answer is kept.
+            answer = _answer_changes(row, change.answer)
+            if answer:
+                self._change(row, {**answer, "updated_at": self.now})
+            return AppliedEvent(payment=payment_record(row), decision=None, duplicate=True)
+        self._logged.add((row.id, event.key))
+        decision = decide(_view(row), event, self.machine)
+        self._events.append(_event_values(row.id, event, decision, self.now))
+        transition = self._transition(row, event, decision) if decision.moved else None
+        self._change(row, _changes(row, event, decision, change.answer, self.now))
+        return AppliedEvent(
+            payment=payment_record(row), decision=decision, duplicate=False, transition=transition
+        )
+
+    def _transition(
+        self, row: StoredPayment, event: PaymentEvent, decision: Decision
+    ) -> TransitionRecord:
+        """The history row and the outbox row of a state change, written with it.
+
+        The outbox row commits with the change: the host hears of every change that
+        happened, even if this process dies right after the commit.
+        """
+        was, now = PaymentState(row.state), decision.new_state
+        source = event.source.value
+        self._transitions.append(
+            dict(
+                payment_id=row.id, from_state=was.value, to_state=now.value, source=source,
+                event_kind=event.kind[:64], event_key=event.key, at=self.now,
+            )
+        )  # fmt: skip
+        self._outbox.append(
+            outbox_row(
+                payment_id=row.id, reference=row.reference, from_state=was, to_state=now,
+                source=source, now=self.now, lease_seconds=self.lease_seconds,
+            )
+        )  # fmt: skip
+        return TransitionRecord(was, now, source, event.kind, event.key, self.now)
+
+    def _change(self, row: StoredPayment, changes: dict[str, Any]) -> None:
+        if not changes:
+            return
+        self._before.setdefault(row.id, row.version)
+        for name, value in changes.items():
+            setattr(row, name, value)
+        row.version += 1
+
+    def flush(self) -> dict[str, OutboxEvent]:
+        """Send every write; the outbox events written, by ``event_id``."""
+        self.unit.run_many(INSERT_EVENT, self._events)
+        self.unit.run_many(INSERT_TRANSITION, self._transitions)
+        written = write_changes(self.unit, self._outbox)
+        changed = [p for p in self._payments.values() if p.id in self._before]
+        if changed:
+            updates = [
+                {"b_id": p.id, "b_version": self._before[p.id], **_changeable(p)} for p in changed
+            ]
+            if self.unit.run_many(UPDATE_PAYMENT, updates).rowcount != len(updates):
+                raise StaleRowError
+        return written()
+
+
+def with_outbox(applied: AppliedEvent, written: dict[str, OutboxEvent]) -> AppliedEvent:
+    """``applied`` with the outbox event its state change wrote, if any."""
+    if applied.transition is None:
+        return applied
+    event_id = f"mpp_{applied.payment.id}_{applied.transition.to_state.value.lower()}"
+    return replace(applied, outbox=written.get(event_id))
+
+
+def _changeable(row: StoredPayment) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in CHANGEABLE}
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _view(row: StoredPayment) -> PaymentView:
+    decisive = None
+    if row.decisive_rank is not None and row.decisive_weight is not None and row.decisive_key:
+        decisive = (row.decisive_rank, row.decisive_weight, row.decisive_key)
+    return PaymentView(
+        state=PaymentState(row.state),
+        amount=Amount(row.amount_value, row.currency),
+        psp_reference=row.psp_reference,
+        decisive=decisive,
+    )
+
+
+def _event_values(
+    payment_id: int, event: PaymentEvent, decision: Decision, now: datetime
+) -> dict[str, Any]:
+    return dict(
+        payment_id=payment_id,
+        key=event.key,
+        source=event.source.value,
+        kind=event.kind[:64],
+        success=event.success,
+        outcome=decision.outcome.value,
+        conflict=decision.conflict.value if decision.conflict else None,
+        reason=event.reason[:255] if event.reason else None,
+        psp_reference=event.psp_reference,
+        amount_value=event.amount_value,
+        amount_currency=event.amount_currency,
+        at=now,
+    )
+
+
+def _changes(
+    row: StoredPayment,
+    event: PaymentEvent,
+    decision: Decision,
+    answer: ProviderAnswer | None,
+    now: datetime,
+) -> dict[str, Any]:
+    changes: dict[str, Any] = _answer_changes(row, answer)
+    if decision.fills_psp_reference:
+        changes["psp_reference"] = event.psp_reference
+    if decision.outcome is Outcome.CONFLICT:
+        changes["conflicts"] = row.conflicts + 1
+    if decision.moved:
+        changes["state"] = decision.new_state.value
+    if decision.takes_summary and decision.precedence is not None:
+        rank, weight, key = decision.precedence
+        changes.update(
+            decisive_rank=rank,
+            decisive_weight=weight,
+            decisive_key=key,
+            decisive_source=event.source.value,
+            result_code=summary_result_code(event)[:32],
+            refusal_reason=_reason_for(decision, event),
+        )
+    if changes:
+        changes["updated_at"] = now
+    return changes
+
+
+def _reason_for(decision: Decision, event: PaymentEvent) -> str | None:
+    failed = decision.implied in (PaymentState.REFUSED, PaymentState.ERROR)
+    return event.reason[:255] if failed and event.reason else None
+
+
+def _answer_changes(row: StoredPayment, answer: ProviderAnswer | None) -> dict[str, Any]:
+    """What an Adyen /payments answer adds; stored once, never overwritten."""
+    if answer is None:
+        return {}
+    changes: dict[str, Any] = {}
+    if answer.payment_data and not row.payment_data:
+        changes["payment_data"] = answer.payment_data
+        changes["payment_data_hash"] = digest(answer.payment_data)
+    if answer.wechat_params and not row.wechat_params:
+        changes["wechat_params"] = json.dumps(answer.wechat_params, sort_keys=True)
+    if answer.action and not row.action:
+        changes["action"] = json.dumps(answer.action, sort_keys=True)
+    return changes

@@ -1,0 +1,457 @@
+"""The inbox: every webhook item as received, before and after it is applied.
+
+An item is stored durably before Adyen hears ``[accepted]``. ``take`` stores a batch
+and applies the items waiting in it under the same commit (one transaction, one sync
+of the log on SQLite); ``store`` only stores them, for the caller to apply after the
+answer with ``apply`` (the fallback when ``take`` cannot, and what a crash leaves to
+the worker loops). Exactly once is the database's decision: the unique ``dedup_key``,
+the item's status read under lock, the event log's unique key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Boolean, and_, bindparam, case, func, null, or_, select, update
+
+from miniprogram_pay.domain.events import webhook_event
+from miniprogram_pay.domain.machine import PaymentMachine
+from miniprogram_pay.retrying import Backoff, no_jitter
+from miniprogram_pay.storage.changes import Change, PaymentChanges, with_outbox
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.payments import upsert
+from miniprogram_pay.storage.records import (
+    IgnoredNotification,
+    InboxItem,
+    Intake,
+    NotificationRecord,
+    StoredNotification,
+)
+from miniprogram_pay.storage.sql import RowsSql, Sql, Unit, among, any_of, row_binds
+from miniprogram_pay.storage.tables import NotificationRow, aware, table, utcnow
+
+__all__ = ["InboxStore"]
+
+N = table(NotificationRow)
+MAX_BACKOFF_SECONDS = 600.0
+WAITING = ("received", "failed")
+STORE_COLUMNS = (
+    "dedup_key", "psp_reference", "merchant_reference", "event_code", "success",
+    "amount_value", "amount_currency", "reason", "raw", "status", "detail", "live",
+    "attempts", "deliveries", "received_at", "next_attempt_at",
+)  # fmt: skip
+# What applying an item needs of its row, as stored (a redelivery may differ in reason).
+NOTE_FIELDS = (
+    "id", "dedup_key", "merchant_reference", "event_code", "success", "psp_reference",
+    "amount_value", "amount_currency", "reason", "received_at",
+)  # fmt: skip
+NOTE_COLUMNS = [N.c[name] for name in NOTE_FIELDS]
+LISTED = [
+    N.c[n]
+    for n in (
+        "id",
+        "status",
+        "detail",
+        "merchant_reference",
+        "event_code",
+        "success",
+        "deliveries",
+        "attempts",
+    )
+]
+
+
+def _upsert(dialect: str, count: int) -> Any:
+    """Insert rows; a known key only counts another delivery, except an ``ignored`` item
+    that this delivery finds ours (the setting that ignored it was fixed since): it is
+    taken up again, as if new."""
+    stmt = upsert(dialect, N).values(row_binds(N, STORE_COLUMNS, count))
+    new = stmt.excluded
+    revive = and_(N.c.status == "ignored", new.status == "received")
+    return stmt.on_conflict_do_update(
+        index_elements=["dedup_key"],
+        set_={
+            "deliveries": N.c.deliveries + new.deliveries,
+            "status": case((revive, new.status), else_=N.c.status),
+            "detail": case((revive, null()), else_=N.c.detail),
+            "next_attempt_at": case((revive, new.next_attempt_at), else_=N.c.next_attempt_at),
+        },
+    ).returning(N.c.deliveries, N.c.status, *NOTE_COLUMNS)
+
+
+UPSERT = RowsSql(STORE_COLUMNS, _upsert)
+LOCK_WAITING = Sql(
+    lambda dialect: (
+        select(*NOTE_COLUMNS)
+        .where(any_of(N.c.id, "ids", dialect), among(N.c.status, WAITING))
+        .with_for_update(skip_locked=True)
+    )
+)
+MARK = Sql(
+    update(N)
+    .where(N.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("status"),
+        detail=bindparam("detail"),
+        applied_at=bindparam("at", type_=N.c.applied_at.type),
+        attempts=N.c.attempts + 1,
+    )
+)
+LOCK_ONE = Sql(select(N.c.status, N.c.attempts).where(N.c.id == bindparam("id")).with_for_update())
+FAILED = Sql(
+    update(N)
+    .where(N.c.id == bindparam("id"))
+    .values(
+        status=bindparam("status"),
+        detail=bindparam("detail"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("due", type_=N.c.next_attempt_at.type),
+    )
+)
+
+
+def _due(include_leased: bool) -> Any:
+    due = N.c.next_attempt_at <= bindparam("now", type_=N.c.next_attempt_at.type)
+    if include_leased:
+        due = or_(due, N.c.status == "received")
+    return (
+        select(N.c.id)
+        .where(among(N.c.status, WAITING), due)
+        .order_by(N.c.id)
+        .limit(bindparam("limit"))
+    )
+
+
+DUE = Sql(_due(include_leased=False))
+DUE_OR_LEASED = Sql(_due(include_leased=True))
+COUNTS = Sql(select(N.c.status, func.count()).group_by(N.c.status))
+LISTING = Sql(select(*LISTED).order_by(N.c.id.desc()).limit(bindparam("limit")))
+LISTING_BY_STATUS = Sql(
+    select(*LISTED)
+    .where(N.c.status == bindparam("status"))
+    .order_by(N.c.id.desc())
+    .limit(bindparam("limit"))
+)
+CHOSEN = bindparam("all", type_=Boolean)
+IGNORED = Sql(
+    lambda dialect: (
+        select(N.c.id, N.c.raw, N.c.live)
+        .where(N.c.status == "ignored", or_(CHOSEN, any_of(N.c.id, "ids", dialect)))
+        .order_by(N.c.id)
+        .limit(bindparam("limit"))
+    )
+)
+REQUEUE = Sql(
+    lambda dialect: (
+        update(N)
+        .where(
+            N.c.status == bindparam("requeued_from"), or_(CHOSEN, any_of(N.c.id, "ids", dialect))
+        )
+        .values(
+            status="received",
+            detail=None,
+            attempts=0,
+            next_attempt_at=bindparam("now", type_=N.c.next_attempt_at.type),
+        )
+        .returning(N.c.id)
+    )
+)
+
+
+def _chosen(ids: Sequence[int] | None) -> dict[str, Any]:
+    """All rows (``ids`` is None), or those of ``ids``."""
+    return {"all": ids is None, "ids": list(ids or ())}
+
+
+class InboxStore:
+    """The inbox of one database. One per process; safe for concurrent use."""
+
+    def __init__(self, database: Database, machine: PaymentMachine | None = None) -> None:
+        self.db = database
+        self.machine = machine or PaymentMachine()
+
+    # -- storing ---------------------------------------------------------------------
+
+    async def store(
+        self, items: Sequence[InboxItem], *, lease_seconds: float = 0.0
+    ) -> list[StoredNotification]:
+        """Durably store webhook items; a redelivered item is recognised by its unique key.
+
+        ``lease_seconds`` leaves new items to the caller for that long: their first
+        attempt is not due for the worker loops (of any process) until it ends, so the
+        request that stored them applies them alone. A redelivery keeps its schedule.
+        """
+
+        def work(unit: Unit) -> list[StoredNotification]:
+            now = utcnow()
+            rows = _upsert_rows(unit, items, now, now + timedelta(seconds=lease_seconds))
+            return _stored(items, {row[3]: row for row in rows})
+
+        return await self.db.write(work, what="store webhooks")
+
+    async def take(
+        self, items: Sequence[InboxItem], *, outbox_lease_seconds: float | None = None
+    ) -> Intake:
+        """Store webhook items and apply those waiting, in one transaction (one commit).
+
+        If anything in it fails, nothing is stored: the caller stores the items alone
+        (``store``) and applies them afterwards, so a failure is recorded against the
+        one item that caused it.
+        """
+
+        def work(unit: Unit) -> Intake:
+            now = utcnow()
+            changes = PaymentChanges(unit, self.machine, now, outbox_lease_seconds)
+            rows = _upsert_rows(unit, items, now, now, then_lock=changes)
+            by_key = {row[3]: row for row in rows}
+            waiting = sorted((row[2:] for row in rows if row[1] == "received"), key=_lock_order)
+            applied = _apply_notes(unit, changes, waiting, now)
+            after = {record.id: record.status for record in applied}
+            stored = [
+                StoredNotification(s.id, s.dedup_key, s.new, after.get(s.id, s.status))
+                for s in _stored(items, by_key)
+            ]
+            return Intake(stored=stored, applied=applied)
+
+        return await self.db.write(work, what="take webhooks")
+
+    # -- applying --------------------------------------------------------------------
+
+    async def apply(
+        self, notification_ids: Sequence[int], *, outbox_lease_seconds: float | None = None
+    ) -> list[NotificationRecord]:
+        """Apply many stored items in one transaction (one commit for all).
+
+        Items another worker holds, or that are no longer waiting, are left out of the
+        result. If anything fails the whole batch rolls back and the caller applies the
+        items one by one.
+        """
+        if not notification_ids:
+            return []
+        ids = sorted(set(notification_ids))
+
+        def work(unit: Unit) -> list[NotificationRecord]:
+            now = utcnow()
+            notes = sorted(unit.run(LOCK_WAITING, {"ids": ids}).all(), key=_lock_order)
+            changes = PaymentChanges(unit, self.machine, now, outbox_lease_seconds)
+            changes.lock([n[2] for n in notes], [f"webhook:{n[1]}" for n in notes])
+            return _apply_notes(unit, changes, notes, now)
+
+        return await self.db.write(work, what="apply webhooks")
+
+    async def apply_one(
+        self, notification_id: int, *, outbox_lease_seconds: float | None = None
+    ) -> NotificationRecord | None:
+        """Apply one stored item; None when it is not waiting (applied, or held elsewhere)."""
+        records = await self.apply([notification_id], outbox_lease_seconds=outbox_lease_seconds)
+        return records[0] if records else None
+
+    async def record_failure(
+        self, notification_id: int, *, error: str, max_attempts: int, backoff_seconds: float = 1.0
+    ) -> str:
+        """Record that applying failed, in its own transaction so it survives the rollback."""
+
+        def work(unit: Unit) -> str:
+            # Locked, so a worker that has just applied it cannot be overwritten.
+            found = unit.run(LOCK_ONE, {"id": notification_id}).all()
+            if not found or found[0][0] not in WAITING:
+                return str(found[0][0]) if found else "missing"
+            attempts = int(found[0][1]) + 1
+            status = "parked" if attempts >= max_attempts else "failed"
+            delay = Backoff(backoff_seconds, MAX_BACKOFF_SECONDS, no_jitter).delay(attempts)
+            unit.run(
+                FAILED,
+                {
+                    "id": notification_id, "status": status, "detail": error[:255],
+                    "attempts": attempts, "due": utcnow() + timedelta(seconds=delay),
+                },
+            )  # fmt: skip
+            return status
+
+        return await self.db.write(work, what="record webhook failure")
+
+    # -- reading and requeueing -----------------------------------------------------
+
+    async def due(self, *, limit: int = 50, include_leased: bool = False) -> list[int]:
+        """Ids of stored items not yet applied whose next attempt is due, oldest first.
+
+        ``include_leased`` also returns never-attempted items still leased to the
+        request that stored them (a drain takes everything; failed items keep their
+        backoff either way).
+        """
+        sql = DUE_OR_LEASED if include_leased else DUE
+        rows = await self.db.read(
+            lambda unit: unit.run(sql, {"now": utcnow(), "limit": limit}).all()
+        )
+        return [int(row[0]) for row in rows]
+
+    async def listing(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[NotificationRecord]:
+        """Items, newest first (all, or those in ``status``)."""
+        params: dict[str, Any]
+        sql, params = LISTING, {"limit": limit}
+        if status is not None:
+            sql, params = LISTING_BY_STATUS, {"limit": limit, "status": status}
+        rows = await self.db.read(lambda unit: unit.run(sql, params).all())
+        return [
+            NotificationRecord(
+                id=int(i), status=s, detail=d, merchant_reference=ref, event_code=code,
+                success=bool(ok), deliveries=int(deliveries), attempts=int(attempts),
+            )
+            for i, s, d, ref, code, ok, deliveries, attempts in rows
+        ]  # fmt: skip
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self.db.read(lambda unit: unit.run(COUNTS).all())
+        return {str(status): int(n) for status, n in rows}
+
+    async def ignored(
+        self, *, ids: Sequence[int] | None = None, limit: int = 1000
+    ) -> list[IgnoredNotification]:
+        """Ignored items (all, or those of ``ids``) with what deciding again needs."""
+        params = {**_chosen(ids), "limit": limit}
+        rows = await self.db.read(lambda unit: unit.run(IGNORED, params).all())
+        return [
+            IgnoredNotification(id=int(i), merchant_account=_merchant_account(raw), live=live)
+            for i, raw, live in rows
+        ]
+
+    async def requeue(self, *, status: str, ids: Sequence[int] | None = None) -> list[int]:
+        """Make items in ``status`` (all, or those of ``ids``) due now, with fresh attempts.
+
+        Returns the ids requeued; an item no longer in ``status`` is left alone.
+        """
+        if ids is not None and not ids:
+            return []
+        params = {**_chosen(ids), "requeued_from": status}
+        rows = await self.db.write(
+            lambda unit: unit.run(REQUEUE, {**params, "now": utcnow()}).all(),
+            what="requeue webhooks",
+        )
+        return sorted(int(row[0]) for row in rows)
+
+
+# -- inside a unit of work ---------------------------------------------------------------
+
+
+def _upsert_rows(
+    unit: Unit,
+    items: Sequence[InboxItem],
+    now: datetime,
+    due_at: datetime,
+    *,
+    then_lock: PaymentChanges | None = None,
+) -> list[tuple[Any, ...]]:
+    """Upsert the items' rows; each row as (deliveries, status, *NOTE_FIELDS).
+
+    An item twice in one batch is one row delivered twice (one statement may not touch
+    a row twice), and rows are written in one global order (by key), then payments are
+    locked (by reference): two batches with the same items in another order would
+    otherwise deadlock on PostgreSQL. ``then_lock`` sends the payment reads of the items
+    right after the upsert, before its answer is read.
+    """
+    counts = Counter(item.dedup_key for item in items)
+    unique = {item.dedup_key: item for item in reversed(items)}
+    rows = [_row(unique[key], counts[key], now, due_at) for key in sorted(unique)]
+    upserted = unit.run_rows(UPSERT, rows)
+    if then_lock is not None:
+        then_lock.lock(
+            [i.merchant_reference for i in unique.values()],
+            [f"webhook:{key}" for key in unique],
+        )
+    return upserted.all()
+
+
+def _stored(
+    items: Sequence[InboxItem], rows: dict[str, tuple[Any, ...]]
+) -> list[StoredNotification]:
+    """One record per item, in order, from the upserted rows by key."""
+    counts = Counter(item.dedup_key for item in items)
+    stored: list[StoredNotification] = []
+    seen: set[str] = set()
+    for item in items:
+        deliveries, status, notification_id = rows[item.dedup_key][:3]
+        # Inserted now, not redelivered: the row holds exactly this batch's deliveries.
+        new = item.dedup_key not in seen and deliveries == counts[item.dedup_key]
+        seen.add(item.dedup_key)
+        stored.append(StoredNotification(int(notification_id), item.dedup_key, new, status))
+    return stored
+
+
+def _apply_notes(
+    unit: Unit, changes: PaymentChanges, notes: Sequence[Sequence[Any]], now: datetime
+) -> list[NotificationRecord]:
+    """Apply locked inbox rows (``NOTE_FIELDS``), in order; mark each with its outcome."""
+    if not notes:
+        return []
+    applied: list[tuple[int, Any, datetime]] = []
+    for note in notes:
+        fields = dict(zip(NOTE_FIELDS, note, strict=True))
+        event = webhook_event(
+            fields["event_code"], bool(fields["success"]), dedup_key=fields["dedup_key"],
+            psp_reference=fields["psp_reference"], amount_value=fields["amount_value"],
+            amount_currency=fields["amount_currency"], reason=fields["reason"],
+        )  # fmt: skip
+        change = changes.apply(Change(fields["merchant_reference"], event))
+        applied.append((int(fields["id"]), change, aware(fields["received_at"])))
+    written = changes.flush()
+    # received_at goes back with each record: the acceptance-to-apply lag is measured from it.
+    records = [
+        NotificationRecord(
+            id=i,
+            status="applied",
+            detail=None,
+            applied=with_outbox(a, written),
+            received_at=received_at,
+        )
+        if a is not None
+        else NotificationRecord(
+            id=i,
+            status="orphan",
+            detail="no payment with this merchantReference",
+            received_at=received_at,
+        )
+        for i, a, received_at in applied
+    ]
+    marks = [{"b_id": r.id, "status": r.status, "detail": r.detail, "at": now} for r in records]
+    unit.run_many(MARK, marks)
+    return records
+
+
+def _row(item: InboxItem, deliveries: int, now: datetime, due_at: datetime) -> dict[str, Any]:
+    return {
+        "dedup_key": item.dedup_key,
+        "psp_reference": item.psp_reference,
+        "merchant_reference": item.merchant_reference,
+        "event_code": item.event_code,
+        "success": item.success,
+        "amount_value": item.amount_value,
+        "amount_currency": item.amount_currency,
+        "reason": item.reason,
+        "raw": item.raw_json,
+        "status": item.status,
+        "detail": item.detail,
+        "live": item.live,
+        "attempts": 0,
+        "deliveries": deliveries,
+        "received_at": now,
+        "next_attempt_at": due_at,
+    }
+
+
+def _lock_order(note: Sequence[Any]) -> tuple[str, int]:
+    """(merchant reference, id): the order batches apply items in, on every path."""
+    return (str(note[2]), int(note[0]))
+
+
+def _merchant_account(raw: str) -> str | None:
+    try:
+        account = json.loads(raw).get("merchantAccountCode")
+    except (ValueError, AttributeError):
+        return None
+    return account if isinstance(account, str) else None

@@ -1,0 +1,411 @@
+"""Statements compiled once, and the unit of work that runs them.
+
+A statement is a SQLAlchemy Core construct (over the SQLModel tables, the schema of
+record), wrapped in ``Sql``: built once per dialect, compiled once per dialect, and
+from then on executed as its SQL text on the driver's cursor, with the parameter and
+result conversions of the statement's own SQLAlchemy types. A unit of work is a plain
+function ``work(unit) -> result`` that runs statements through the ``Unit`` it is
+given; ``Database.write``/``read`` run it whole in a database thread (one hop from the
+event loop), between ``BEGIN`` and ``COMMIT``.
+
+Example (a read of one's own, in the shape every store uses)::
+
+    from sqlalchemy import select
+    from miniprogram_pay.storage.sql import Sql, Unit
+    from miniprogram_pay.storage.tables import PaymentRow
+
+    P = PaymentRow.__table__
+    STATE = Sql(select(P.c.state).where(P.c.reference == bindparam("reference")))
+
+    def state_of(unit: Unit, reference: str) -> str | None:
+        return unit.run(STATE, {"reference": reference}).scalar()
+
+    state = await database.read(lambda unit: state_of(unit, "order-1"))
+
+Two units exist. ``DriverUnit`` is the one the package runs: the DB-API cursor and the
+compiled SQL, and on PostgreSQL psycopg's pipeline mode, so the statements of a unit
+travel together and the unit waits for the server only where it reads a result.
+``CoreUnit`` runs the same constructs through ``sqlalchemy.Connection.execute``: the
+reference the driver path is held to (``tests/storage/test_batch_apply.py``).
+
+A list parameter (``any_of``) is one parameter whatever its length (``json_each`` on
+SQLite, ``= ANY`` of an array on PostgreSQL), so a statement compiles once; a statement
+of many rows (``RowsSql``) compiles once per row count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Text, any_, bindparam, cast, func, literal, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = [
+    "CoreUnit",
+    "DriverUnit",
+    "Result",
+    "RowsSql",
+    "Sql",
+    "StaleRowError",
+    "Unit",
+    "among",
+    "any_of",
+    "bind_all",
+    "like_prefix",
+    "row_binds",
+]
+
+Row = tuple[Any, ...]
+Processor = Callable[[Any], Any] | None
+# Rows in one multi-row statement: 16 columns each stays far below the drivers' limits
+# on bound parameters (SQLite 32,766; PostgreSQL 65,535).
+MAX_ROWS_PER_STATEMENT = 500
+
+
+class StaleRowError(Exception):
+    """A row changed under the unit of work (its version moved): run the whole unit again."""
+
+
+class _JsonList(TypeDecorator[Any]):
+    """A list sent to SQLite as one JSON text, for ``json_each``."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.dumps(list(value))
+
+
+def any_of(column: ColumnElement[Any], name: str, dialect: str) -> ColumnElement[bool]:
+    """``column IN (the values of the list parameter name)``, one parameter for any length."""
+    if dialect == "postgresql":
+        array: TypeEngine[Any] = ARRAY(column.type)
+        return column == any_(cast(bindparam(name, type_=array), array))
+    values: Any = select(literal_column("value")).select_from(
+        func.json_each(bindparam(name, type_=_JsonList))
+    )
+    return column.in_(values.scalar_subquery())
+
+
+def among(column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN (...)`` of constants, one plain parameter each (no expanding list)."""
+    return column.in_([literal(value, column.type) for value in values])
+
+
+def like_prefix(prefix: str) -> str:
+    """A ``LIKE`` pattern (with ``escape="/"``) for the values that start with ``prefix``."""
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
+
+
+def bind_all(table: Any, columns: Sequence[str], suffix: str = "") -> dict[str, Any]:
+    """``{column: bindparam(column + suffix)}``: every value named, none left to defaults."""
+    return {name: bindparam(name + suffix, type_=table.c[name].type) for name in columns}
+
+
+def row_binds(table: Any, columns: Sequence[str], count: int) -> list[dict[str, Any]]:
+    """The VALUES of ``count`` rows, the i-th row's parameters suffixed ``_r<i>``.
+
+    Not ``_<i>``: SQLAlchemy names a literal's parameter ``<column>_<n>`` itself.
+    """
+    return [bind_all(table, columns, f"_r{i}") for i in range(count)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A statement as the driver runs it."""
+
+    sql: str
+    positional: tuple[str, ...] | None  # parameter order (qmark); None: named (pyformat)
+    defaults: dict[str, Any]  # values written into the construct (literals)
+    binds: dict[str, Processor]
+    results: tuple[Processor, ...] | None  # None: the statement returns no rows
+
+    def params(self, given: Mapping[str, Any] | None) -> Any:
+        values: Mapping[str, Any] = {**self.defaults, **given} if given else self.defaults
+        converted = {
+            name: value if (process := self.binds.get(name)) is None else process(value)
+            for name, value in values.items()
+        }
+        if self.positional is None:
+            return converted
+        return tuple(converted[name] for name in self.positional)
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[Row]:
+        processors = self.results or ()
+        if not any(processors):
+            return [tuple(row) for row in raw]
+        return [
+            tuple(
+                value if p is None else p(value) for p, value in zip(processors, row, strict=True)
+            )
+            for row in raw
+        ]
+
+
+def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
+    compiled: Any = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        raise TypeError("a list parameter must use any_of(), not in_([...])")
+    names: dict[Any, str] = compiled.bind_names
+    defaults = {name: bind.effective_value for bind, name in names.items() if not bind.required}
+    binds = {
+        name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+        for bind, name in names.items()
+    }
+    results = None
+    if getattr(statement, "is_select", False) or compiled.effective_returning:
+        results = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.exported_columns  # type: ignore[attr-defined]
+        )
+    positional = tuple(compiled.positiontup) if dialect.positional else None
+    return _Compiled(compiled.string, positional, defaults, binds, results)
+
+
+class Sql:
+    """One statement: a Core construct, or a function of the dialect's name that builds it."""
+
+    def __init__(self, build: Executable | Callable[[str], Executable]) -> None:
+        self._build = build
+        self._statements: dict[str, Executable] = {}
+        self._compiled: dict[str, _Compiled] = {}
+
+    def statement(self, dialect: str) -> Executable:
+        found = self._statements.get(dialect)
+        if found is None:
+            found = self._build(dialect) if callable(self._build) else self._build
+            self._statements[dialect] = found
+        return found
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            found = self._compiled[dialect.name] = _compile(self.statement(dialect.name), dialect)
+        return found
+
+
+class RowsSql:
+    """A statement over many rows at once (``INSERT ... VALUES (...), (...)``).
+
+    ``build(dialect, count)`` makes it for ``count`` rows with ``row_binds``; each row
+    count compiles once. Longer lists are sent in statements of at most 500 rows.
+    """
+
+    def __init__(self, columns: Sequence[str], build: Callable[[str, int], Executable]) -> None:
+        self.columns = tuple(columns)
+        self._build = build
+        self._by_count: dict[int, Sql] = {}
+
+    def sql(self, count: int) -> Sql:
+        found = self._by_count.get(count)
+        if found is None:
+            found = self._by_count[count] = Sql(lambda dialect: self._build(dialect, count))
+        return found
+
+    def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {f"{name}_r{i}": row[name] for i, row in enumerate(rows) for name in self.columns}
+
+
+class Result(Protocol):
+    """What one statement gave back."""
+
+    def all(self) -> list[Row]: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class _Joined:
+    """The results of one statement sent in several chunks, as one."""
+
+    def __init__(self, parts: Sequence[Result]) -> None:
+        self._parts = parts
+
+    def all(self) -> list[Row]:
+        return [row for part in self._parts for row in part.all()]
+
+    @property
+    def rowcount(self) -> int:
+        return sum(part.rowcount for part in self._parts)
+
+
+class Unit(Protocol):
+    """A transaction in progress, as a unit of work sees it."""
+
+    dialect: str
+
+    def run(self, sql: Sql, params: Mapping[str, Any] | None = None) -> Result:
+        """Run one statement."""
+        ...
+
+    def run_many(self, sql: Sql, rows: Sequence[Mapping[str, Any]]) -> Result:
+        """Run one statement for each parameter set (no rows back; rowcount is the sum)."""
+        ...
+
+    def run_rows(self, sql: RowsSql, rows: Sequence[Mapping[str, Any]]) -> Result:
+        """Run a multi-row statement for ``rows`` (in chunks); what they return, joined."""
+        ...
+
+
+# -- the driver path ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Rows:
+    """A finished statement's outcome (SQLite, and anything already fetched)."""
+
+    fetched: list[Row]
+    count: int
+
+    def all(self) -> list[Row]:
+        return self.fetched
+
+    @property
+    def rowcount(self) -> int:
+        return self.count
+
+
+class _Pending:
+    """A statement sent in a PostgreSQL pipeline: its outcome is read when first asked for."""
+
+    def __init__(self, unit: DriverUnit, cursor: Any, compiled: _Compiled) -> None:
+        self._unit, self._cursor, self._compiled = unit, cursor, compiled
+        self._fetched: list[Row] | None = None
+
+    def all(self) -> list[Row]:
+        if self._fetched is None:
+            raw = self._unit.guard(self._compiled.sql, self._cursor.fetchall)
+            self._fetched = self._compiled.rows(raw)
+        return self._fetched
+
+    @property
+    def rowcount(self) -> int:
+        self._unit.sync()
+        count: int = self._cursor.rowcount
+        return count
+
+
+class DriverUnit:
+    """Statements on the DB-API connection: compiled SQL, the types' own conversions.
+
+    On PostgreSQL the connection is in pipeline mode: ``run`` sends and returns at once;
+    reading a result waits for it (and for everything sent before it).
+    """
+
+    def __init__(self, connection: Any, dialect: Dialect, *, pipeline: Any = None) -> None:
+        self.connection = connection
+        self.sqla_dialect = dialect
+        self.dialect = dialect.name
+        self.pipeline = pipeline
+        self.statements = 0
+
+    def guard(self, sql: str, call: Callable[[], Any]) -> Any:
+        """Run a driver call; its error becomes SQLAlchemy's (IntegrityError, ...)."""
+        dbapi = self.sqla_dialect.loaded_dbapi
+        try:
+            return call()
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(
+                sql, None, exc, dbapi.Error, dialect=self.sqla_dialect
+            ) from exc
+
+    def sync(self) -> None:
+        if self.pipeline is not None:
+            self.guard("SYNC", self.pipeline.sync)
+
+    @contextmanager
+    def guarded_pipeline(self) -> Iterator[Any]:
+        """psycopg's pipeline mode for the unit; what it raises on the way out is translated."""
+        dbapi = self.sqla_dialect.loaded_dbapi
+        try:
+            with self.connection.pipeline() as pipeline:
+                yield pipeline
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(
+                "PIPELINE", None, exc, dbapi.Error, dialect=self.sqla_dialect
+            ) from exc
+
+    def run(self, sql: Sql, params: Mapping[str, Any] | None = None) -> Result:
+        compiled = sql.compiled(self.sqla_dialect)
+        return self._execute(
+            compiled, lambda cursor: cursor.execute(compiled.sql, compiled.params(params))
+        )
+
+    def run_many(self, sql: Sql, rows: Sequence[Mapping[str, Any]]) -> Result:
+        if not rows:
+            return _Rows([], 0)
+        compiled = sql.compiled(self.sqla_dialect)
+        values = [compiled.params(row) for row in rows]
+        return self._execute(compiled, lambda cursor: cursor.executemany(compiled.sql, values))
+
+    def run_rows(self, sql: RowsSql, rows: Sequence[Mapping[str, Any]]) -> Result:
+        return _Joined(
+            [
+                self.run(sql.sql(len(chunk)), sql.params(chunk))
+                for chunk in _chunks(rows, MAX_ROWS_PER_STATEMENT)
+            ]
+        )
+
+    def _execute(self, compiled: _Compiled, call: Callable[[Any], Any]) -> Result:
+        self.statements += 1
+        cursor = self.connection.cursor()
+        self.guard(compiled.sql, lambda: call(cursor))
+        if self.pipeline is not None:
+            return _Pending(self, cursor, compiled)
+        raw = cursor.fetchall() if compiled.results is not None else []
+        outcome = _Rows(compiled.rows(raw), cursor.rowcount)
+        cursor.close()
+        return outcome
+
+
+# -- the reference path ---------------------------------------------------------------
+
+
+class CoreUnit:
+    """The same statements through ``Connection.execute``: SQLAlchemy does every conversion."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
+        self.statements = 0
+
+    def run(self, sql: Sql, params: Mapping[str, Any] | None = None) -> Result:
+        self.statements += 1
+        return self._outcome(
+            self.connection.execute(sql.statement(self.dialect), dict(params or {}))
+        )
+
+    def run_many(self, sql: Sql, rows: Sequence[Mapping[str, Any]]) -> Result:
+        if not rows:
+            return _Rows([], 0)
+        self.statements += 1
+        return self._outcome(
+            self.connection.execute(sql.statement(self.dialect), [dict(r) for r in rows])
+        )
+
+    def run_rows(self, sql: RowsSql, rows: Sequence[Mapping[str, Any]]) -> Result:
+        return _Joined(
+            [
+                self.run(sql.sql(len(chunk)), sql.params(chunk))
+                for chunk in _chunks(rows, MAX_ROWS_PER_STATEMENT)
+            ]
+        )
+
+    @staticmethod
+    def _outcome(result: Any) -> Result:
+        fetched = [tuple(row) for row in result.all()] if result.returns_rows else []
+        return _Rows(fetched, result.rowcount)
+
+
+def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> list[Sequence[Mapping[str, Any]]]:
+    return [rows[start : start + size] for start in range(0, len(rows), size)]

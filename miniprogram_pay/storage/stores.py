@@ -1,0 +1,39 @@
+"""The stores of one database, one per aggregate, as the services use them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from miniprogram_pay.domain.machine import PaymentMachine
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.inbox import InboxStore
+from miniprogram_pay.storage.outbox import OutboxStore
+from miniprogram_pay.storage.payments import PaymentStore
+
+__all__ = ["Storage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Payments, the webhook inbox and the outbox over one ``Database``.
+
+    Example::
+
+        storage = Storage.over(Database("sqlite+aiosqlite:///./pay.db"))
+        payment = await storage.payments.get("order-1")
+    """
+
+    database: Database
+    payments: PaymentStore
+    inbox: InboxStore
+    outbox: OutboxStore
+
+    @classmethod
+    def over(cls, database: Database, machine: PaymentMachine | None = None) -> Storage:
+        machine = machine or PaymentMachine()
+        return cls(
+            database=database,
+            payments=PaymentStore(database, machine),
+            inbox=InboxStore(database, machine),
+            outbox=OutboxStore(database),
+        )

@@ -1,0 +1,98 @@
+"""What one request asks of the database: units of work (each one hop to a database
+thread), counted by the plugin's ``Database``.
+
+The background loops poll with reads now and then; the writes of a request are exact:
+a webhook is stored and applied under one commit, a payment is created and its answer
+recorded in two, and a change reaches the host with no read and no claim, only its
+"delivered" mark (batched with others).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from miniprogram_pay.storage import UnitCounts
+from tests.world import (
+    World,
+    basic_auth,
+    default_config,
+    eventually,
+    notification_body,
+    notification_item,
+    world,
+)
+
+
+def _counts(w: World) -> UnitCounts:
+    return w.pay.database.counts()
+
+
+async def _delivered(w: World, event_id: str) -> bool:
+    rows = await w.pay.storage.outbox.listing(status="delivered")
+    return any(row.event_id == event_id for row in rows)
+
+
+async def _told(w: World, reference: str, state: str) -> str:
+    """Wait for the host to take the change of ``reference`` to ``state``; its event id."""
+
+    async def found() -> str | None:
+        for change in w.changes:
+            if change.reference == reference and change.state.value == state:
+                return change.event_id
+        return None
+
+    event_id: str = await eventually(found, what=f"{reference} {state} to reach the host")
+    await eventually(lambda: _delivered(w, event_id), what="its delivered mark")
+    return event_id
+
+
+async def test_a_webhook_is_one_write_and_its_delivery_one_more(db_url: str) -> None:
+    async with world(db_url) as w:
+        r = await w.pay_order(await w.login(), "order-units")
+        assert r.status_code == 200, r.text
+        await _told(w, "order-units", "Pending")
+        item = notification_item(
+            psp_reference=r.json()["pspReference"],
+            merchant_reference="order-units",
+            key_hex=w.config.hmac_keys[0],
+        )
+        auth = basic_auth(w.config.webhook_username, w.config.webhook_password)
+        before = _counts(w)
+        r = await w.client.post(
+            "/pay/webhooks/adyen", content=notification_body(item), headers=auth
+        )
+        assert r.text == "[accepted]"
+        assert _counts(w).writes - before.writes == 1  # stored and applied, one commit
+        await _told(w, "order-units", "Authorised")
+        assert _counts(w).writes - before.writes == 2  # and the delivered mark
+        assert (await w.status("order-units"))["state"] == "Authorised"
+
+
+async def test_a_payment_is_two_writes_and_its_delivery_one_more(db_url: str) -> None:
+    async with world(db_url) as w:
+        headers = await w.login()
+        before = _counts(w)
+        r = await w.pay_order(headers, "order-units")
+        assert r.status_code == 200, r.text
+        assert _counts(w).writes - before.writes == 2  # created; Adyen's answer recorded
+        await _told(w, "order-units", "Pending")
+        assert _counts(w).writes - before.writes == 3
+
+
+async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str) -> None:
+    # The sandbox sends no webhook of its own here: every write is the request's.
+    async with world(db_url, config=replace(default_config(), webhook_url=None)) as w:
+        headers = await w.login()
+        r = await w.pay_order(headers, "order-units")
+        assert r.status_code == 200, r.text
+        await _told(w, "order-units", "Pending")
+        await w.pay.workers.stop()  # no polls from here on: every read is the request's
+        before = _counts(w)
+        r = await w.details(headers, "order-units")
+        assert r.status_code == 200 and r.json()["state"] == "Authorised", r.text
+        after = _counts(w)
+        assert (after.reads - before.reads, after.writes - before.writes) == (1, 1)
+        before = _counts(w)
+        assert (await w.status("order-units"))["state"] == "Authorised"
+        after = _counts(w)
+        assert (after.reads - before.reads, after.writes - before.writes) == (1, 0)
