@@ -104,6 +104,7 @@ class LoadResult:
     done_at: list[float] = field(default_factory=list)  # time.time() when each answer arrived
     tags: list[object] = field(default_factory=list)
     errors: int = 0
+    loop_cpu_s: float = 0.0  # the server's event-loop CPU meanwhile, when measured
 
     @property
     def count(self) -> int:

@@ -13,16 +13,19 @@ COLUMNS = {
     "webhook": (
         "db", "workers", "c", "rps", "baseline_rps", "ratio", "applied_rps", "p50_ms", "p99_ms",
         "baseline_p50_ms", "baseline_p99_ms", "lag_p50_ms", "lag_p99_ms", "exactly_once",
-        "errors", "peak_rss_mb", "rss_per_worker_mb", "baseline_peak_rss_mb",
+        "errors", "loop_cpu_ms", "baseline_loop_cpu_ms", "peak_rss_mb", "rss_per_worker_mb",
+        "baseline_peak_rss_mb",
     ),
     "flow": (
         "users", "rps", "baseline_rps", "ratio", "session_p50_ms", "session_baseline_p50_ms",
         "session_added_ms", "payments_p50_ms", "payments_baseline_p50_ms", "payments_added_ms",
-        "details_p50_ms", "details_baseline_p50_ms", "details_added_ms", "errors", "peak_rss_mb",
+        "details_p50_ms", "details_baseline_p50_ms", "details_added_ms", "errors",
+        "loop_cpu_ms", "baseline_loop_cpu_ms", "peak_rss_mb",
     ),
     "status": (
         "db", "rows", "rps", "baseline_rps", "ratio", "p50_ms", "p99_ms", "baseline_p50_ms",
-        "growth_p50", "errors", "peak_rss_mb", "rss_per_worker_mb",
+        "growth_p50", "errors", "loop_cpu_ms", "baseline_loop_cpu_ms", "peak_rss_mb",
+        "rss_per_worker_mb",
     ),
 }  # fmt: skip
 

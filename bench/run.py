@@ -233,13 +233,22 @@ async def _webhook_load(
     server: Server, path: str, refs: list[str], c: int, plan: Plan
 ) -> tuple[LoadResult, WebhookFeed]:
     feed = WebhookFeed(path, refs, seed_value=c)
+    cpu = server.loop_cpu_s() if server.workers == 1 else 0.0
     result = await run_load(
         server.port, feed, concurrency=c, max_requests=plan.webhook_max,
         max_seconds=plan.webhook_seconds,
         ok=lambda status, body: status == 200 and body == b"[accepted]",
         tag=lambda i: feed.refs[i],
     )  # fmt: skip
+    if server.workers == 1:
+        result.loop_cpu_s = server.loop_cpu_s() - cpu
     return result, feed
+
+
+def loop_cpu_ms(result: LoadResult) -> float:
+    """Event-loop CPU per answered request, ms (the serving process's main thread)."""
+    answered = result.count
+    return round(result.loop_cpu_s * 1000 / answered, 2) if answered else 0.0
 
 
 def _wait_applied(url: str, timeout: float = 120.0) -> float:
@@ -331,15 +340,20 @@ async def _seeded(
 async def _baseline_level(base: Server, c: int, plan: Plan) -> dict[str, Any]:
     b_refs = [f"bl-{c:03d}-{i:06d}" for i in range(_needed(plan.webhook_max))]
     b_res, _ = await _webhook_load(base, "/base/webhooks/adyen", b_refs, c, plan)
-    return summarize(b_res)
+    return {**summarize(b_res), "loop_cpu_ms": loop_cpu_ms(b_res)}
 
 
 async def _plugin_level(
     plugin: Server, url: str, refs: list[str], c: int, plan: Plan, b: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One level of webhook load on the plugin; its figures against the baseline's ``b``."""
+    single = plugin.workers == 1
+    cpu = plugin.loop_cpu_s() if single else 0.0
     p_res, feed = await _webhook_load(plugin, "/pay/webhooks/adyen", refs, c, plan)
     drain_s = _wait_applied(url)
+    if single:  # after the drain: the deliveries and their marks are these requests' too
+        await asyncio.sleep(0.2)  # the last delivered marks linger 50 ms
+        p_res.loop_cpu_s = plugin.loop_cpu_s() - cpu
     facts = _webhook_facts(url, f"wh-{c:03d}-", p_res, feed)
     p = summarize(p_res)
     fields = {
@@ -353,6 +367,7 @@ async def _plugin_level(
         "lag_p50_ms": facts["lag_p50_ms"], "lag_p99_ms": facts["lag_p99_ms"],
         "client_lag_p50_ms": facts["client_lag_p50_ms"],
         "drain_s": round(drain_s, 2), "exactly_once": facts["exactly_once"],
+        "loop_cpu_ms": loop_cpu_ms(p_res), "baseline_loop_cpu_ms": b["loop_cpu_ms"],
         "peak_rss_mb": plugin.peak_rss_mb(),
         "rss_per_worker_mb": plugin.peak_rss_per_worker_mb(),
     }  # fmt: skip
@@ -497,13 +512,17 @@ async def flow_workload(report: Report, plan: Plan, dbs: Databases) -> None:
         with sandbox, target:
             for users in plan.flow_users:
                 prefix = f"fl-{kind[0]}{users:02d}-"
+                cpu = target.loop_cpu_s()
                 lat, done, elapsed, _, errors = await _flows(
                     target.port, prefix, plan, users, plugin=plugin
                 )
                 total += done
+                settle_s = _wait_webhooks(url, sql, total)
+                await asyncio.sleep(0.2)  # the last delivered marks linger 50 ms
+                flow_cpu_ms = (target.loop_cpu_s() - cpu) * 1000 / done if done else 0.0
                 results[kind, users] = {
                     "lat": lat, "done": done, "elapsed": elapsed, "errors": errors,
-                    "settle_s": _wait_webhooks(url, sql, total),
+                    "settle_s": settle_s, "loop_cpu_ms": round(flow_cpu_ms, 2),
                     "peak_rss_mb": target.peak_rss_mb(),
                     "rss_per_worker_mb": target.peak_rss_per_worker_mb(),
                 }  # fmt: skip
@@ -530,6 +549,9 @@ def _report_flow(report: Report, users: int, b: dict[str, Any], p: dict[str, Any
         fields[f"{e}_baseline_p50_ms"] = round(b50, 2)
         fields[f"{e}_added_ms"] = round(p50 - b50, 2)
     fields["webhooks_settled_s"] = round(p["settle_s"], 2)
+    # Per completed flow (session, payments, details, its webhook, its deliveries).
+    fields["loop_cpu_ms"] = p["loop_cpu_ms"]
+    fields["baseline_loop_cpu_ms"] = b["loop_cpu_ms"]
     fields["peak_rss_mb"] = p["peak_rss_mb"]
     fields["rss_per_worker_mb"] = p["rss_per_worker_mb"]
     report.add("flow", fields, {"completed": p["done"], "baseline_completed": b["done"]})
@@ -543,6 +565,7 @@ async def _status_load(
 ) -> dict[str, Any]:
     rng = random.Random(7)
     headers = {"X-Admin-Key": ADMIN_KEY}
+    cpu = server.loop_cpu_s()
 
     def make(i: int) -> tuple[str, str, dict[str, str], bytes]:
         return "GET", path + refs[rng.randrange(len(refs))], headers, b""
@@ -552,7 +575,8 @@ async def _status_load(
         max_requests=200 if warm else plan.status_max,
         max_seconds=1.0 if warm else plan.status_seconds,
     )  # fmt: skip
-    return summarize(result)
+    result.loop_cpu_s = server.loop_cpu_s() - cpu
+    return {**summarize(result), "loop_cpu_ms": loop_cpu_ms(result)}
 
 
 async def status_workload(report: Report, plan: Plan, dbs: Databases, backend: str) -> None:
@@ -588,6 +612,7 @@ async def status_workload(report: Report, plan: Plan, dbs: Databases, backend: s
             "rps": p["rps"], "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "errors": p["errors"],
             "baseline_rps": b["rps"], "baseline_p50_ms": b["p50_ms"],
             "ratio": _ratio(p["rps"], b["rps"]),
+            "loop_cpu_ms": p["loop_cpu_ms"], "baseline_loop_cpu_ms": b["loop_cpu_ms"],
         }  # fmt: skip
         if size == large:
             fields["growth_p50"] = _ratio(p["p50_ms"], seen[small]["p50_ms"])

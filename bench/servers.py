@@ -122,6 +122,18 @@ class Server:
         serving = _children(self.proc.pid) if self.workers > 1 else [self.proc.pid]
         return round(max((_status_kb(p, "VmHWM") for p in serving), default=0) / 1024, 1)
 
+    def loop_cpu_s(self) -> float:
+        """CPU seconds (user + system) of the serving process's main thread: its event loop.
+
+        Threads of its own (the database's) are not in it. One worker only.
+        """
+        if self.proc is None:
+            return 0.0
+        pid = self.proc.pid
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

@@ -138,16 +138,29 @@ class Database:
         return await self._run(self._readers, work, READ_ATTEMPTS, "read")
 
     async def _run(self, lanes: _Lanes, work: Callable[[Unit], T], attempts: int, what: str) -> T:
+        def job(session: _Session) -> T:
+            return session.transact(work)
+
         try:
+            # The first attempt outside the retry loop: it nearly always succeeds, and
+            # setting the loop up costs the event loop more than the hop itself.
+            try:
+                return await lanes.submit(job)
+            except Exception as exc:
+                if not _is_retryable(exc):
+                    raise
+                pause = UNIT_BACKOFF.delay(1)
+                logger.info("%s failed (attempt 1); retrying in %.3f s", what, pause)
+                await asyncio.sleep(pause)
             async for attempt in retrying(
-                attempts=attempts,
+                attempts=attempts - 1,
                 backoff=UNIT_BACKOFF,
                 retry_on=_is_retryable,
                 logger=logger,
                 what=what,
             ):
                 with attempt:
-                    return await lanes.submit(lambda session: session.transact(work))
+                    return await lanes.submit(job)
         except StaleRowError:
             raise StorageError("the database is busy; retry shortly") from None
         except OperationalError as exc:
