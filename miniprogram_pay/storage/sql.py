@@ -30,7 +30,7 @@ reference the driver path is held to (``tests/storage/test_batch_apply.py``).
 
 A list parameter (``any_of``) is one parameter whatever its length (``json_each`` on
 SQLite, ``= ANY`` of an array on PostgreSQL), so a statement compiles once; a statement
-of many rows (``RowsSql``) compiles once per row count.
+of many rows (``RowsSql``) compiles once per row count (64, 32, ..., 1).
 """
 
 from __future__ import annotations
@@ -66,9 +66,11 @@ __all__ = [
 
 Row = tuple[Any, ...]
 Processor = Callable[[Any], Any] | None
-# Rows in one multi-row statement: 16 columns each stays far below the drivers' limits
-# on bound parameters (SQLite 32,766; PostgreSQL 65,535).
-MAX_ROWS_PER_STATEMENT = 500
+# Rows in one multi-row statement, at most: 16 columns each stays far below the drivers'
+# limits on bound parameters (SQLite 32,766; PostgreSQL 65,535). A statement is compiled
+# once per row count, and a compiled 64-row upsert holds about half a megabyte: rows are
+# sent in statements of 64, 32, ..., 1 rows, so each multi-row statement has 7 forms.
+MAX_ROWS_PER_STATEMENT = 64
 
 
 class StaleRowError(Exception):
@@ -190,7 +192,11 @@ class Sql:
     def compiled(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
         if found is None:
-            found = self._compiled[dialect.name] = _compile(self.statement(dialect.name), dialect)
+            # The construct is not kept: the driver path needs only its SQL and conversions.
+            statement = self._statements.get(dialect.name) or (
+                self._build(dialect.name) if callable(self._build) else self._build
+            )
+            found = self._compiled[dialect.name] = _compile(statement, dialect)
         return found
 
 
@@ -198,7 +204,7 @@ class RowsSql:
     """A statement over many rows at once (``INSERT ... VALUES (...), (...)``).
 
     ``build(dialect, count)`` makes it for ``count`` rows with ``row_binds``; each row
-    count compiles once. Longer lists are sent in statements of at most 500 rows.
+    count compiles once. Rows are sent in statements of 64, 32, ..., 1 rows.
     """
 
     def __init__(self, columns: Sequence[str], build: Callable[[str, int], Executable]) -> None:
@@ -350,10 +356,7 @@ class DriverUnit:
 
     def run_rows(self, sql: RowsSql, rows: Sequence[Mapping[str, Any]]) -> Result:
         return _Joined(
-            [
-                self.run(sql.sql(len(chunk)), sql.params(chunk))
-                for chunk in _chunks(rows, MAX_ROWS_PER_STATEMENT)
-            ]
+            [self.run(sql.sql(len(chunk)), sql.params(chunk)) for chunk in _chunks(rows)]
         )
 
     def _execute(self, compiled: _Compiled, call: Callable[[Any], Any]) -> Result:
@@ -395,10 +398,7 @@ class CoreUnit:
 
     def run_rows(self, sql: RowsSql, rows: Sequence[Mapping[str, Any]]) -> Result:
         return _Joined(
-            [
-                self.run(sql.sql(len(chunk)), sql.params(chunk))
-                for chunk in _chunks(rows, MAX_ROWS_PER_STATEMENT)
-            ]
+            [self.run(sql.sql(len(chunk)), sql.params(chunk)) for chunk in _chunks(rows)]
         )
 
     @staticmethod
@@ -407,5 +407,13 @@ class CoreUnit:
         return _Rows(fetched, result.rowcount)
 
 
-def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> list[Sequence[Mapping[str, Any]]]:
-    return [rows[start : start + size] for start in range(0, len(rows), size)]
+def _chunks(rows: Sequence[Mapping[str, Any]]) -> list[Sequence[Mapping[str, Any]]]:
+    """``rows`` in pieces of 64 rows, then of the powers of two that make up the rest."""
+    pieces: list[Sequence[Mapping[str, Any]]] = []
+    start, size = 0, MAX_ROWS_PER_STATEMENT
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        pieces.append(rows[start : start + size])
+        start += size
+    return pieces
