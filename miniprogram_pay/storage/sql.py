@@ -10,15 +10,16 @@ event loop), between ``BEGIN`` and ``COMMIT``.
 
 Example (a read of one's own, in the shape every store uses)::
 
-    from sqlalchemy import select
+    from sqlalchemy import bindparam, select
     from miniprogram_pay.storage.sql import Sql, Unit
-    from miniprogram_pay.storage.tables import PaymentRow
+    from miniprogram_pay.storage.tables import PaymentRow, table
 
-    P = PaymentRow.__table__
+    P = table(PaymentRow)
     STATE = Sql(select(P.c.state).where(P.c.reference == bindparam("reference")))
 
     def state_of(unit: Unit, reference: str) -> str | None:
-        return unit.run(STATE, {"reference": reference}).scalar()
+        rows = unit.run(STATE, {"reference": reference}).all()
+        return rows[0][0] if rows else None
 
     state = await database.read(lambda unit: state_of(unit, "order-1"))
 
