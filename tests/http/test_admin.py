@@ -193,11 +193,16 @@ async def test_one_payment_tells_its_whole_story(shop: World) -> None:
     assert payment["state"] == "Authorised" and payment["conflicts"] == 1
     assert "refusalReason" in payment and "openid" not in str(story).lower()
     assert "paymentData" not in payment
-    assert [(t["from"], t["to"], t["source"]) for t in story["transitions"]] == [
-        (None, "Created", "payments"),
-        ("Created", "Pending", "payments"),
-        ("Pending", "Authorised", "details"),
+    [created, pending, authorised] = [
+        (t["from"], t["to"], t["source"]) for t in story["transitions"]
     ]
+    assert [created, pending] == [(None, "Created", "payments"), ("Created", "Pending", "payments")]
+    # The sandbox sends its first webhook as it answers /payments/details: either one may be
+    # recorded first, and the first to arrive authorises (the end state is the same).
+    assert authorised in (
+        ("Pending", "Authorised", "details"),
+        ("Pending", "Authorised", "webhook"),
+    )
     conflicts = [e for e in story["events"] if e["conflict"]]
     assert [(e["source"], e["success"]) for e in conflicts] == [("webhook", False)]
     assert conflicts[0]["conflict"] == "failure_after_authorisation"
