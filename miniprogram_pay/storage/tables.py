@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import overload
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, String, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "OutboxRow",
     "PaymentEventRow",
     "PaymentRow",
+    "RefundEventRow",
+    "RefundRow",
     "TransitionRow",
     "aware",
     "metadata",
@@ -171,3 +173,70 @@ class OutboxRow(SQLModel, table=True):
     requeued_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # "payment" (from_state/to_state are the payment's) or "refund" (they are the
+    # payment's as it was; ``refund`` holds the refund's change as JSON).
+    kind: str = Field(
+        default="payment",
+        sa_column=Column(String(16), nullable=False, server_default="payment"),
+    )
+    refund: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class RefundRow(SQLModel, table=True):
+    """One refund of a payment: ours (asked for through the package) or external.
+
+    ``number`` counts the payment's refunds (1, 2, ...): unique per payment, it is what
+    makes our refund's own reference. ``idempotency_key`` is the key sent to Adyen,
+    stored before Adyen is called; ``caller_key`` is the caller's own, unique per payment.
+    """
+
+    __tablename__ = "mpp_refund"
+    __table_args__ = (
+        UniqueConstraint("payment_id", "number", name="uq_mpp_refund_number"),
+        UniqueConstraint("payment_id", "caller_key", name="uq_mpp_refund_caller_key"),
+        UniqueConstraint("payment_id", "psp_reference", name="uq_mpp_refund_psp_reference"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: int = Field(foreign_key="mpp_payment.id", index=True)
+    number: int
+    reference: str | None = Field(default=None, max_length=255, index=True)
+    psp_reference: str | None = Field(default=None, max_length=64, index=True)
+    amount_value: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    currency: str = Field(max_length=3)
+    state: str | None = Field(default=None, max_length=16)
+    reason: str | None = Field(default=None, max_length=32)
+    refusal_reason: str | None = Field(default=None, max_length=255)
+    external: bool = False
+    disputed: bool = False
+    decisive_rank: int | None = None
+    decisive_weight: int | None = None
+    decisive_key: str | None = Field(default=None, max_length=80)
+    idempotency_key: str | None = Field(default=None, max_length=64)
+    caller_key: str | None = Field(default=None, max_length=64)
+    conflicts: int = 0
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class RefundEventRow(SQLModel, table=True):
+    """Every fact applied to a refund, once, with what it did; a move names both states."""
+
+    __tablename__ = "mpp_refund_event"
+    __table_args__ = (UniqueConstraint("refund_id", "key", name="uq_mpp_refund_event_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    refund_id: int = Field(foreign_key="mpp_refund.id", index=True)
+    key: str = Field(max_length=80)
+    source: str = Field(max_length=16)
+    kind: str = Field(max_length=64)
+    success: bool | None = None
+    outcome: str = Field(max_length=16)
+    conflict: str | None = Field(default=None, max_length=40)
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str | None = Field(default=None, max_length=16)
+    reason: str | None = Field(default=None, max_length=255)
+    psp_reference: str | None = Field(default=None, max_length=64)
+    amount_value: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    amount_currency: str | None = Field(default=None, max_length=8)
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -30,7 +30,15 @@ from miniprogram_pay.storage.tables import metadata
 from tests.multiworker.harness import ROOT
 from tests.world import settings_for
 
-TABLES = {"mpp_payment", "mpp_transition", "mpp_payment_event", "mpp_notification", "mpp_outbox"}
+TABLES = {
+    "mpp_payment",
+    "mpp_transition",
+    "mpp_payment_event",
+    "mpp_notification",
+    "mpp_outbox",
+    "mpp_refund",
+    "mpp_refund_event",
+}
 
 
 def _sync_url(url: str) -> str:
@@ -213,3 +221,66 @@ def test_schema_names_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="PostgreSQL only"):
         upgrade("sqlite+aiosqlite:///x.db", "payments")
     assert make_url("sqlite+aiosqlite:///x.db").get_backend_name() == "sqlite"
+
+
+def _outbox_row_before_refunds(url: str, schema: str | None) -> None:
+    """A payment and one change owed to the host, written as revision 0003 had them."""
+    options = {"options": f"-csearch_path={schema}"} if schema else {}
+    engine = create_engine(_sync_url(url), connect_args=options)
+    now = "2026-12-01 00:00:00+00:00"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO mpp_payment (reference, openid, amount_value, currency, state, "
+            "idempotency_key, details_attempts, conflicts, version, created_at, updated_at) "
+            f"VALUES ('old-1', 'o1', 1130, 'CNY', 'Authorised', 'k', 0, 0, 0, '{now}', '{now}')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO mpp_outbox (event_id, payment_id, reference, from_state, to_state, "
+            "source, status, attempts, created_at, next_attempt_at) "
+            "SELECT 'mpp_1_authorised', id, reference, 'Pending', 'Authorised', 'webhook', "
+            f"'pending', 0, '{now}', '{now}' FROM mpp_payment"
+        )
+    engine.dispose()
+
+
+def _outbox_kinds(url: str, schema: str | None) -> list[tuple[str, str, Any]]:
+    options = {"options": f"-csearch_path={schema}"} if schema else {}
+    engine = create_engine(_sync_url(url), connect_args=options)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT event_id, kind, refund FROM mpp_outbox").all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+async def _upgrade_with_an_owed_change(url: str, schema: str | None) -> None:
+    await asyncio.to_thread(upgrade, url, schema, revision="0003_requeue")
+    await asyncio.to_thread(_outbox_row_before_refunds, url, schema)
+    await asyncio.to_thread(upgrade, url, schema)
+    # A change stored before refunds existed is a payment's, and still owed to the host.
+    assert await asyncio.to_thread(_outbox_kinds, url, schema) == [
+        ("mpp_1_authorised", "payment", None)
+    ]
+    names, diff = await asyncio.to_thread(_inspect, url, schema)
+    assert names >= TABLES and not diff
+    await asyncio.to_thread(downgrade, url, schema, revision="0003_requeue")
+    assert await asyncio.to_thread(_outbox_kinds_before, url, schema) == ["mpp_1_authorised"]
+
+
+def _outbox_kinds_before(url: str, schema: str | None) -> list[str]:
+    options = {"options": f"-csearch_path={schema}"} if schema else {}
+    engine = create_engine(_sync_url(url), connect_args=options)
+    with engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+        assert not {"mpp_refund", "mpp_refund_event"} & names
+        rows = conn.exec_driver_sql("SELECT event_id FROM mpp_outbox").all()
+    engine.dispose()
+    return [row[0] for row in rows]
+
+
+async def test_refunds_revision_keeps_owed_changes_on_sqlite(tmp_path: Path) -> None:
+    await _upgrade_with_an_owed_change(_sqlite(tmp_path), None)
+
+
+@pytest.mark.postgres
+async def test_refunds_revision_keeps_owed_changes_on_postgres(fresh_pg_database: str) -> None:
+    await _upgrade_with_an_owed_change(fresh_pg_database, "refunds")
