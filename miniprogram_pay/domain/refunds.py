@@ -39,6 +39,7 @@ from miniprogram_pay.errors import InvalidRefundError
 __all__ = [
     "REFUND_EVENT_CODES",
     "REFUND_TRANSITIONS",
+    "RefundChange",
     "RefundConflict",
     "RefundDecision",
     "RefundEvent",
@@ -451,3 +452,39 @@ def fold_refund(
         applied.add(event.key)
         view = apply_refund_decision(view, event, decide_refund(view, event, machine))
     return view
+
+
+@dataclass(frozen=True, slots=True)
+class RefundChange:
+    """What changed about one refund, as the host is told (``StateChange.refund``)."""
+
+    reference: str | None
+    """The refund's own reference: ours is ``<payment reference>-refund-<n>``."""
+    psp_reference: str | None
+    amount: Amount | None
+    previous: RefundState | None
+    state: RefundState
+    external: bool
+    """Made in Adyen's Customer Area, not through the package."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "pspReference": self.psp_reference,
+            "amount": self.amount.to_adyen() if self.amount else None,
+            "previous": self.previous.value if self.previous else None,
+            "state": self.state.value,
+            "external": self.external,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RefundChange:
+        amount = data.get("amount")
+        return cls(
+            reference=data.get("reference"),
+            psp_reference=data.get("pspReference"),
+            amount=Amount(int(amount["value"]), str(amount["currency"])) if amount else None,
+            previous=RefundState(data["previous"]) if data.get("previous") else None,
+            state=RefundState(data["state"]),
+            external=bool(data.get("external")),
+        )

@@ -20,6 +20,7 @@ from sqlalchemy import Boolean, and_, bindparam, case, func, null, or_, select, 
 
 from miniprogram_pay.domain.events import webhook_event
 from miniprogram_pay.domain.machine import PaymentMachine
+from miniprogram_pay.domain.refunds import REFUND_EVENT_CODES, RefundMachine, refund_webhook_event
 from miniprogram_pay.retrying import Backoff, no_jitter
 from miniprogram_pay.storage.changes import Change, PaymentChanges, with_outbox
 from miniprogram_pay.storage.engine import Database
@@ -30,6 +31,12 @@ from miniprogram_pay.storage.records import (
     Intake,
     NotificationRecord,
     StoredNotification,
+)
+from miniprogram_pay.storage.refunds import (
+    RefundChanges,
+    lock_owners,
+    lock_payments,
+    with_refund_outbox,
 )
 from miniprogram_pay.storage.sql import RowsSql, Sql, Unit, among, any_of, row_binds
 from miniprogram_pay.storage.tables import NotificationRow, aware, table, utcnow
@@ -47,7 +54,7 @@ STORE_COLUMNS = (
 # What applying an item needs of its row, as stored (a redelivery may differ in reason).
 NOTE_FIELDS = (
     "id", "dedup_key", "merchant_reference", "event_code", "success", "psp_reference",
-    "amount_value", "amount_currency", "reason", "received_at",
+    "amount_value", "amount_currency", "reason", "received_at", "raw",
 )  # fmt: skip
 NOTE_COLUMNS = [N.c[name] for name in NOTE_FIELDS]
 LISTED = [
@@ -173,6 +180,7 @@ class InboxStore:
     def __init__(self, database: Database, machine: PaymentMachine | None = None) -> None:
         self.db = database
         self.machine = machine or PaymentMachine()
+        self.refund_machine = RefundMachine()
 
     # -- storing ---------------------------------------------------------------------
 
@@ -209,7 +217,8 @@ class InboxStore:
             rows = _upsert_rows(unit, items, now, now, then_lock=changes)
             by_key = {row[3]: row for row in rows}
             waiting = sorted((row[2:] for row in rows if row[1] == "received"), key=_lock_order)
-            applied = _apply_notes(unit, changes, waiting, now)
+            refunds = RefundChanges(unit, self.refund_machine, now, outbox_lease_seconds)
+            applied = _apply_notes(unit, changes, refunds, waiting, now)
             after = {record.id: record.status for record in applied}
             stored = [
                 StoredNotification(s.id, s.dedup_key, s.new, after.get(s.id, s.status))
@@ -239,7 +248,8 @@ class InboxStore:
             notes = sorted(unit.run(LOCK_WAITING, {"ids": ids}).all(), key=_lock_order)
             changes = PaymentChanges(unit, self.machine, now, outbox_lease_seconds)
             changes.lock([n[2] for n in notes], [f"webhook:{n[1]}" for n in notes])
-            return _apply_notes(unit, changes, notes, now)
+            refunds = RefundChanges(unit, self.refund_machine, now, outbox_lease_seconds)
+            return _apply_notes(unit, changes, refunds, notes, now)
 
         return await self.db.write(work, what="apply webhooks")
 
@@ -384,25 +394,36 @@ def _stored(
 
 
 def _apply_notes(
-    unit: Unit, changes: PaymentChanges, notes: Sequence[Sequence[Any]], now: datetime
+    unit: Unit,
+    changes: PaymentChanges,
+    refunds: RefundChanges,
+    notes: Sequence[Sequence[Any]],
+    now: datetime,
 ) -> list[NotificationRecord]:
-    """Apply locked inbox rows (``NOTE_FIELDS``), in order; mark each with its outcome."""
+    """Apply locked inbox rows (``NOTE_FIELDS``), in order; mark each with its outcome.
+
+    A refund's item (REFUND & co.) goes to its payment's refunds, after the payment
+    items are written: its payment is named by ``originalReference`` (a refund's
+    ``merchantReference`` is the refund's own reference), and locked then.
+    """
     if not notes:
         return []
-    applied: list[tuple[int, Any, datetime]] = []
-    for note in notes:
-        fields = dict(zip(NOTE_FIELDS, note, strict=True))
+    all_fields = [dict(zip(NOTE_FIELDS, note, strict=True)) for note in notes]
+    applied: dict[int, tuple[Any, datetime]] = {}
+    for fields in all_fields:
+        if fields["event_code"] in REFUND_EVENT_CODES:
+            continue
         event = webhook_event(
             fields["event_code"], bool(fields["success"]), dedup_key=fields["dedup_key"],
             psp_reference=fields["psp_reference"], amount_value=fields["amount_value"],
             amount_currency=fields["amount_currency"], reason=fields["reason"],
         )  # fmt: skip
         change = changes.apply(Change(fields["merchant_reference"], event))
-        applied.append((int(fields["id"]), change, aware(fields["received_at"])))
+        applied[int(fields["id"])] = (change, aware(fields["received_at"]))
     written = changes.flush()
     # received_at goes back with each record: the acceptance-to-apply lag is measured from it.
-    records = [
-        NotificationRecord(
+    records = {
+        i: NotificationRecord(
             id=i,
             status="applied",
             detail=None,
@@ -416,11 +437,57 @@ def _apply_notes(
             detail="no payment with this merchantReference",
             received_at=received_at,
         )
-        for i, a, received_at in applied
-    ]
-    marks = [{"b_id": r.id, "status": r.status, "detail": r.detail, "at": now} for r in records]
+        for i, (a, received_at) in applied.items()
+    }
+    records.update(
+        _apply_refund_notes(unit, refunds, [f for f in all_fields if int(f["id"]) not in records])
+    )
+    ordered = [records[int(fields["id"])] for fields in all_fields]
+    marks = [{"b_id": r.id, "status": r.status, "detail": r.detail, "at": now} for r in ordered]
     unit.run_many(MARK, marks)
-    return records
+    return ordered
+
+
+def _apply_refund_notes(
+    unit: Unit, refunds: RefundChanges, notes: Sequence[dict[str, Any]]
+) -> dict[int, NotificationRecord]:
+    if not notes:
+        return {}
+    originals = {int(n["id"]): _original_reference(n["raw"]) for n in notes}
+    owners = lock_owners(unit, [psp for psp in originals.values() if psp])
+    # A refund made in the Customer Area may name its payment by merchantReference only.
+    unnamed = [n["merchant_reference"] for n in notes if originals[int(n["id"])] not in owners]
+    by_reference = lock_payments(unit, unnamed)
+    found: dict[int, Any] = {}
+    for note in notes:
+        note_id = int(note["id"])
+        payment = owners.get(originals[note_id] or "") or by_reference.get(
+            note["merchant_reference"]
+        )
+        if payment is None:
+            found[note_id] = None
+            continue
+        event = refund_webhook_event(
+            note["event_code"], bool(note["success"]), dedup_key=note["dedup_key"],
+            psp_reference=note["psp_reference"], amount_value=note["amount_value"],
+            amount_currency=note["amount_currency"], reason=note["reason"],
+        )  # fmt: skip
+        found[note_id] = refunds.webhook(
+            payment, event, merchant_reference=note["merchant_reference"] or None
+        )
+    written = refunds.flush()
+    return {
+        i: NotificationRecord(
+            id=i, status="applied", detail=None, refund=with_refund_outbox(a, written)
+        )
+        if a is not None
+        else NotificationRecord(
+            id=i,
+            status="orphan",
+            detail="no payment with this originalReference or merchantReference",
+        )
+        for i, a in found.items()
+    }
 
 
 def _row(item: InboxItem, deliveries: int, now: datetime, due_at: datetime) -> dict[str, Any]:
@@ -447,6 +514,15 @@ def _row(item: InboxItem, deliveries: int, now: datetime, due_at: datetime) -> d
 def _lock_order(note: Sequence[Any]) -> tuple[str, int]:
     """(merchant reference, id): the order batches apply items in, on every path."""
     return (str(note[2]), int(note[0]))
+
+
+def _original_reference(raw: str) -> str | None:
+    """A webhook item's ``originalReference``: a refund's names the payment's pspReference."""
+    try:
+        original = json.loads(raw).get("originalReference")
+    except (ValueError, AttributeError):
+        return None
+    return original if isinstance(original, str) and original else None
 
 
 def _merchant_account(raw: str) -> str | None:

@@ -10,12 +10,14 @@ process left behind (it crashed, or a delivery failed and was rescheduled) are f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 
+from miniprogram_pay.domain.refunds import RefundChange
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.records import OutboxEvent, OutboxRecord
@@ -33,15 +35,16 @@ __all__ = [
 
 OB = table(OutboxRow)
 LEASE_SECONDS = 30.0
-# The row as ``OutboxRecord`` reads it (and ``OutboxEvent``, its first eight).
+# The row as ``OutboxRecord`` reads it (and ``OutboxEvent``).
 FIELDS = (
     "id", "event_id", "reference", "from_state", "to_state", "source", "attempts",
     "created_at", "requeued_at", "status", "last_error", "next_attempt_at", "delivered_at",
+    "kind", "refund",
 )  # fmt: skip
 COLUMNS = [OB.c[name] for name in FIELDS]
 WRITE_COLUMNS = (
     "event_id", "payment_id", "reference", "from_state", "to_state", "source", "status",
-    "attempts", "created_at", "next_attempt_at",
+    "attempts", "created_at", "next_attempt_at", "kind", "refund",
 )  # fmt: skip
 
 INSERT = RowsSql(
@@ -144,6 +147,8 @@ def outbox_row(
         "attempts": 1 if leased else 0,
         "created_at": now,
         "next_attempt_at": now + timedelta(seconds=lease_seconds or 0.0),
+        "kind": "payment",
+        "refund": None,
     }
 
 
@@ -174,7 +179,14 @@ def _written(row_id: int, row: dict[str, Any]) -> OutboxEvent:
         source=row["source"],
         attempts=row["attempts"],
         created_at=row["created_at"],
+        kind=row["kind"],
+        refund=_refund(row["refund"]),
     )
+
+
+def _refund(text: str | None) -> RefundChange | None:
+    """A refund change as the row keeps it (JSON), for the host."""
+    return RefundChange.from_json(json.loads(text)) if text else None
 
 
 def _fields(row: Sequence[Any]) -> dict[str, Any]:
@@ -188,6 +200,8 @@ def _fields(row: Sequence[Any]) -> dict[str, Any]:
         "attempts": int(values["attempts"]),
         "created_at": aware(values["created_at"]),
         "requeued_at": aware(values["requeued_at"]),
+        "kind": values["kind"],
+        "refund": _refund(values["refund"]),
         "rest": values,
     }
 

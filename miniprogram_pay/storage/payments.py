@@ -35,8 +35,10 @@ from miniprogram_pay.storage.records import (
     EventRecord,
     PaymentRecord,
     ProviderAnswer,
+    Refund,
     TransitionRecord,
 )
+from miniprogram_pay.storage.refunds import read_refunds
 from miniprogram_pay.storage.sql import Sql, Unit, among, bind_all, like_prefix
 from miniprogram_pay.storage.tables import (
     PaymentEventRow,
@@ -73,7 +75,7 @@ EVENT_COLUMNS = [
     )
 ]  # fmt: skip
 
-PaymentStatus = tuple[PaymentRecord, list[TransitionRecord], list[EventRecord]]
+PaymentStatus = tuple[PaymentRecord, list[TransitionRecord], list[EventRecord], list[Refund]]
 
 
 def upsert(dialect: str, table: Any) -> Any:
@@ -264,7 +266,7 @@ class PaymentStore:
         return await self.db.read(work)
 
     async def status(self, reference: str) -> PaymentStatus | None:
-        """A payment with its history and event log, read in one transaction (one snapshot)."""
+        """A payment with its history, event log and refunds, read in one snapshot."""
 
         def work(unit: Unit) -> PaymentStatus | None:
             params = {"reference": reference}
@@ -276,7 +278,8 @@ class PaymentStore:
             found = _payment(payment.all())
             if found is None:
                 return None
-            return found, history_records(history.all()), event_records(events.all())
+            refunds = read_refunds(unit, found.id, found.reference)
+            return found, history_records(history.all()), event_records(events.all()), refunds
 
         return await self.db.read(work)
 

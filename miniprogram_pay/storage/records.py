@@ -8,10 +8,12 @@ from typing import Any
 
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.reconcile import Decision
+from miniprogram_pay.domain.refunds import RefundChange, RefundDecision, RefundState
 from miniprogram_pay.domain.states import PaymentState
 
 __all__ = [
     "AppliedEvent",
+    "AppliedRefund",
     "EventRecord",
     "IgnoredNotification",
     "InboxItem",
@@ -21,6 +23,8 @@ __all__ = [
     "OutboxRecord",
     "PaymentRecord",
     "ProviderAnswer",
+    "Refund",
+    "RefundHistory",
     "StoredNotification",
     "TransitionRecord",
 ]
@@ -139,6 +143,7 @@ class NotificationRecord:
     status: str
     detail: str | None
     applied: AppliedEvent | None = None
+    refund: AppliedRefund | None = None
     merchant_reference: str | None = None
     event_code: str | None = None
     success: bool | None = None
@@ -158,6 +163,8 @@ class OutboxEvent:
     attempts: int
     created_at: datetime
     requeued_at: datetime | None = None
+    kind: str = "payment"
+    refund: RefundChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +183,8 @@ class OutboxRecord:
     next_attempt_at: datetime
     delivered_at: datetime | None
     requeued_at: datetime | None
+    kind: str = "payment"
+    refund: RefundChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +194,60 @@ class IgnoredNotification:
     id: int
     merchant_account: str | None
     live: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundHistory:
+    """One fact applied to a refund: what it was, and the move it made (if any)."""
+
+    source: str
+    kind: str
+    success: bool | None
+    outcome: str
+    conflict: str | None
+    from_state: RefundState | None
+    to_state: RefundState | None
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    """One refund of a payment, as stored: ours, or made in Adyen's Customer Area.
+
+    ``amount`` is what we asked for (ours), or the amount its webhooks state
+    (external; None before one states it). ``state`` is None only for an external
+    refund none of whose webhooks implied a state yet.
+    """
+
+    id: int
+    payment_reference: str
+    number: int
+    reference: str | None
+    psp_reference: str | None
+    amount: Amount | None
+    state: RefundState | None
+    reason: str | None
+    refusal_reason: str | None
+    external: bool
+    disputed: bool
+    conflicts: int
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None = None
+    """The Idempotency-Key sent to Adyen for this refund (ours only)."""
+    caller_key: str | None = None
+    """The caller's own idempotency key, when one was given."""
+    history: tuple[RefundHistory, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedRefund:
+    """What one fact did to a refund: the refund after it, and the move it made."""
+
+    refund: Refund
+    duplicate: bool
+    decision: RefundDecision | None = None
+    moved: tuple[RefundState | None, RefundState] | None = None
+    outbox: OutboxEvent | None = None
+    """The change the host is owed, when the fact moved the refund."""

@@ -9,13 +9,14 @@ from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.inbox import InboxStore
 from miniprogram_pay.storage.outbox import OutboxStore
 from miniprogram_pay.storage.payments import PaymentStore
+from miniprogram_pay.storage.refunds import RefundStore
 
 __all__ = ["Storage"]
 
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    """Payments, the webhook inbox and the outbox over one ``Database``.
+    """Payments, the webhook inbox, the outbox and refunds over one ``Database``.
 
     Example::
 
@@ -27,6 +28,7 @@ class Storage:
     payments: PaymentStore
     inbox: InboxStore
     outbox: OutboxStore
+    refunds: RefundStore
 
     @classmethod
     def over(cls, database: Database, machine: PaymentMachine | None = None) -> Storage:
@@ -36,4 +38,5 @@ class Storage:
             payments=PaymentStore(database, machine),
             inbox=InboxStore(database, machine),
             outbox=OutboxStore(database),
+            refunds=RefundStore(database),
         )

@@ -181,7 +181,7 @@ async def _snapshot(storage: Storage, records: list[NotificationRecord]) -> dict
     for reference in REFERENCES:
         found = await storage.payments.status(reference)
         assert found is not None
-        _, history, events = found
+        _, history, events, _ = found
         payments[reference] = (
             rows[reference],
             [(t.from_state, t.to_state, t.source, t.event_kind, t.event_key) for t in history],
