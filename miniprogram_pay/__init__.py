@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from miniprogram_pay.app import MiniProgramPay, MiniProgramPayMiddleware, create_app
     from miniprogram_pay.config import Secret, Settings
     from miniprogram_pay.domain.money import Amount
-    from miniprogram_pay.domain.refunds import RefundState
+    from miniprogram_pay.domain.refunds import RefundChange, RefundState
     from miniprogram_pay.domain.states import PaymentState
     from miniprogram_pay.errors import (
         AdyenError,
@@ -40,12 +40,14 @@ if TYPE_CHECKING:
         WeChatError,
     )
     from miniprogram_pay.services.hooks import (
+        ChangeKind,
         Order,
         OrderRequest,
         OrderResolver,
         StateChange,
         StateChangeHook,
     )
+    from miniprogram_pay.storage.records import Refund, RefundHistory
 
 # The front door is lazy: ``import miniprogram_pay`` loads nothing else, and each
 # name loads its module on first use (PEP 562), so a host, a CLI call or a worker
@@ -54,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "AdyenError": "miniprogram_pay.errors",
     "Amount": "miniprogram_pay.domain.money",
     "AuthenticationError": "miniprogram_pay.errors",
+    "ChangeKind": "miniprogram_pay.services.hooks",
     "ConfigurationError": "miniprogram_pay.errors",
     "ConflictError": "miniprogram_pay.errors",
     "InvalidRefundError": "miniprogram_pay.errors",
@@ -66,6 +69,9 @@ _EXPORTS: dict[str, str] = {
     "OrderRequest": "miniprogram_pay.services.hooks",
     "OrderResolver": "miniprogram_pay.services.hooks",
     "PaymentState": "miniprogram_pay.domain.states",
+    "Refund": "miniprogram_pay.storage.records",
+    "RefundChange": "miniprogram_pay.domain.refunds",
+    "RefundHistory": "miniprogram_pay.storage.records",
     "RefundNotAllowedError": "miniprogram_pay.errors",
     "RefundState": "miniprogram_pay.domain.refunds",
     "Secret": "miniprogram_pay.config",
@@ -98,6 +104,7 @@ __all__ = [
     "AdyenError",
     "Amount",
     "AuthenticationError",
+    "ChangeKind",
     "ConfigurationError",
     "ConflictError",
     "InvalidRefundError",
@@ -110,6 +117,9 @@ __all__ = [
     "OrderRequest",
     "OrderResolver",
     "PaymentState",
+    "Refund",
+    "RefundChange",
+    "RefundHistory",
     "RefundNotAllowedError",
     "RefundState",
     "Secret",

@@ -22,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.config import Settings
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.refunds import RefundReason
 from miniprogram_pay.errors import ConfigurationError, MiniProgramPayError
 from miniprogram_pay.http.errors import exception_handlers
 from miniprogram_pay.http.openapi import add_to_openapi, all_routes
@@ -37,9 +39,11 @@ from miniprogram_pay.observability.metrics import NO_METRICS, Metrics
 from miniprogram_pay.office.routes import Office
 from miniprogram_pay.services.hooks import OrderResolver, StateChangeHook
 from miniprogram_pay.services.payments import PaymentService
+from miniprogram_pay.services.refunds import RefundService
 from miniprogram_pay.services.workers import Workers
 from miniprogram_pay.storage.admin import AdminReads
 from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.records import Refund
 from miniprogram_pay.storage.schema import prepare as prepare_schema
 from miniprogram_pay.storage.stores import Storage
 from miniprogram_pay.wechat.client import WeChatClient
@@ -112,6 +116,7 @@ class MiniProgramPay:
     storage: Storage
     admin: AdminReads
     service: PaymentService
+    refunds: RefundService
     workers: Workers
     wechat: WeChatClient
     adyen: AdyenCheckoutClient
@@ -183,6 +188,40 @@ class MiniProgramPay:
             changes=self.workers.deliveries,
             metrics=metrics,
             origins=self.origins,
+        )
+        self.refunds = RefundService(
+            settings=self.settings,
+            storage=self.storage,
+            adyen=self.adyen,
+            changes=self.workers.deliveries,
+        )
+
+    async def refund(
+        self,
+        reference: str,
+        amount: Amount | int | None = None,
+        *,
+        reason: str | RefundReason | None = None,
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        """Refund the payment ``reference`` at Adyen: ``amount`` of it, or (None) all that is left.
+
+        ``amount`` is minor units of the payment's currency (an ``int``) or an
+        ``Amount``. ``reason`` is one of Adyen's ``merchantRefundReason`` values
+        (``"CUSTOMER REQUEST"``, ``"customer_request"``, ...). With an
+        ``idempotency_key``, asking again returns the same refund, and a refund whose
+        answer from Adyen was lost is asked for again with the same Idempotency-Key.
+        The answer is ``Received`` (Adyen has it); the outcome comes in a webhook and
+        reaches ``on_state_change`` as a change of kind ``"refund"``.
+
+        Example::
+
+            refund = await pay.refund("order-17", 300, reason="customer request",
+                                      idempotency_key="order-17-return-1")
+        """
+        await self.start()
+        return await self.refunds.refund(
+            reference, amount, reason=reason, idempotency_key=idempotency_key
         )
 
     async def _apply_notifications(self, notification_ids: Sequence[int]) -> None:

@@ -6,6 +6,7 @@ miniprogram-pay demo [--scenario NAME | --all] [--action ok|cancel|fail] [--styl
 miniprogram-pay sandbox [--port P] [--webhook-url URL] [--scenario NAME]
 miniprogram-pay shopper --api URL [--sandbox URL] [--scenario NAME] [--action ok|cancel|fail]
 miniprogram-pay webhook send --event AUTHORISATION --success false --reference R
+miniprogram-pay refund REFERENCE [--amount N] [--reason R] [--idempotency-key K] [--api URL]
 miniprogram-pay db upgrade | current | downgrade REVISION
 miniprogram-pay outbox requeue [--id N ...]
 miniprogram-pay notifications requeue --status parked|ignored [--id N ...]
@@ -397,9 +398,17 @@ class _StateWatcher:
         self.prefix: str | None = None
 
     async def hook(self, change: Any) -> None:
-        if self.prefix is not None and change.reference.startswith(self.prefix):
-            previous = change.previous.value if change.previous else "(new)"
-            self.out.line("   state", f"{previous} -> {change.state.value} ({change.source})")
+        if self.prefix is None or not change.reference.startswith(self.prefix):
+            return
+        if change.kind == "refund":
+            refund = change.refund
+            previous = refund.previous.value if refund.previous else "(new)"
+            self.out.line(
+                "   host told", f"refund {refund.reference}: {previous} -> {refund.state.value}"
+            )
+            return
+        previous = change.previous.value if change.previous else "(new)"
+        self.out.line("   state", f"{previous} -> {change.state.value} ({change.source})")
 
 
 def _shopper(client: Any, servers: Any, say: Callable[[str, str], None]) -> Any:
@@ -427,7 +436,33 @@ async def _play_one(
     watch.prefix = f"demo-sbx-{args.scenario}-"
     async with httpx.AsyncClient(timeout=30) as client:
         result = await _shopper(client, servers, out.line).pay(args.scenario, action=args.action)
-    return _verdict(out, result)
+        verdict = _verdict(out, result)
+        if result.state == "Authorised" and not args.no_refund:
+            await _refund_step(client, out, servers, result.reference)
+    return verdict
+
+
+async def _refund_step(client: Any, out: Printer, servers: Any, reference: str) -> None:
+    """The back office gives the money back: a third of it, then the rest."""
+    out.plain()
+    out.plain(
+        "the back office refunds it: a part, then the rest (POST /admin/payments/.../refunds)"
+    )
+    status = await client.get(
+        f"{servers.api_url}/payments/{reference}", headers={"X-Admin-Key": servers.admin_api_key}
+    )
+    amount = status.json()["amount"]
+    part = {"currency": amount["currency"], "value": max(1, int(amount["value"]) // 3)}
+    for body in ({"amount": part, "reason": "customer request"}, {"reason": "return"}):
+        await refund_over_http(
+            client,
+            api=servers.api_url,
+            admin_key=servers.admin_api_key,
+            reference=reference,
+            body=body,
+            say=out.line,
+            wait_seconds=15.0,
+        )
 
 
 def _verdict(out: Printer, result: Any) -> int:
@@ -546,6 +581,116 @@ def cmd_shopper(args: argparse.Namespace, out: Printer) -> int:
             "is the server running?"
         ) from None
     return _verdict(out, result)
+
+
+# -- refund ----------------------------------------------------------------------------
+
+# How often the refund command looks at the payment while it waits for Adyen's webhook.
+REFUND_POLL_SECONDS = 0.2
+
+
+def _money(amount: dict[str, Any]) -> str:
+    from miniprogram_pay.domain.money import SUPPORTED_CURRENCIES
+
+    value, currency = int(amount["value"]), str(amount["currency"])
+    exponent = SUPPORTED_CURRENCIES.get(currency, 0)
+    if exponent == 0:
+        return f"{currency} {value}"
+    whole, minor = divmod(value, 10**exponent)
+    return f"{currency} {whole}.{minor:0{exponent}d}"
+
+
+def _ledger_text(refunds: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name} {_money(refunds[name])}"
+        for name in ("refunded", "pending", "returned", "refundable")
+    )
+
+
+async def refund_over_http(
+    client: Any,
+    *,
+    api: str,
+    admin_key: str,
+    reference: str,
+    body: dict[str, Any],
+    say: Callable[[str, str], None],
+    wait_seconds: float,
+) -> dict[str, Any]:
+    """``POST /admin/payments/{reference}/refunds``, then wait for the refund's outcome.
+
+    Returns the refund as the status answer shows it last.
+    """
+    from urllib.parse import quote
+
+    headers = {"X-Admin-Key": admin_key}
+    path = quote(reference, safe="")
+    r = await client.post(f"{api}/admin/payments/{path}/refunds", json=body, headers=headers)
+    if r.status_code != 201:
+        error = (r.json().get("error") if _is_json(r) else None) or {}
+        detail = f"{error.get('code', r.status_code)}: {error.get('message', r.text[:200])}"
+        raise CommandError(f"the refund was refused ({detail})")
+    answer: dict[str, Any] = r.json()
+    refund: dict[str, Any] = answer["refund"]
+    amount = _money(refund["amount"]) if refund.get("amount") else "?"
+    say(
+        "refund",
+        f"{refund['reference']}, {amount}" + (f" ({refund['reason']})" * bool(refund["reason"])),
+    )
+    say("   state", f"{refund['state']} (pspReference {refund['pspReference']})")
+    deadline = time.monotonic() + wait_seconds
+    refunds: dict[str, Any] = answer["refunds"]
+    while refund["state"] in ("Requested", "Received") and time.monotonic() < deadline:
+        await asyncio.sleep(REFUND_POLL_SECONDS)
+        status = await client.get(f"{api}/payments/{path}", headers=headers)
+        refunds = status.json()["refunds"]
+        refund = next(i for i in refunds["items"] if i["reference"] == refund["reference"])
+    if refund["state"] in ("Requested", "Received"):
+        say("   state", f"{refund['state']}: Adyen's webhook has not come yet")
+    else:
+        reason = f" ({refund['refusalReason']})" if refund.get("refusalReason") else ""
+        say("   state", f"{refund['state']}{reason}")
+    say("payment", _ledger_text(refunds))
+    return refund
+
+
+def _is_json(response: Any) -> bool:
+    return "json" in response.headers.get("content-type", "")
+
+
+def cmd_refund(args: argparse.Namespace, out: Printer) -> int:
+    import httpx
+
+    body: dict[str, Any] = {}
+    if args.amount is not None:
+        body["amount"] = {"currency": args.currency, "value": args.amount}
+    if args.reason:
+        body["reason"] = args.reason
+    if args.idempotency_key:
+        body["idempotencyKey"] = args.idempotency_key
+    admin_key = args.admin_key or _env("ADMIN_API_KEY") or _sandbox_admin_key()
+    what = "everything refundable" if args.amount is None else f"{args.amount} minor units"
+    out.plain(f"miniprogram-pay refund: {what} of {args.reference} at {args.api}")
+
+    async def run() -> Any:
+        async with httpx.AsyncClient(timeout=args.timeout) as client:
+            return await refund_over_http(
+                client,
+                api=args.api.rstrip("/"),
+                admin_key=admin_key,
+                reference=args.reference,
+                body=body,
+                say=out.line,
+                wait_seconds=args.wait,
+            )
+
+    try:
+        refund = asyncio.run(run())
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"could not reach {args.api} ({type(exc).__name__}); is the server running?"
+        ) from None
+    return EXIT_FAILURE if refund["state"] == "Refused" else 0
 
 
 # -- webhook send ------------------------------------------------------------------------
@@ -820,6 +965,7 @@ def build_parser(prog: str = "miniprogram-pay") -> argparse.ArgumentParser:
     _add_sandbox(commands)
     _add_shopper(commands)
     _add_webhook(commands)
+    _add_refund(commands)
     _add_db(commands)
     _add_outbox(commands)
     _add_notifications(commands)
@@ -885,6 +1031,11 @@ def _add_demo(commands: Any) -> None:
         "--stay",
         action="store_true",
         help="keep serving after the payment (the back office, /pay/metrics) until Ctrl-C",
+    )
+    demo.add_argument(
+        "--no-refund",
+        action="store_true",
+        help="stop at the payment (by default an authorised one is refunded: part, then the rest)",
     )
     demo.set_defaults(handler=cmd_demo)
 
@@ -1013,7 +1164,13 @@ def _add_webhook(commands: Any) -> None:
         description="Sign with the first of MINIPROGRAM_PAY_ADYEN_HMAC_KEYS, authenticate with "
         "MINIPROGRAM_PAY_WEBHOOK_USERNAME/PASSWORD (sandbox values when unset).",
     )
-    send.add_argument("--event", default="AUTHORISATION", help="eventCode (default: %(default)s)")
+    send.add_argument(
+        "--event",
+        default="AUTHORISATION",
+        help="eventCode: AUTHORISATION, or a refund's REFUND, REFUND_FAILED, REFUNDED_REVERSED, "
+        "CANCEL_OR_REFUND (with --original-reference, the payment's pspReference; --psp is then "
+        "the refund's) (default: %(default)s)",
+    )
     send.add_argument(
         "--success", choices=("true", "false"), default="true", help="(default: %(default)s)"
     )
@@ -1031,6 +1188,51 @@ def _add_webhook(commands: Any) -> None:
     send.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help="(default: %(default)s)")
     send.add_argument("--timeout", type=float, default=15.0, help="seconds (default: %(default)s)")
     send.set_defaults(handler=cmd_webhook_send)
+
+
+def _add_refund(commands: Any) -> None:
+    refund = commands.add_parser(
+        "refund",
+        help="refund a payment, in full or in part, through a running server",
+        description="Ask the server at --api (POST /admin/payments/{reference}/refunds, with the "
+        "admin key) to refund the payment, then wait for Adyen's webhook and print the outcome "
+        "and what is left to refund. Exit 1 when the refund was refused.",
+    )
+    refund.add_argument("reference", help="the payment's reference")
+    refund.add_argument(
+        "--amount", type=int, default=None, help="minor units (default: everything refundable)"
+    )
+    refund.add_argument(
+        "--currency",
+        default="CNY",
+        help="the payment's currency, with --amount (default: %(default)s)",
+    )
+    refund.add_argument(
+        "--reason", default=None, help="FRAUD, CUSTOMER REQUEST, RETURN, DUPLICATE or OTHER"
+    )
+    refund.add_argument(
+        "--idempotency-key", default=None, help="yours: the same key returns the same refund"
+    )
+    refund.add_argument(
+        "--api",
+        default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/pay",
+        help="the plugin's base URL in your host (default: %(default)s)",
+    )
+    refund.add_argument(
+        "--admin-key",
+        default=None,
+        help="your host's X-Admin-Key (default: MINIPROGRAM_PAY_ADMIN_API_KEY, else the sandbox's)",
+    )
+    refund.add_argument(
+        "--wait",
+        type=float,
+        default=15.0,
+        help="seconds to wait for the refund's outcome (default: %(default)s)",
+    )
+    refund.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (default: %(default)s)"
+    )
+    refund.set_defaults(handler=cmd_refund)
 
 
 def _add_database_options(parser: argparse.ArgumentParser) -> None:

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     hook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # A state change is offered to the host this long (capped backoff) before it is parked.
     outbox_park_after_seconds: int = Field(default=3 * 24 * 3600, ge=1, le=90 * 24 * 3600)
+    # -- refunds ---------------------------------------------------------------------------
+    # WeChat Pay refunds a payment up to a year after it; a refund asked later is refused.
+    refund_window_days: int = Field(default=365, ge=1, le=3650)
     # -- WeChat ----------------------------------------------------------------------------
     wechat_app_id: str = Field(description="The Mini Program's AppID (wx...).")
     wechat_app_secret: Secret = Field(description="The Mini Program's AppSecret.")

@@ -9,6 +9,7 @@ from miniprogram_pay.config import Settings
 from miniprogram_pay.http.ratelimit import RateLimiter
 from miniprogram_pay.observability.metrics import Metrics
 from miniprogram_pay.services.payments import PaymentService
+from miniprogram_pay.services.refunds import RefundService
 from miniprogram_pay.services.workers import Workers
 from miniprogram_pay.storage.admin import AdminReads
 from miniprogram_pay.storage.engine import Database
@@ -33,6 +34,7 @@ class Plugin(Protocol):
     storage: Storage
     admin: AdminReads
     database: Database
+    refunds: RefundService
     wechat: WeChatClient
     workers: Workers
     metrics: Metrics

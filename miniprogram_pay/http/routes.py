@@ -35,6 +35,9 @@ from miniprogram_pay.errors import (
     WebhookAuthError,
     WorkersUnavailableError,
 )
+from miniprogram_pay.domain.ledger import refund_ledger
+from miniprogram_pay.domain.refunds import RefundView
+from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.http import schemas
 from miniprogram_pay.http.bodies import read_body, read_json
 from miniprogram_pay.http.context import Plugin
@@ -47,6 +50,7 @@ from miniprogram_pay.storage.records import (
     OutboxRecord,
     PaymentRecord,
     StoredNotification,
+    Refund,
     TransitionRecord,
 )
 
@@ -221,6 +225,29 @@ async def payment_status(request: Request) -> Response:
     if found is None or (openid is not None and found[0].openid != openid):
         raise NotFoundError("no such payment", code="payment_not_found")
     return _json(status_answer(*found))
+
+
+async def refund_payment(request: Request) -> Response:
+    plugin = _plugin(request)
+    _require_admin(request)
+    reference = schemas.path_reference(request.path_params["reference"])
+    body = await read_json(request, plugin.settings.max_body_bytes)
+    parsed = schemas.parse(schemas.RefundRequest, body)
+    refund = await plugin.refunds.refund(
+        reference,
+        parsed.amount.to_amount() if parsed.amount is not None else None,
+        reason=parsed.reason,
+        idempotency_key=parsed.idempotency_key,
+    )
+    found = await plugin.storage.payments.status(reference)
+    assert found is not None  # the refund was just made of it
+    payment, _, _, refunds = found
+    answer = schemas.RefundAnswer(
+        payment_reference=reference,
+        refund=refund_entry(next((r for r in refunds if r.id == refund.id), refund)),
+        refunds=refunds_body(payment, refunds),
+    )
+    return JSONResponse(schemas.render(answer), status_code=201)
 
 
 # -- Adyen -----------------------------------------------------------------------------
@@ -418,6 +445,8 @@ def outbox_entry(row: OutboxRecord) -> schemas.OutboxEntry:
             "next_attempt_at": row.next_attempt_at,
             "delivered_at": row.delivered_at,
             "requeued_at": row.requeued_at,
+            "kind": row.kind,
+            "refund": row.refund.to_json() if row.refund else None,
         }
     )
 
@@ -448,11 +477,78 @@ def history_entry(t: TransitionRecord) -> schemas.HistoryEntry:
     )
 
 
+def refund_entry(refund: Refund) -> schemas.RefundEntry:
+    amount = refund.amount
+    return schemas.RefundEntry(
+        reference=refund.reference,
+        psp_reference=refund.psp_reference,
+        amount=schemas.MoneyBody.of(amount.value, amount.currency) if amount else None,
+        state=refund.state,
+        reason=refund.reason,
+        refusal_reason=refund.refusal_reason,
+        external=refund.external,
+        disputed=refund.disputed,
+        created_at=refund.created_at,
+        updated_at=refund.updated_at,
+        history=[
+            schemas.RefundHistoryEntry.model_validate(
+                {
+                    "from": h.from_state,
+                    "to": h.to_state,
+                    "source": h.source,
+                    "event": h.kind,
+                    "success": h.success,
+                    "outcome": h.outcome,
+                    "conflict": h.conflict,
+                    "at": h.at,
+                }
+            )
+            for h in refund.history
+        ],
+    )
+
+
+def refunds_body(payment: PaymentRecord, refunds: list[Refund]) -> schemas.RefundsBody:
+    """The ledger of ``payment``'s refunds; nothing is refundable unless it is Authorised."""
+    currency = payment.amount.currency
+    ledger = refund_ledger(
+        payment.amount,
+        [
+            RefundView(
+                r.state,
+                r.amount.currency if r.amount else currency,
+                r.amount.value if r.amount else None,
+                external=r.external,
+                psp_reference=r.psp_reference,
+                disputed=r.disputed,
+            )
+            for r in refunds
+        ],
+    )
+    refundable = payment.state is PaymentState.AUTHORISED and payment.psp_reference is not None
+
+    def money(value: int) -> schemas.MoneyBody:
+        return schemas.MoneyBody.of(value, currency)
+
+    return schemas.RefundsBody(
+        refunded=money(ledger.refunded_value),
+        pending=money(ledger.pending_value),
+        returned=money(ledger.returned_value),
+        refundable=money(ledger.refundable_value if refundable else 0),
+        disputed=ledger.disputed,
+        items=[refund_entry(r) for r in refunds],
+    )
+
+
 def status_answer(
-    payment: PaymentRecord, history: list[TransitionRecord], events: list[EventRecord]
+    payment: PaymentRecord,
+    history: list[TransitionRecord],
+    events: list[EventRecord],
+    refunds: list[Refund],
 ) -> schemas.StatusAnswer:
     return schemas.StatusAnswer(
         **_details_fields(payment),
+        refunds=refunds_body(payment, refunds),
         amount=schemas.AmountBody.of(payment.amount),
         created_at=payment.created_at,
         updated_at=payment.updated_at,
@@ -573,6 +669,42 @@ routes = [
                 SHOPPER,
                 STORAGE,
                 {400: ("invalid_reference",), 404: ("payment_not_found",)},
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/admin/payments/{reference:path}/refunds",
+        refund_payment,
+        method="POST",
+        name="refund_payment",
+        contract=Contract(
+            summary="Refund a payment, in full or in part; answers the refund as Adyen took it",
+            request=schemas.RefundRequest,
+            answer=schemas.RefundAnswer,
+            security=("admin",),
+            errors=merged(
+                JSON_BODY,
+                STORAGE,
+                ADMIN,
+                ADYEN,
+                {
+                    400: (
+                        "invalid_reference",
+                        "refund_currency_mismatch",
+                        "invalid_refund_amount",
+                        "invalid_refund_reason",
+                        "invalid_idempotency_key",
+                    ),
+                    404: ("payment_not_found",),
+                    409: (
+                        "payment_not_refundable",
+                        "refund_exceeds_refundable",
+                        "refund_limit_reached",
+                        "refund_window_closed",
+                        "refund_under_review",
+                        "idempotency_key_reused",
+                    ),
+                },
             ),
         ),
     ),

@@ -35,6 +35,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from miniprogram_pay.domain.money import MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, Amount
+from miniprogram_pay.domain.refunds import RefundState
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import InvalidQueryError, InvalidRequestError
 from miniprogram_pay.services.payments import PAYMENT_METHOD_TYPE
@@ -57,6 +58,10 @@ __all__ = [
     "PaymentStoryAnswer",
     "PaymentsAnswer",
     "ReadyAnswer",
+    "RefundAnswer",
+    "RefundEntry",
+    "RefundRequest",
+    "RefundsBody",
     "Refusal",
     "SessionAnswer",
     "SessionRequest",
@@ -76,6 +81,8 @@ MAX_PAYMENT_DATA_CHARS = 8192
 MAX_ORDER_ID_CHARS = 128
 MAX_REFERENCE_CHARS = 80
 MAX_REQUEUE_IDS = 1000
+MAX_REFUND_REASON_CHARS = 32
+MAX_IDEMPOTENCY_KEY_CHARS = 64
 # Row ids are INTEGER columns: a larger id could never match, and PostgreSQL refuses it.
 MAX_ROW_ID = 2**31 - 1
 PAYMENT_STATUS_PREFIX = "requestPayment:"
@@ -327,6 +334,51 @@ class DetailsRequest(_Request):
         return data
 
 
+REASON_REFUSAL = Refusal(
+    "invalid_refund_reason",
+    "must be one of FRAUD, CUSTOMER REQUEST, RETURN, DUPLICATE, OTHER",
+)
+KEY_REFUSAL = Refusal(
+    "invalid_idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+)
+
+
+class RefundRequest(_Request):
+    """``POST /admin/payments/{reference}/refunds``: give money back.
+
+    Without ``amount``, everything still refundable is refunded. The same
+    ``idempotencyKey`` again returns the same refund (and asks Adyen again, with the
+    same Idempotency-Key, if its answer was lost).
+    """
+
+    amount: Annotated[
+        AmountBody | None,
+        Field(default=None, description="In the payment's currency; default: all that is left."),
+        Refusal("invalid_amount", "must be an object with currency and value"),
+    ]
+    reason: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=MAX_REFUND_REASON_CHARS,
+            description="Adyen's merchantRefundReason: FRAUD, CUSTOMER REQUEST, RETURN, "
+            "DUPLICATE or OTHER (customer_request is read as CUSTOMER REQUEST).",
+        ),
+        REASON_REFUSAL,
+    ]
+    idempotency_key: Annotated[
+        str | None,
+        Field(
+            default=None,
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_CHARS,
+            description="Yours: the same key returns the same refund.",
+        ),
+        AfterValidator(_printable_ascii),
+        KEY_REFUSAL,
+    ]
+
+
 # -- answers -----------------------------------------------------------------------------
 
 # ISO 8601 with the offset spelled out (``+00:00``), as the contract always had it.
@@ -335,6 +387,17 @@ Timestamp = Annotated[
     PlainSerializer(lambda moment: moment.isoformat(), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+class MoneyBody(_Model):
+    """An amount in an answer: minor units, zero included."""
+
+    currency: str
+    value: int = Field(ge=0, description="Minor units (fen for CNY).")
+
+    @classmethod
+    def of(cls, value: int, currency: str) -> MoneyBody:
+        return cls(currency=currency, value=value)
 
 
 class ErrorDetail(_Model):
@@ -347,6 +410,9 @@ class ErrorDetail(_Model):
     )
     allowed: list[str] | None = Field(
         default=None, description="The values (or parameter names) that parameter accepts."
+    )
+    refundable: MoneyBody | None = Field(
+        default=None, description="A refused refund: what is left to refund."
     )
 
 
@@ -421,6 +487,42 @@ class EventEntry(_Model):
     at: Timestamp
 
 
+class RefundHistoryEntry(_Model):
+    from_: RefundState | None = Field(alias="from")
+    to: RefundState | None = Field(description="null: the fact moved nothing.")
+    source: str = Field(description="request, api or webhook.")
+    event: str
+    success: bool | None
+    outcome: str = Field(description="transition, recorded, conflict or unexpected.")
+    conflict: str | None
+    at: Timestamp
+
+
+class RefundEntry(_Model):
+    reference: str | None = Field(description="The refund's own (ours: <payment>-refund-<n>).")
+    psp_reference: str | None = Field(description="Adyen's, once known.")
+    amount: MoneyBody | None
+    state: RefundState | None = Field(description="null: an external refund with no state yet.")
+    reason: str | None
+    refusal_reason: str | None
+    external: bool = Field(description="Made in Adyen's Customer Area.")
+    disputed: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+    history: list[RefundHistoryEntry]
+
+
+class RefundsBody(_Model):
+    """A payment's refunds, summed up in its currency (docs/refunds.md, the ledger)."""
+
+    refunded: MoneyBody = Field(description="Refunded: the money went to the shopper.")
+    pending: MoneyBody = Field(description="Requested or Received: the outcome is not known yet.")
+    returned: MoneyBody = Field(description="Failed or Reversed: the money came back to you.")
+    refundable: MoneyBody = Field(description="What a new refund may take now.")
+    disputed: bool = Field(description="A refund's facts disagree: no refund is admitted.")
+    items: list[RefundEntry]
+
+
 class StatusAnswer(DetailsAnswer):
     amount: AmountBody
     created_at: Timestamp
@@ -428,6 +530,15 @@ class StatusAnswer(DetailsAnswer):
     conflicts: list[Conflict]
     history: list[HistoryEntry]
     events: list[EventEntry]
+    refunds: RefundsBody
+
+
+class RefundAnswer(_Model):
+    """The refund as stored once Adyen has it (``Received``), and the payment's refunds."""
+
+    payment_reference: str
+    refund: RefundEntry
+    refunds: RefundsBody
 
 
 class StalePayment(_Model):
@@ -552,6 +663,10 @@ class OutboxEntry(_Model):
     next_attempt_at: Timestamp
     delivered_at: Timestamp | None
     requeued_at: Timestamp | None
+    kind: Literal["payment", "refund"] = Field(description="What changed.")
+    refund: dict[str, Any] | None = Field(
+        description="A refund's change: reference, pspReference, amount, previous, state."
+    )
 
 
 class OutboxAnswer(_Model):

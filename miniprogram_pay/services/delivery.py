@@ -310,6 +310,8 @@ def _state_change(event: OutboxEvent, origin: str | None) -> StateChange:
         occurred_at=event.created_at,
         attempt=event.attempts,
         request_id=origin,
+        kind="refund" if event.kind == "refund" else "payment",
+        refund=event.refund,
     )
 
 

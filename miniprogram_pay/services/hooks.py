@@ -5,12 +5,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.refunds import RefundChange
 from miniprogram_pay.domain.states import PaymentState
 
-__all__ = ["Order", "OrderRequest", "OrderResolver", "StateChange", "StateChangeHook"]
+__all__ = [
+    "ChangeKind",
+    "Order",
+    "OrderRequest",
+    "OrderResolver",
+    "RefundChange",
+    "StateChange",
+    "StateChangeHook",
+]
+
+ChangeKind = Literal["payment", "refund"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +44,17 @@ class Order:
 class StateChange:
     """One committed state change, delivered at least once.
 
-    ``event_id`` is stable across redeliveries (a payment enters each state at
-    most once), so the host de-duplicates on it. ``request_id`` names the request
-    that caused the change (its ``X-Request-ID``), when the process delivering it
-    still knows; the hook runs with it bound, so the package's log lines carry it.
+    ``event_id`` is stable across redeliveries (a payment, and each refund, enters
+    each state at most once), so the host de-duplicates on it.
+
+    ``kind`` says what changed. ``"payment"``: the payment moved from ``previous``
+    to ``state``. ``"refund"``: one of its refunds moved, and ``refund`` says which
+    and how; ``previous`` and ``state`` are then both the payment's own state
+    (a refund never changes it).
+
+    ``request_id`` names the request that caused the change (its ``X-Request-ID``),
+    when the process delivering it still knows; the hook runs with it bound, so the
+    package's log lines carry it.
     """
 
     event_id: str
@@ -47,6 +65,8 @@ class StateChange:
     occurred_at: datetime
     attempt: int
     request_id: str | None = None
+    kind: ChangeKind = "payment"
+    refund: RefundChange | None = None
 
 
 OrderResolver = Callable[[OrderRequest], Awaitable[Order]]

@@ -42,6 +42,7 @@ from miniprogram_pay.services.batching import GroupCommitter
 from miniprogram_pay.services.hooks import Order, OrderRequest, OrderResolver
 from miniprogram_pay.storage.records import (
     AppliedEvent,
+    AppliedRefund,
     InboxItem,
     NotificationRecord,
     OutboxEvent,
@@ -53,7 +54,9 @@ from miniprogram_pay.storage.stores import Storage
 from miniprogram_pay.storage.tables import utcnow
 
 __all__ = [
+    "ChangeHandOff",
     "DetailsInput",
+    "NoHandOff",
     "PaymentInput",
     "PaymentService",
     "ignore_reason",
@@ -109,7 +112,7 @@ class ChangeHandOff(Protocol):
     def hand_off(self, events: Iterable[OutboxEvent]) -> None: ...
 
 
-class _NoHandOff:
+class NoHandOff:
     """No delivery in this process: outbox rows are left to any process's poll."""
 
     def hand_off_lease(self) -> float | None:
@@ -141,7 +144,7 @@ class PaymentService:
         self.order_resolver = order_resolver
         # A committed change's outbox row is written leased to this process and handed
         # to its delivery in memory: no poll, no claim on the happy path.
-        self.changes: ChangeHandOff = changes or _NoHandOff()
+        self.changes: ChangeHandOff = changes or NoHandOff()
         self.metrics = metrics
         self.origins = origins or ChangeOrigins()
         # Concurrent webhooks share commits: one transaction stores (then applies)
@@ -302,6 +305,27 @@ class PaymentService:
                 decision.conflict,
                 decision.implied,
                 applied.payment.state,
+            )
+
+    def _note_refund(self, applied: AppliedRefund) -> None:
+        refund = applied.refund
+        if applied.moved is not None:
+            logger.info(
+                "refund %s of %s: %s -> %s",
+                refund.reference,
+                refund.payment_reference,
+                applied.moved[0],
+                applied.moved[1],
+            )
+            if applied.outbox is not None:
+                self.changes.hand_off([applied.outbox])
+        elif applied.decision is not None and applied.decision.conflict is not None:
+            logger.warning(
+                "refund %s of %s: conflict %s; state stays %s",
+                refund.reference,
+                refund.payment_reference,
+                applied.decision.conflict,
+                refund.state,
             )
 
     # -- POST /payments/details -------------------------------------------------------
@@ -470,6 +494,8 @@ class PaymentService:
             self.metrics.webhook_applied((utcnow() - record.received_at).total_seconds())
         if record.applied is not None:
             self._note(record.applied)
+        elif record.refund is not None:
+            self._note_refund(record.refund)
         else:
             logger.warning("webhook #%d is %s: %s", record.id, record.status, record.detail)
 

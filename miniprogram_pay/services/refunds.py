@@ -1,0 +1,155 @@
+"""Refunds: admit, store, then ask Adyen; one service behind Python, HTTP and the CLI.
+
+The order is what makes a refund safe:
+
+1. Under the payment's row lock, the refund is admitted (``admit_refund``: the
+   payment is Authorised, the amount fits what is left, fewer than 50 refunds,
+   inside the refund window) and stored as ``Requested`` with the Idempotency-Key
+   Adyen will be sent. The commit comes before Adyen is called.
+2. Adyen is asked, with that key. Its ``received`` answer moves the refund to
+   ``Received`` (a 400/422 to ``Refused``); the outcome comes later, in a webhook.
+
+If the process dies between 1 and 2, or Adyen's answer is lost, the refund stays
+``Requested`` and keeps holding its amount. Asking again with the same caller
+idempotency key finds the stored refund and calls Adyen with the stored key:
+Adyen answers what it answered the first time, so there is never a second refund.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
+from miniprogram_pay.config import Settings
+from miniprogram_pay.domain.ledger import MAX_REFUNDS_PER_PAYMENT
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.refunds import (
+    RefundEvent,
+    RefundReason,
+    RefundState,
+    parse_refund_reason,
+    refund_received_event,
+    refund_rejected_event,
+)
+from miniprogram_pay.errors import AdyenError, InvalidRefundError
+from miniprogram_pay.services.payments import ChangeHandOff, NoHandOff
+from miniprogram_pay.storage.records import Refund
+from miniprogram_pay.storage.refunds import RefundAsk
+from miniprogram_pay.storage.stores import Storage
+
+__all__ = ["MAX_CALLER_KEY_CHARS", "RefundService", "check_caller_key"]
+
+logger = logging.getLogger("miniprogram_pay.refunds")
+
+MAX_CALLER_KEY_CHARS = 64
+
+
+def check_caller_key(key: str | None) -> str | None:
+    """The caller's idempotency key, or ``InvalidRefundError`` (``invalid_idempotency_key``)."""
+    if key is None:
+        return None
+    if not (0 < len(key) <= MAX_CALLER_KEY_CHARS and key.isascii() and key.isprintable()):
+        raise InvalidRefundError(
+            f"an idempotency key is 1 to {MAX_CALLER_KEY_CHARS} printable ASCII characters",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+def _ask(
+    amount: Amount | int | None, reason: str | RefundReason | None, caller_key: str | None
+) -> RefundAsk:
+    value: int | None = amount.value if isinstance(amount, Amount) else amount
+    currency = amount.currency if isinstance(amount, Amount) else None
+    parsed = reason if isinstance(reason, RefundReason) else parse_refund_reason(reason)
+    return RefundAsk(value, currency, parsed, check_caller_key(caller_key))
+
+
+class RefundService:
+    """Refunds payments at Adyen against one database."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage: Storage,
+        adyen: AdyenCheckoutClient,
+        limit: int = MAX_REFUNDS_PER_PAYMENT,
+        changes: ChangeHandOff | None = None,
+    ) -> None:
+        self.settings = settings
+        # Each refund change's outbox row is leased to this process and handed to its
+        # delivery in memory, as a payment's is.
+        self.changes: ChangeHandOff = changes or NoHandOff()
+        self.storage = storage
+        self.adyen = adyen
+        self.window = timedelta(days=settings.refund_window_days)
+        self.limit = limit
+
+    async def refund(
+        self,
+        reference: str,
+        amount: Amount | int | None = None,
+        *,
+        reason: str | RefundReason | None = None,
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        """Refund ``amount`` of the payment ``reference`` (None: everything refundable).
+
+        Raises ``InvalidRefundError`` (400), ``NotFoundError`` (404),
+        ``RefundNotAllowedError`` (409, with what is left) before Adyen is called,
+        and ``AdyenError`` when Adyen could not be asked (the refund then stays
+        ``Requested``: ask again with the same ``idempotency_key``).
+        """
+        ask = _ask(amount, reason, idempotency_key)
+        refund, created, owed = await self.storage.refunds.begin(
+            reference,
+            ask,
+            window=self.window,
+            limit=self.limit,
+            lease_seconds=self.changes.hand_off_lease(),
+        )
+        self.changes.hand_off(owed)
+        if created:
+            logger.info("refund %s of %s stored (%s)", refund.reference, reference, refund.amount)
+        elif refund.state is not RefundState.REQUESTED or refund.external:
+            return refund  # Adyen answered this one already
+        return await self._ask_adyen(reference, refund)
+
+    async def _ask_adyen(self, reference: str, refund: Refund) -> Refund:
+        payment = await self.storage.payments.get(reference)
+        assert payment is not None and payment.psp_reference is not None
+        assert refund.amount is not None and refund.reference and refund.idempotency_key
+        try:
+            received = await self.adyen.refund_payment(
+                payment.psp_reference,
+                merchant_account=self.settings.adyen_merchant_account,
+                amount=refund.amount,
+                reference=refund.reference,
+                idempotency_key=refund.idempotency_key,
+                reason=RefundReason(refund.reason) if refund.reason else None,
+            )
+        except AdyenError as exc:
+            if exc.code == "adyen_rejected":
+                # Adyen refused the request itself: no refund exists, none will.
+                event = refund_rejected_event(exc.message[:255])
+                await self._record(reference, refund, event)
+            logger.warning("refund %s: Adyen could not take it (%s)", refund.reference, exc.code)
+            raise
+        event = refund_received_event(
+            received.psp_reference,
+            amount_value=received.amount_value,
+            amount_currency=received.amount_currency,
+        )
+        recorded = await self._record(reference, refund, event)
+        logger.info("refund %s received by Adyen as %s", refund.reference, recorded.psp_reference)
+        return recorded
+
+    async def _record(self, reference: str, refund: Refund, event: RefundEvent) -> Refund:
+        applied = await self.storage.refunds.answer(
+            reference, refund.id, event, lease_seconds=self.changes.hand_off_lease()
+        )
+        if applied.outbox is not None:
+            self.changes.hand_off([applied.outbox])
+        return applied.refund
