@@ -50,6 +50,20 @@ def test_demo_plays_the_default_scenario_to_authorised(
     assert result.stderr == ""
 
 
+def test_demo_refunds_the_payment_in_two_parts(
+    default_demo: subprocess.CompletedProcess[str],
+) -> None:
+    out = default_demo.stdout
+    refunds = out[out.index("the back office refunds it") :]
+    assert re.search(r"refund\s+demo-sbx-authorised-\w+-refund-1, CNY 3.76 \(CUSTOMER", refunds)
+    assert re.search(r"refund\s+demo-sbx-authorised-\w+-refund-2, CNY 7.54 \(RETURN\)", refunds)
+    assert len(re.findall(r"state\s+Refunded", refunds)) == 2
+    assert len(re.findall(r"host told\s+refund .*Received -> Refunded", refunds)) == 2
+    assert refunds.rstrip().endswith(
+        "refunded CNY 11.30, pending CNY 0.00, returned CNY 0.00, refundable CNY 0.00"
+    )
+
+
 def test_demo_prints_no_secret(default_demo: subprocess.CompletedProcess[str]) -> None:
     out = default_demo.stdout
     config = SandboxConfig()
