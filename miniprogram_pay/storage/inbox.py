@@ -36,7 +36,6 @@ from miniprogram_pay.storage.refunds import (
     RefundChanges,
     lock_owners,
     lock_payments,
-    with_refund_outbox,
 )
 from miniprogram_pay.storage.sql import RowsSql, Sql, Unit, among, any_of, row_binds
 from miniprogram_pay.storage.tables import NotificationRow, aware, table, utcnow
@@ -477,9 +476,7 @@ def _apply_refund_notes(
         )
     written = refunds.flush()
     return {
-        i: NotificationRecord(
-            id=i, status="applied", detail=None, refund=with_refund_outbox(a, written)
-        )
+        i: NotificationRecord(id=i, status="applied", detail=None, refund=refunds.owed(a, written))
         if a is not None
         else NotificationRecord(
             id=i,

@@ -410,6 +410,7 @@ class RefundChanges:
     # The outbox rows' lease: this process delivers them itself (None: any process may).
     lease_seconds: float | None = None
     _outbox: list[dict[str, Any]] = field(default_factory=list)
+    _event_ids: dict[tuple[int, RefundState], str] = field(default_factory=dict)
 
     def begin(
         self, payment: StoredPayment, ask: RefundAsk, *, window: timedelta, limit: int
@@ -478,9 +479,9 @@ class RefundChanges:
         moved: tuple[RefundState | None, RefundState],
         source: RefundSource,
     ) -> None:
-        self._outbox.append(
-            _outbox_values(payment, row, moved, source, self.now, self.lease_seconds)
-        )
+        values = _outbox_values(payment, row, moved, source, self.now, self.lease_seconds)
+        self._outbox.append(values)
+        self._event_ids[(row.id, moved[1])] = values["event_id"]
 
     def apply(self, payment: StoredPayment, row: StoredRefund, event: RefundEvent) -> AppliedRefund:
         """Apply one fact to the refund ``row`` of the locked ``payment``; a repeat: nothing."""
@@ -558,15 +559,12 @@ class RefundChanges:
         self._outbox = []
         return written
 
-
-def with_refund_outbox(applied: AppliedRefund, written: dict[str, OutboxEvent]) -> AppliedRefund:
-    """``applied`` with the outbox event of the move it made, if any."""
-    if applied.moved is None:
-        return applied
-    state = applied.moved[1].value.lower()
-    event_id = f"_refund_{applied.refund.number}_{state}"
-    found = next((e for key, e in written.items() if key.endswith(event_id)), None)
-    return replace(applied, outbox=found)
+    def owed(self, applied: AppliedRefund, written: dict[str, OutboxEvent]) -> AppliedRefund:
+        """``applied`` with the outbox event of the move it made, if any."""
+        if applied.moved is None:
+            return applied
+        event_id = self._event_ids.get((applied.refund.id, applied.moved[1]))
+        return replace(applied, outbox=written.get(event_id or ""))
 
 
 def lock_owners(unit: Unit, psp_references: Sequence[str]) -> dict[str, StoredPayment]:
@@ -633,7 +631,7 @@ class RefundStore:
         def work(unit: Unit) -> AppliedRefund:
             changes = RefundChanges(unit, self.machine, utcnow(), lease_seconds)
             applied = changes.answer(_lock(unit, reference), refund_id, event)
-            return with_refund_outbox(applied, changes.flush())
+            return changes.owed(applied, changes.flush())
 
         return await self.db.write(work, what="record refund answer")
 

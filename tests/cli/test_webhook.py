@@ -99,3 +99,43 @@ def test_an_unreachable_server_is_one_error_line(run_cli: Run) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: could not reach http://127.0.0.1:9/hook")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("codes", "state"),
+    [
+        (["REFUND"], "Refunded"),
+        (["REFUND_FAILED", "REFUND"], "Failed"),  # the failure sent first still wins
+        (["REFUND", "REFUNDED_REVERSED"], "Reversed"),
+        (["CANCEL_OR_REFUND"], "Refunded"),
+    ],
+)
+def test_send_each_refund_event_code(
+    servers: SandboxedServers, capsys: pytest.CaptureFixture[str], codes: list[str], state: str
+) -> None:
+    """A refund's webhooks, for a refund nobody asked the package for: a Customer Area one."""
+    reference = f"cli-refund-{'-'.join(codes).lower()}"
+    payment = start_payment(servers, reference, reference)
+    url = servers.api_url + "/webhooks/adyen"
+    for code in codes:
+        assert main(["webhook", "send", "--event", code, "--reference", reference,
+                     "--psp", "9915000000000077", "--original-reference", payment["pspReference"],
+                     "--amount", "300", "--url", url]) == 0  # fmt: skip
+    assert "-> 200 [accepted]" in capsys.readouterr().out
+    deadline = time.monotonic() + 5
+    items: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        r = httpx.get(
+            f"{servers.api_url}/payments/{reference}",
+            headers={"X-Admin-Key": servers.admin_api_key},
+        )
+        items = r.json()["refunds"]["items"]
+        if items and items[0]["state"] == state and len(items[0]["history"]) == len(codes):
+            break
+        time.sleep(0.05)
+    [item] = items
+    assert (item["external"], item["state"], item["amount"]) == (
+        True,
+        state,
+        {"currency": "CNY", "value": 300},
+    )
