@@ -201,6 +201,28 @@ def _host_entries(status: dict[str, Any]) -> list[Entry]:
         title = f"conflict: {conflict.get('kind')}"
         detail = f"{conflict.get('source')} {conflict.get('event')}; the state did not move"
         entries.append(Entry(str(conflict.get("at")), "conflict", title, detail, "bad"))
+    return [*entries, *_host_refund_entries(status)]
+
+
+def _host_refund_entries(status: dict[str, Any]) -> list[Entry]:
+    """What the host recorded of each refund (the status answer's ``refunds``)."""
+    entries = []
+    for refund in (status.get("refunds") or {}).get("items", []):
+        name = refund.get("reference") or refund.get("pspReference")
+        for fact in refund.get("history", []):
+            if fact.get("source") == "request":
+                continue  # the refund's own record, shown as the /refunds call
+            flag = fact.get("success")
+            success = "" if flag is None else f" success={str(flag).lower()}"
+            title = f"host recorded {fact.get('source')} {fact.get('event')}{success}"
+            tone: Tone = "info"
+            detail = f"refund {name}, {fact.get('outcome')}: its state did not move"
+            if fact.get("to"):
+                title += f": refund {fact.get('from') or '(new)'} -> {fact.get('to')}"
+                detail, tone = f"refund {name}", "ok"
+            if fact.get("conflict"):
+                detail, tone = f"refund {name}, conflict {fact.get('conflict')}", "bad"
+            entries.append(Entry(str(fact.get("at")), "host", title, detail, tone))
     return entries
 
 

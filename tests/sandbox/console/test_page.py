@@ -144,12 +144,15 @@ async def test_a_refund_in_part_at_adyen_shows_on_the_timeline(
     await refund.click()
     await expect_entry(page, "refund", "refund CNY 5.00 at Adyen (Customer Area)")
     await expect_entry(page, "webhook", "REFUND success=true -> 200")
-    await expect_entry(page, "host", "host recorded webhook REFUND success=true")
+    await expect_entry(
+        page, "host", "host recorded webhook REFUND success=true: refund (new) -> Refunded"
+    )
     await screenshot(page, "console-refund")
     stored = await admin_status(servers, reference)
-    assert stored["state"] == "Authorised"  # a refund is a fact about the payment, not a state
-    refunds = [e for e in stored["events"] if e["event"] == "REFUND"]
-    assert [(e["source"], e["success"]) for e in refunds] == [("webhook", True)]
+    assert stored["state"] == "Authorised"  # a refund is beside the payment's state, not one
+    [item] = stored["refunds"]["items"]
+    assert (item["external"], item["state"], item["amount"]["value"]) == (True, "Refunded", 500)
+    assert stored["refunds"]["refundable"] == {"currency": "CNY", "value": 630}
     async with httpx.AsyncClient() as client:
         url = f"{servers.sandbox_url}/_sandbox/payments/{stored['pspReference']}"
         sandbox_payment = (await client.get(url)).json()

@@ -122,7 +122,7 @@ async def test_the_version_changes_only_when_something_happened(console: Console
     assert lanes == [
         ("refund", "refund CNY 3.00 at Adyen (Customer Area)"),
         ("webhook", "Adyen -> host: REFUND success=true -> 200"),
-        ("host", "host recorded webhook REFUND success=true"),
+        ("host", "host recorded webhook REFUND success=true: refund (new) -> Refunded"),
     ]
 
 
