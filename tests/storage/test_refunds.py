@@ -1,0 +1,89 @@
+"""The refunds store on SQLite and PostgreSQL: which refund a webhook names, and merges."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from miniprogram_pay.domain.refunds import RefundState, refund_received_event
+from miniprogram_pay.storage import InboxItem, Storage
+from miniprogram_pay.storage.refunds import RefundAsk
+from tests.storage.helpers import PSP, create, details, inbox_item
+
+WINDOW = timedelta(days=365)
+
+
+async def _authorised(storage: Storage) -> None:
+    await create(storage)
+    await storage.payments.apply("order-1", details("Authorised"))
+
+
+def _refund_item(key: str, psp: str, merchant_reference: str, code: str = "REFUND") -> InboxItem:
+    return inbox_item(
+        key * 64,
+        psp_reference=psp,
+        merchant_reference=merchant_reference,
+        event_code=code,
+        amount_value=300,
+        raw_json=json.dumps({"originalReference": PSP}),
+    )
+
+
+async def test_a_webhook_before_the_answer_finds_our_refund_by_its_reference(
+    storage: Storage,
+) -> None:
+    await _authorised(storage)
+    ours, created, owed = await storage.refunds.begin(
+        "order-1", RefundAsk(300, None, None, None), window=WINDOW, limit=50
+    )
+    assert created and [e.refund.state for e in owed if e.refund] == [RefundState.REQUESTED]
+    [stored] = await storage.inbox.store([_refund_item("a", "R1", "order-1-refund-1")])
+    record = await storage.inbox.apply_one(stored.id)
+    assert record is not None and record.refund is not None
+    assert record.refund.refund.id == ours.id and record.refund.moved == (
+        RefundState.REQUESTED,
+        RefundState.REFUNDED,
+    )
+    late = await storage.refunds.answer("order-1", ours.id, refund_received_event("R1"))
+    assert late.moved is None and late.refund.state is RefundState.REFUNDED
+    [refund] = await storage.refunds.of("order-1")
+    assert (refund.psp_reference, refund.external) == ("R1", False)
+
+
+async def test_an_external_refund_that_is_ours_is_merged_into_ours(storage: Storage) -> None:
+    """The webhook named the payment's reference, not ours: it was taken for a Customer Area
+    refund until Adyen's answer gave our refund the same pspReference."""
+    await _authorised(storage)
+    ours, _, _ = await storage.refunds.begin(
+        "order-1", RefundAsk(300, None, None, None), window=WINDOW, limit=50
+    )
+    [stored] = await storage.inbox.store([_refund_item("b", "R2", "order-1")])
+    await storage.inbox.apply_one(stored.id)
+    assert [(r.external, r.state) for r in await storage.refunds.of("order-1")] == [
+        (False, RefundState.REQUESTED),
+        (True, RefundState.REFUNDED),
+    ]
+    merged = await storage.refunds.answer("order-1", ours.id, refund_received_event("R2"))
+    assert merged.refund.state is RefundState.REFUNDED
+    [refund] = await storage.refunds.of("order-1")
+    assert (refund.id, refund.psp_reference, refund.external) == (ours.id, "R2", False)
+    assert [h.to_state for h in refund.history if h.to_state] == [
+        RefundState.REQUESTED,
+        RefundState.RECEIVED,
+        RefundState.REFUNDED,
+    ]
+
+
+async def test_a_refund_webhook_for_no_known_payment_is_an_orphan(storage: Storage) -> None:
+    await _authorised(storage)
+    item = inbox_item(
+        "c" * 64,
+        psp_reference="R3",
+        merchant_reference="nobody",
+        event_code="REFUND_FAILED",
+        raw_json=json.dumps({"originalReference": "0000000000000000"}),
+    )
+    [stored] = await storage.inbox.store([item])
+    record = await storage.inbox.apply_one(stored.id)
+    assert record is not None and record.status == "orphan"
+    assert await storage.refunds.of("order-1") == []
