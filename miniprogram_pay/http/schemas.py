@@ -138,6 +138,10 @@ def _printable_ascii(value: str) -> str:
     return value
 
 
+def _printable_ascii_or_none(value: str | None) -> str | None:
+    return None if value is None else _printable_ascii(value)
+
+
 def _printable(value: str) -> str:
     if not value.isprintable():
         raise ValueError("not printable")
@@ -374,7 +378,7 @@ class RefundRequest(_Request):
             max_length=MAX_IDEMPOTENCY_KEY_CHARS,
             description="Yours: the same key returns the same refund.",
         ),
-        AfterValidator(_printable_ascii),
+        AfterValidator(_printable_ascii_or_none),
         KEY_REFUSAL,
     ]
 

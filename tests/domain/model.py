@@ -52,6 +52,10 @@ WEBHOOK_CODES = [
     "EXPIRE",
     "TECHNICAL_CANCEL",
 ]
+# The codes a payment's own webhooks carry: a refund's (REFUND & co.) go to its refunds.
+PAYMENT_WEBHOOK_CODES = [
+    code for code in WEBHOOK_CODES if code not in ("REFUND", "CANCEL_OR_REFUND")
+]
 SOURCE_WEIGHT = {"payments": 0, "details": 1, "webhook": 2}
 ALLOWED_MOVES = {(src, str(t["dest"])) for t in TRANSITIONS for src in t["source"]}
 

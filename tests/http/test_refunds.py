@@ -279,3 +279,13 @@ async def test_a_lost_answer_is_asked_again_with_the_same_key(db_url: str) -> No
         assert len(w.sandbox.payments[psp].refunds) == 1
         with pytest.raises(ConflictError):
             await w.pay.refund("order-lost", 201, idempotency_key="lost-1")
+
+
+async def test_null_fields_are_absent_fields(db_url: str) -> None:
+    """``null`` for the key, the reason or the amount is the field left out (once a 500)."""
+    async with world(db_url) as w:
+        await authorised(w, "order-null")
+        body = {"amount": None, "reason": None, "idempotencyKey": None}
+        r = await w.client.post("/pay/admin/payments/order-null/refunds", json=body, headers=ADMIN)
+        assert r.status_code == 201, r.text
+        assert r.json()["refund"]["amount"] == {"currency": "CNY", "value": 1130}

@@ -34,8 +34,8 @@ from miniprogram_pay.storage import Database, InboxItem, PaymentRecord, Storage
 from miniprogram_pay.storage.schema import create_all
 from tests.domain.model import (
     EXPECTED_API_CODES,
+    PAYMENT_WEBHOOK_CODES,
     UNEXPECTED_API_CODES,
-    WEBHOOK_CODES,
     agrees,
     assert_valid_path,
     gives_psp,
@@ -190,7 +190,7 @@ class RepositoryMachine(RuleBasedStateMachine):
         amount = model.amount if model else AMOUNTS[0]
         value, currency = data.draw(money(amount))
         self.items_made += 1
-        code = data.draw(st.sampled_from(["AUTHORISATION"] * 4 + WEBHOOK_CODES))
+        code = data.draw(st.sampled_from(["AUTHORISATION"] * 4 + PAYMENT_WEBHOOK_CODES))
         item = InboxItem(
             dedup_key=hashlib.sha256(str(self.items_made).encode()).hexdigest(),
             psp_reference=psp_of(reference),
