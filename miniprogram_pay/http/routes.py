@@ -24,6 +24,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from miniprogram_pay.adyen.webhooks import check_basic_auth, parse_notification_body, verify_batch
+from miniprogram_pay.domain.ledger import refund_ledger
+from miniprogram_pay.domain.refunds import RefundView
+from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import (
     AuthenticationError,
     MiniProgramPayError,
@@ -35,9 +38,6 @@ from miniprogram_pay.errors import (
     WebhookAuthError,
     WorkersUnavailableError,
 )
-from miniprogram_pay.domain.ledger import refund_ledger
-from miniprogram_pay.domain.refunds import RefundView
-from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.http import schemas
 from miniprogram_pay.http.bodies import read_body, read_json
 from miniprogram_pay.http.context import Plugin
@@ -49,8 +49,8 @@ from miniprogram_pay.storage.records import (
     EventRecord,
     OutboxRecord,
     PaymentRecord,
-    StoredNotification,
     Refund,
+    StoredNotification,
     TransitionRecord,
 )
 

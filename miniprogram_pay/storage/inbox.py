@@ -475,13 +475,21 @@ def _apply_refund_notes(
             payment, event, merchant_reference=note["merchant_reference"] or None
         )
     written = refunds.flush()
+    received = {int(n["id"]): aware(n["received_at"]) for n in notes}
     return {
-        i: NotificationRecord(id=i, status="applied", detail=None, refund=refunds.owed(a, written))
+        i: NotificationRecord(
+            id=i,
+            status="applied",
+            detail=None,
+            refund=refunds.owed(a, written),
+            received_at=received[i],
+        )
         if a is not None
         else NotificationRecord(
             id=i,
             status="orphan",
             detail="no payment with this originalReference or merchantReference",
+            received_at=received[i],
         )
         for i, a in found.items()
     }

@@ -54,7 +54,8 @@ def test_demo_refunds_the_payment_in_two_parts(
     default_demo: subprocess.CompletedProcess[str],
 ) -> None:
     out = default_demo.stdout
-    refunds = out[out.index("the back office refunds it") :]
+    # The refunds come after the payment, and before the metrics the demo moved.
+    refunds = out[out.index("the back office refunds it") : out.index("\n  metrics ")]
     assert re.search(r"refund\s+demo-sbx-authorised-\w+-refund-1, CNY 3.76 \(CUSTOMER", refunds)
     assert re.search(r"refund\s+demo-sbx-authorised-\w+-refund-2, CNY 7.54 \(RETURN\)", refunds)
     assert len(re.findall(r"state\s+Refunded", refunds)) == 2
@@ -123,14 +124,17 @@ def test_demo_prints_the_metrics_its_payment_moved(
     out = default_demo.stdout
     metrics = out[out.index("/pay/metrics (the non-zero series)") :]
     assert re.search(r"payments\s+Authorised 1\n", metrics)
-    assert re.search(r"webhooks\s+stored 1\n", metrics)
+    # The AUTHORISATION, then one REFUND webhook for each of the two refunds.
+    assert re.search(r"webhooks\s+stored 3\n", metrics)
     for call in (
         "adyen,/payments,ok 1",
         "adyen,/payments/details,ok 1",
+        "adyen,/payments/{pspReference}/refunds,ok 2",
         "wechat,/sns/jscode2session",
     ):
         assert call in metrics
-    assert re.search(r"hook calls\s+delivered 2\n", metrics)  # Pending, then Authorised
+    # Pending, then Authorised; and each refund's Requested, Received, then Refunded.
+    assert re.search(r"hook calls\s+delivered 8\n", metrics)
 
 
 def test_demo_stay_serves_the_back_office_until_interrupted(tmp_path: Path) -> None:
@@ -151,7 +155,7 @@ def test_demo_stay_serves_the_back_office_until_interrupted(tmp_path: Path) -> N
             if line.startswith("serving until Ctrl-C"):
                 break
         printed = "".join(lines)
-        office = re.search(r"back office\s+(\S+)", printed)
+        office = re.search(r"back office\s+(http://\S+)", printed)
         key = re.search(r"admin key\s+(\S+)", printed)
         assert office and key, printed
         login = httpx.get(office.group(1), follow_redirects=True, timeout=10)
