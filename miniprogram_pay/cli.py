@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +398,10 @@ class _StateWatcher:
     def __init__(self, out: Printer) -> None:
         self.out = out
         self.prefix: str | None = None
+        # A refund's changes reach the hook while its request is still printing:
+        # they are held, then printed under the refund they belong to.
+        self.refund_changes: dict[str, list[str]] = {}
+        self.heard = asyncio.Event()
 
     async def hook(self, change: Any) -> None:
         if self.prefix is None or not change.reference.startswith(self.prefix):
@@ -403,9 +409,10 @@ class _StateWatcher:
         if change.kind == "refund":
             refund = change.refund
             previous = refund.previous.value if refund.previous else "(new)"
-            self.out.line(
-                "   host told", f"refund {refund.reference}: {previous} -> {refund.state.value}"
+            self.refund_changes.setdefault(refund.reference, []).append(
+                f"{previous} -> {refund.state.value}"
             )
+            self.heard.set()
             return
         previous = change.previous.value if change.previous else "(new)"
         self.out.line("   state", f"{previous} -> {change.state.value} ({change.source})")
@@ -438,11 +445,13 @@ async def _play_one(
         result = await _shopper(client, servers, out.line).pay(args.scenario, action=args.action)
         verdict = _verdict(out, result)
         if result.state == "Authorised" and not args.no_refund:
-            await _refund_step(client, out, servers, result.reference)
+            await _refund_step(client, out, servers, watch, result.reference)
     return verdict
 
 
-async def _refund_step(client: Any, out: Printer, servers: Any, reference: str) -> None:
+async def _refund_step(
+    client: Any, out: Printer, servers: Any, watch: _StateWatcher, reference: str
+) -> None:
     """The back office gives the money back: a third of it, then the rest."""
     out.plain()
     out.plain(
@@ -462,7 +471,22 @@ async def _refund_step(client: Any, out: Printer, servers: Any, reference: str) 
             body=body,
             say=out.line,
             wait_seconds=15.0,
+            outcome=functools.partial(_print_host_told, out, watch),
         )
+
+
+async def _print_host_told(out: Printer, watch: _StateWatcher, reference: str, state: str) -> None:
+    """The changes the host heard of one refund, once it heard the last one (or after 5 s)."""
+    deadline = time.monotonic() + 5.0
+    while not any(c.endswith(f"-> {state}") for c in watch.refund_changes.get(reference, [])):
+        watch.heard.clear()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.heard.wait(), remaining)
+    for change in watch.refund_changes.pop(reference, []):
+        out.line("   host told", f"refund {reference}: {change}")
 
 
 def _verdict(out: Printer, result: Any) -> int:
@@ -616,10 +640,12 @@ async def refund_over_http(
     body: dict[str, Any],
     say: Callable[[str, str], None],
     wait_seconds: float,
+    outcome: Callable[[str, str], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """``POST /admin/payments/{reference}/refunds``, then wait for the refund's outcome.
 
-    Returns the refund as the status answer shows it last.
+    Returns the refund as the status answer shows it last. ``outcome`` (if given)
+    hears the refund's reference and last state before the payment's ledger is said.
     """
     from urllib.parse import quote
 
@@ -650,6 +676,8 @@ async def refund_over_http(
     else:
         reason = f" ({refund['refusalReason']})" if refund.get("refusalReason") else ""
         say("   state", f"{refund['state']}{reason}")
+    if outcome is not None:
+        await outcome(refund["reference"], refund["state"])
     say("payment", _ledger_text(refunds))
     return refund
 
