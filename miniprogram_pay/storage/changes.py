@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from miniprogram_pay.domain.events import PaymentEvent, summary_result_code
 from miniprogram_pay.domain.machine import PaymentMachine
@@ -95,6 +95,21 @@ LOCK = Sql(
     lambda dialect: (
         select(*PAYMENT_COLUMNS)
         .where(any_of(P.c.reference, "references", dialect))
+        .order_by(P.c.reference)
+        .with_for_update()
+    )
+)
+# The same, with the payments a batch's refund items name by pspReference: locked in the
+# same statement, so in the one global order, not after the others.
+LOCK_WITH_OWNERS = Sql(
+    lambda dialect: (
+        select(*PAYMENT_COLUMNS)
+        .where(
+            or_(
+                any_of(P.c.reference, "references", dialect),
+                any_of(P.c.psp_reference, "psps", dialect),
+            )
+        )
         .order_by(P.c.reference)
         .with_for_update()
     )
@@ -171,11 +186,24 @@ class PaymentChanges:
     _outbox: list[dict[str, Any]] = field(default_factory=list)
     _reads: tuple[Any, Any] | None = None
 
-    def lock(self, references: Iterable[str], keys: Iterable[str]) -> None:
-        """Send the reads: the payments of ``references`` locked, the ``keys`` logged already."""
+    def lock(
+        self, references: Iterable[str], keys: Iterable[str], owners: Iterable[str] = ()
+    ) -> None:
+        """Send the reads: the payments of ``references`` locked, the ``keys`` logged already.
+
+        ``owners`` are pspReferences whose payments the unit goes on to lock for refund
+        items: they are locked here, with the others, in the one global order. Locked
+        later, a batch holding payment A and wanting B's refunds would deadlock with one
+        holding B and wanting A's on PostgreSQL.
+        """
         refs = sorted(set(references))
-        if refs:
-            lock = self.unit.run(LOCK, {"references": refs})
+        psps = sorted(set(owners))
+        if refs or psps:
+            lock = (
+                self.unit.run(LOCK_WITH_OWNERS, {"references": refs, "psps": psps})
+                if psps
+                else self.unit.run(LOCK, {"references": refs})
+            )
             logged = self.unit.run(LOGGED, {"references": refs, "keys": sorted(set(keys))})
             self._reads = (lock, logged)
 

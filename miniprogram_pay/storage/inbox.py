@@ -56,6 +56,7 @@ NOTE_FIELDS = (
     "amount_value", "amount_currency", "reason", "received_at", "raw",
 )  # fmt: skip
 NOTE_COLUMNS = [N.c[name] for name in NOTE_FIELDS]
+CODE, RAW = NOTE_FIELDS.index("event_code"), NOTE_FIELDS.index("raw")
 LISTED = [
     N.c[n]
     for n in (
@@ -246,7 +247,12 @@ class InboxStore:
             now = utcnow()
             notes = sorted(unit.run(LOCK_WAITING, {"ids": ids}).all(), key=_lock_order)
             changes = PaymentChanges(unit, self.machine, now, outbox_lease_seconds)
-            changes.lock([n[2] for n in notes], [f"webhook:{n[1]}" for n in notes])
+            owners = [_original_reference(n[RAW]) for n in notes if n[CODE] in REFUND_EVENT_CODES]
+            changes.lock(
+                [n[2] for n in notes],
+                [f"webhook:{n[1]}" for n in notes],
+                owners=[psp for psp in owners if psp],
+            )
             refunds = RefundChanges(unit, self.refund_machine, now, outbox_lease_seconds)
             return _apply_notes(unit, changes, refunds, notes, now)
 
@@ -369,9 +375,15 @@ def _upsert_rows(
     rows = [_row(unique[key], counts[key], now, due_at) for key in sorted(unique)]
     upserted = unit.run_rows(UPSERT, rows)
     if then_lock is not None:
+        owners = [
+            _original_reference(i.raw_json)
+            for i in unique.values()
+            if i.event_code in REFUND_EVENT_CODES
+        ]
         then_lock.lock(
             [i.merchant_reference for i in unique.values()],
             [f"webhook:{key}" for key in unique],
+            owners=[psp for psp in owners if psp],
         )
     return upserted.all()
 

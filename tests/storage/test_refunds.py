@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from datetime import timedelta
+
+import pytest
 
 from miniprogram_pay.domain.refunds import RefundState, refund_received_event
 from miniprogram_pay.storage import InboxItem, Storage
@@ -87,3 +91,49 @@ async def test_a_refund_webhook_for_no_known_payment_is_an_orphan(storage: Stora
     record = await storage.inbox.apply_one(stored.id)
     assert record is not None and record.status == "orphan"
     assert await storage.refunds.of("order-1") == []
+
+
+async def test_crossed_refund_batches_take_their_locks_in_one_order(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Batch one holds payment A's item and B's refund, batch two B's item and A's refund.
+
+    Locking each batch's refund owners after its payments deadlocks the two on
+    PostgreSQL (one is aborted and retried); in one global order, neither waits long.
+    """
+    pairs = 6
+    for n in range(2 * pairs):
+        reference = f"order-{n}"
+        await create(storage, reference)
+        await storage.payments.apply(reference, details("Authorised", psp_reference=f"P{n:015}"))
+
+    def payment_item(key: str, n: int) -> InboxItem:
+        # A REPORT_AVAILABLE names the payment and moves nothing: it only takes its lock.
+        return inbox_item(
+            key, merchant_reference=f"order-{n}", event_code="REPORT_AVAILABLE",
+            psp_reference=f"P{n:015}",
+        )  # fmt: skip
+
+    def refund_item(key: str, n: int) -> InboxItem:
+        return inbox_item(
+            key, merchant_reference=f"order-{n}-refund-x", event_code="REFUND",
+            psp_reference=f"R{n:015}", amount_value=100,
+            raw_json=json.dumps({"originalReference": f"P{n:015}"}),
+        )  # fmt: skip
+
+    caplog.set_level(logging.INFO, logger="miniprogram_pay")
+    for round_ in range(pairs):
+        a, b = 2 * round_, 2 * round_ + 1
+        one = await storage.inbox.store([payment_item(f"{a:064}", a), refund_item(f"{b:064}", b)])
+        two = await storage.inbox.store(
+            [payment_item(f"{b + 50:064}", b), refund_item(f"{a + 50:064}", a)]
+        )
+        applied = await asyncio.gather(
+            storage.inbox.apply([s.id for s in one]), storage.inbox.apply([s.id for s in two])
+        )
+        assert [r.status for batch in applied for r in batch] == ["applied"] * 4
+    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retried == []
+    for n in range(2 * pairs):
+        [refund] = await storage.refunds.of(f"order-{n}")
+        assert (refund.external, refund.state) == (True, RefundState.REFUNDED)
