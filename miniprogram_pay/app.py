@@ -179,6 +179,7 @@ class MiniProgramPay:
             park_after_seconds=self.settings.outbox_park_after_seconds,
             metrics=metrics,
             origins=self.origins,
+            ask_again=self._ask_again,
         )
         self.service = PaymentService(
             settings=self.settings,
@@ -195,6 +196,9 @@ class MiniProgramPay:
             adyen=self.adyen,
             changes=self.workers.deliveries,
         )
+
+    async def _ask_again(self) -> int:
+        return await self.refunds.ask_again()
 
     async def refund(
         self,

@@ -32,7 +32,7 @@ from miniprogram_pay.domain.refunds import (
     refund_received_event,
     refund_rejected_event,
 )
-from miniprogram_pay.errors import AdyenError, InvalidRefundError
+from miniprogram_pay.errors import AdyenError, InvalidRefundError, MiniProgramPayError
 from miniprogram_pay.services.payments import ChangeHandOff, NoHandOff
 from miniprogram_pay.storage.records import Refund
 from miniprogram_pay.storage.refunds import RefundAsk
@@ -43,6 +43,9 @@ __all__ = ["MAX_CALLER_KEY_CHARS", "RefundService", "check_caller_key"]
 logger = logging.getLogger("miniprogram_pay.refunds")
 
 MAX_CALLER_KEY_CHARS = 64
+# A refund is Requested while its call to Adyen runs (retries included, well under a
+# minute); one still Requested after this long was left behind, and is asked again.
+RESEND_AFTER_SECONDS = 120.0
 
 
 def check_caller_key(key: str | None) -> str | None:
@@ -116,6 +119,31 @@ class RefundService:
         elif refund.state is not RefundState.REQUESTED or refund.external:
             return refund  # Adyen answered this one already
         return await self._ask_adyen(reference, refund)
+
+    async def ask_again(self, *, older_than_seconds: float = RESEND_AFTER_SECONDS) -> int:
+        """Ask Adyen again, each with its own Idempotency-Key, for our refunds it never
+        answered (a crash or an outage between storing one and hearing Adyen); returns
+        how many were asked. The same key makes a second ask harmless: Adyen answers
+        it with the refund it made the first time, or makes it now."""
+        asked = 0
+        for refund in await self.storage.refunds.unanswered(older_than_seconds=older_than_seconds):
+            asked += 1
+            logger.warning(
+                "refund %s of %s was never answered by Adyen; asking again with its key",
+                refund.reference,
+                refund.payment_reference,
+            )
+            try:
+                await self._ask_adyen(refund.payment_reference, refund)
+            except Exception as exc:  # one refund's failure must not hold back the others
+                # Still Requested (or rejected, and recorded so): the next pass asks again.
+                logger.warning(
+                    "refund %s: asking again failed (%s)",
+                    refund.reference,
+                    exc,
+                    exc_info=not isinstance(exc, MiniProgramPayError),
+                )
+        return asked
 
     async def _ask_adyen(self, reference: str, refund: Refund) -> Refund:
         payment = await self.storage.payments.get(reference)

@@ -98,8 +98,11 @@ class Workers:
         stall_after_seconds: float = STALL_AFTER_SECONDS,
         metrics: Metrics = NO_METRICS,
         origins: ChangeOrigins | None = None,
+        ask_again: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.apply_notifications = apply_notifications
+        # Asks Adyen again for what it never answered (refunds left Requested by a crash).
+        self.ask_again = ask_again
         self.metrics = metrics
         # Which request caused a change: its hook call runs with that request's id.
         self.origins = origins or ChangeOrigins()
@@ -249,6 +252,8 @@ class Workers:
             self._next_report = time.monotonic() + REPORT_SECONDS
             await self.report_stale()
             await self.report_parked()
+            if self.ask_again is not None:
+                await self.ask_again()
 
     async def _apply_due(self, *, include_leased: bool = False) -> int:
         """Apply inbox items that are due; returns how many were due.

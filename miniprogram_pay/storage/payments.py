@@ -38,7 +38,7 @@ from miniprogram_pay.storage.records import (
     Refund,
     TransitionRecord,
 )
-from miniprogram_pay.storage.refunds import read_refunds
+from miniprogram_pay.storage.refund_rows import read_refunds
 from miniprogram_pay.storage.sql import Sql, Unit, among, bind_all, like_prefix
 from miniprogram_pay.storage.tables import (
     PaymentEventRow,

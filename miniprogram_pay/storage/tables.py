@@ -195,6 +195,8 @@ class RefundRow(SQLModel, table=True):
         UniqueConstraint("payment_id", "number", name="uq_mpp_refund_number"),
         UniqueConstraint("payment_id", "caller_key", name="uq_mpp_refund_caller_key"),
         UniqueConstraint("payment_id", "psp_reference", name="uq_mpp_refund_psp_reference"),
+        # The recovery pass looks for refunds Adyen never answered: Requested, oldest first.
+        Index("ix_mpp_refund_state_updated_at", "state", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -281,6 +281,26 @@ async def test_a_lost_answer_is_asked_again_with_the_same_key(db_url: str) -> No
             await w.pay.refund("order-lost", 201, idempotency_key="lost-1")
 
 
+async def test_a_refund_adyen_never_answered_is_asked_again_by_the_recovery_pass(
+    db_url: str,
+) -> None:
+    """No caller key, and the answer lost (or the process gone before it came): nobody
+    would ask again, so the recovery pass does, with the stored Idempotency-Key."""
+    async with world(db_url, adyen_max_retries=0) as w:
+        psp = await authorised(w, "order-orphaned")
+        w.sandbox.inject_fault("503", target="refunds", processed=True)
+        with pytest.raises(AdyenError):
+            await w.pay.refund("order-orphaned", 200)
+        young = await w.pay.refunds.ask_again()  # too young: its call may still be running
+        assert young == 0
+        assert await w.pay.refunds.ask_again(older_than_seconds=0) == 1
+        await w.settle()
+        [refund] = (await w.status("order-orphaned"))["refunds"]["items"]
+        assert (refund["state"], refund["amount"]["value"]) == ("Refunded", 200)
+        assert len(w.sandbox.payments[psp].refunds) == 1  # the same refund, made once
+        assert await w.pay.refunds.ask_again(older_than_seconds=0) == 0  # answered now
+
+
 async def test_null_fields_are_absent_fields(db_url: str) -> None:
     """``null`` for the key, the reason or the amount is the field left out (once a 500)."""
     async with world(db_url) as w:

@@ -44,7 +44,8 @@ from miniprogram_pay.domain.refunds import (
 )
 from miniprogram_pay.errors import MiniProgramPayError
 from miniprogram_pay.storage import Database, InboxItem, Storage
-from miniprogram_pay.storage.refunds import RefundAsk, refund_reference
+from miniprogram_pay.storage.refund_rows import refund_reference
+from miniprogram_pay.storage.refunds import RefundAsk
 from miniprogram_pay.storage.schema import create_all
 from tests.domain.refund_model import (
     HOLDS,

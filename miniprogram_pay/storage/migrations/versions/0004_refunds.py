@@ -60,6 +60,9 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_mpp_refund_psp_reference"), "mpp_refund", ["psp_reference"], unique=False
     )
+    op.create_index(
+        "ix_mpp_refund_state_updated_at", "mpp_refund", ["state", "updated_at"], unique=False
+    )
     op.create_table(
         "mpp_refund_event",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -97,6 +100,7 @@ def downgrade() -> None:
         batch.drop_column("kind")
     op.drop_index(op.f("ix_mpp_refund_event_refund_id"), table_name="mpp_refund_event")
     op.drop_table("mpp_refund_event")
+    op.drop_index("ix_mpp_refund_state_updated_at", table_name="mpp_refund")
     op.drop_index(op.f("ix_mpp_refund_psp_reference"), table_name="mpp_refund")
     op.drop_index(op.f("ix_mpp_refund_reference"), table_name="mpp_refund")
     op.drop_index(op.f("ix_mpp_refund_payment_id"), table_name="mpp_refund")
