@@ -664,6 +664,7 @@ async def refund_over_http(
         f"{refund['reference']}, {amount}" + (f" ({refund['reason']})" * bool(refund["reason"])),
     )
     say("   state", f"{refund['state']} (pspReference {refund['pspReference']})")
+    said = refund["state"]
     deadline = time.monotonic() + wait_seconds
     refunds: dict[str, Any] = answer["refunds"]
     while refund["state"] in ("Requested", "Received") and time.monotonic() < deadline:
@@ -673,7 +674,7 @@ async def refund_over_http(
         refund = next(i for i in refunds["items"] if i["reference"] == refund["reference"])
     if refund["state"] in ("Requested", "Received"):
         say("   state", f"{refund['state']}: Adyen's webhook has not come yet")
-    else:
+    elif refund["state"] != said or refund.get("refusalReason"):  # not said already
         reason = f" ({refund['refusalReason']})" if refund.get("refusalReason") else ""
         say("   state", f"{refund['state']}{reason}")
     if outcome is not None:

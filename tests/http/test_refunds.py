@@ -270,8 +270,11 @@ async def test_a_lost_answer_is_asked_again_with_the_same_key(db_url: str) -> No
             await w.pay.refund("order-lost", 200, idempotency_key="lost-1")
         assert lost.value.code == "adyen_unavailable"
         status = await w.status("order-lost")
-        assert [i["state"] for i in status["refunds"]["items"]] == ["Requested"]
-        assert status["refunds"]["pending"]["value"] == 200  # still holds its amount
+        # Requested, holding its amount; or Refunded if Adyen's webhook for the refund it
+        # made came already. Never released: the money may be gone.
+        [state] = [i["state"] for i in status["refunds"]["items"]]
+        held = {"Requested": "pending", "Refunded": "refunded"}[state]
+        assert status["refunds"][held]["value"] == 200
 
         again = await w.pay.refund("order-lost", 200, idempotency_key="lost-1")
         assert again.state in (RefundState.RECEIVED, RefundState.REFUNDED)
@@ -288,7 +291,8 @@ async def test_a_refund_adyen_never_answered_is_asked_again_by_the_recovery_pass
     would ask again, so the recovery pass does, with the stored Idempotency-Key."""
     async with world(db_url, adyen_max_retries=0) as w:
         psp = await authorised(w, "order-orphaned")
-        w.sandbox.inject_fault("503", target="refunds", processed=True)
+        # Adyen is down: it makes nothing, and no webhook will come to settle the refund.
+        w.sandbox.inject_fault("503", target="refunds")
         with pytest.raises(AdyenError):
             await w.pay.refund("order-orphaned", 200)
         young = await w.pay.refunds.ask_again()  # too young: its call may still be running
