@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     rate_limit_per_minute: int = Field(default=0, ge=0)
     stale_after_seconds: int = Field(default=1800, ge=0)
+    # A Created or Pending attempt older than this is not handed out again: a new
+    # attempt starts (a WeChat prepay_id lives about two hours).
+    prepay_lifetime_seconds: int = Field(default=7200, ge=60, le=7 * 24 * 3600)
     amount_limits: Annotated[dict[str, tuple[int, int]], NoDecode] = Field(default_factory=dict)
     # -- storage ---------------------------------------------------------------------------
     database_url: str = DEFAULT_DATABASE_URL

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from miniprogram_pay.adyen.webhooks import check_basic_auth, parse_notification_body, verify_batch
 from miniprogram_pay.domain.ledger import refund_ledger
+from miniprogram_pay.domain.orders import Step
 from miniprogram_pay.domain.refunds import RefundView
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import (
@@ -43,8 +44,9 @@ from miniprogram_pay.http.bodies import read_body, read_json
 from miniprogram_pay.http.context import Plugin
 from miniprogram_pay.observability.metrics import WebhookOutcome, WebhookReason
 from miniprogram_pay.services import recovery
-from miniprogram_pay.services.payments import DetailsInput, PaymentInput, mask
+from miniprogram_pay.services.payments import DetailsInput, PaidAttempt, PaymentInput, mask
 from miniprogram_pay.services.readiness import check_readiness
+from miniprogram_pay.storage.orders import AttemptStatus, OrderStatus
 from miniprogram_pay.storage.records import (
     EventRecord,
     OutboxRecord,
@@ -221,10 +223,10 @@ async def payment_status(request: Request) -> Response:
     admin = _is_admin(request)
     openid = None if admin else _shopper(request)
     reference = schemas.path_reference(request.path_params["reference"])
-    found = await plugin.storage.payments.status(reference)
-    if found is None or (openid is not None and found[0].openid != openid):
+    found = await plugin.storage.orders.status(reference)
+    if found is None or (openid is not None and found.order.openid != openid):
         raise NotFoundError("no such payment", code="payment_not_found")
-    return _json(status_answer(*found))
+    return _json(status_answer(found))
 
 
 async def refund_payment(request: Request) -> Response:
@@ -239,11 +241,12 @@ async def refund_payment(request: Request) -> Response:
         reason=parsed.reason,
         idempotency_key=parsed.idempotency_key,
     )
-    found = await plugin.storage.payments.status(reference)
+    # The refund is of the attempt that pays the order (the reference may be the order's).
+    found = await plugin.storage.payments.status(refund.payment_reference)
     assert found is not None  # the refund was just made of it
     payment, _, _, refunds = found
     answer = schemas.RefundAnswer(
-        payment_reference=reference,
+        payment_reference=refund.payment_reference,
         refund=refund_entry(next((r for r in refunds if r.id == refund.id), refund)),
         refunds=refunds_body(payment, refunds),
     )
@@ -414,12 +417,17 @@ async def _monitoring(plugin: Plugin) -> dict[str, Any]:
 # -- rendering answers -----------------------------------------------------------------
 
 
-def payment_answer(payment: PaymentRecord) -> schemas.PaymentAnswer:
+def payment_answer(paid: PaidAttempt) -> schemas.PaymentAnswer:
     """POST /payments: the seed's shape (``paymentData``, ``redirect.data``) plus ``action``."""
-    can_pay = payment.wechat_params is not None and payment.state.value != "Authorised"
+    payment = paid.payment
+    can_pay = payment.wechat_params is not None and payment.state is not PaymentState.AUTHORISED
     redirect = schemas.Redirect.model_validate({"data": payment.wechat_params}) if can_pay else None
     return schemas.PaymentAnswer(
         reference=payment.reference,
+        order_reference=paid.order.reference,
+        attempt=payment.attempt,
+        # A paid order answers with its kept attempt; any other with the attempt to pay.
+        order_state=PaymentState.AUTHORISED if paid.step is Step.PAID else payment.state,
         state=payment.state,
         result_code=payment.result_code,
         psp_reference=payment.psp_reference,
@@ -540,32 +548,62 @@ def refunds_body(payment: PaymentRecord, refunds: list[Refund]) -> schemas.Refun
     )
 
 
-def status_answer(
-    payment: PaymentRecord,
-    history: list[TransitionRecord],
-    events: list[EventRecord],
-    refunds: list[Refund],
-) -> schemas.StatusAnswer:
-    return schemas.StatusAnswer(
+def _conflicts(payment: PaymentRecord, events: list[EventRecord]) -> list[schemas.Conflict]:
+    return [
+        schemas.Conflict(
+            kind=e.conflict,
+            attempt=payment.reference,
+            source=e.source,
+            event=e.kind,
+            success=e.success,
+            at=e.at,
+        )
+        for e in events
+        if e.conflict
+    ]
+
+
+def _event_entries(events: list[EventRecord]) -> list[schemas.EventEntry]:
+    return [
+        schemas.EventEntry(
+            source=e.source, event=e.kind, success=e.success, outcome=e.outcome, at=e.at
+        )
+        for e in events
+    ]
+
+
+def attempt_entry(attempt: AttemptStatus, kept: bool) -> schemas.AttemptEntry:
+    payment = attempt.payment
+    return schemas.AttemptEntry(
         **_details_fields(payment),
-        refunds=refunds_body(payment, refunds),
-        amount=schemas.AmountBody.of(payment.amount),
+        number=payment.attempt,
+        kept=kept,
         created_at=payment.created_at,
         updated_at=payment.updated_at,
-        conflicts=[
-            schemas.Conflict(
-                kind=e.conflict, source=e.source, event=e.kind, success=e.success, at=e.at
-            )
-            for e in events
-            if e.conflict
-        ],
-        history=[history_entry(t) for t in history],
-        events=[
-            schemas.EventEntry(
-                source=e.source, event=e.kind, success=e.success, outcome=e.outcome, at=e.at
-            )
-            for e in events
-        ],
+        conflicts=_conflicts(payment, attempt.events),
+        history=[history_entry(t) for t in attempt.history],
+        events=_event_entries(attempt.events),
+        refunds=refunds_body(payment, attempt.refunds),
+    )
+
+
+def status_answer(found: OrderStatus) -> schemas.StatusAnswer:
+    view, shown = found.view, found.shown
+    kept = view.kept.number if view.kept else None
+    return schemas.StatusAnswer(
+        **{
+            **_details_fields(shown.payment),
+            "reference": found.order.reference,
+            "state": view.state,
+        },
+        amount=schemas.AmountBody.of(found.order.amount),
+        created_at=found.order.created_at,
+        updated_at=max(a.payment.updated_at for a in found.attempts),
+        conflicts=[c for a in found.attempts for c in _conflicts(a.payment, a.events)],
+        history=[history_entry(t) for t in shown.history],
+        events=_event_entries(shown.events),
+        attempts=[attempt_entry(a, a.payment.attempt == kept) for a in found.attempts],
+        refunds=refunds_body(shown.payment, shown.refunds),
     )
 
 

@@ -34,11 +34,11 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from miniprogram_pay.adyen.checkout import PAYMENT_METHOD_TYPE
 from miniprogram_pay.domain.money import MAX_MINOR_UNITS, SUPPORTED_CURRENCIES, Amount
 from miniprogram_pay.domain.refunds import RefundState
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import InvalidQueryError, InvalidRequestError
-from miniprogram_pay.services.payments import PAYMENT_METHOD_TYPE
 from miniprogram_pay.services.workers import LoopState
 
 __all__ = [
@@ -457,7 +457,12 @@ class DetailsAnswer(_Model):
 
 
 class PaymentAnswer(_Model):
-    reference: str
+    reference: str = Field(
+        description="The attempt's own Adyen reference: send it to /payments/details."
+    )
+    order_reference: str = Field(description="The order's reference (the same for every attempt).")
+    attempt: int = Field(description="The attempt's number in the order: 1, 2, ...")
+    order_state: PaymentState = Field(description="Authorised when one attempt is.")
     state: PaymentState
     result_code: str | None
     psp_reference: str | None
@@ -468,7 +473,10 @@ class PaymentAnswer(_Model):
 
 
 class Conflict(_Model):
-    kind: str | None = Field(description="failure_after_authorisation, amount_mismatch, ...")
+    kind: str | None = Field(
+        description="failure_after_authorisation, amount_mismatch, duplicate_authorisation, ..."
+    )
+    attempt: str | None = Field(default=None, description="The attempt's reference.")
     source: str
     event: str
     success: bool | None
@@ -527,14 +535,35 @@ class RefundsBody(_Model):
     items: list[RefundEntry]
 
 
+class AttemptEntry(DetailsAnswer):
+    """One attempt of the order: one Adyen payment."""
+
+    number: int
+    kept: bool = Field(description="This attempt pays the order.")
+    created_at: Timestamp
+    updated_at: Timestamp
+    conflicts: list[Conflict]
+    history: list[HistoryEntry]
+    events: list[EventEntry]
+    refunds: RefundsBody = Field(description="This attempt's refunds.")
+
+
 class StatusAnswer(DetailsAnswer):
+    """The order: its state (Authorised when one attempt is, else its current attempt's),
+    the summary, history and events of the attempt that decides it (the kept one, else
+    the current one), every conflict of every attempt, and each attempt."""
+
+    reference: str = Field(description="The order's reference.")
     amount: AmountBody
     created_at: Timestamp
     updated_at: Timestamp
     conflicts: list[Conflict]
     history: list[HistoryEntry]
     events: list[EventEntry]
-    refunds: RefundsBody
+    attempts: list[AttemptEntry] = Field(description="Oldest first.")
+    refunds: RefundsBody = Field(
+        description="The refunds of the attempt the summary shows (the kept one, if any)."
+    )
 
 
 class RefundAnswer(_Model):

@@ -15,9 +15,14 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
-from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
+from miniprogram_pay.adyen.checkout import (
+    AdyenCheckoutClient,
+    details_request_body,
+    payment_request_body,
+)
 from miniprogram_pay.adyen.responses import PaymentResult, parse_payment_result
 from miniprogram_pay.adyen.webhooks import NotificationBatch, NotificationItem
 from miniprogram_pay.config import Settings
@@ -28,6 +33,7 @@ from miniprogram_pay.domain.events import (
     result_key_prefix,
 )
 from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.orders import Step
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import (
     AdyenError,
@@ -40,6 +46,7 @@ from miniprogram_pay.observability.context import ChangeOrigins
 from miniprogram_pay.observability.metrics import NO_METRICS, Metrics
 from miniprogram_pay.services.batching import GroupCommitter
 from miniprogram_pay.services.hooks import Order, OrderRequest, OrderResolver
+from miniprogram_pay.storage.orders import OrderRecord, OrderStep
 from miniprogram_pay.storage.records import (
     AppliedEvent,
     AppliedRefund,
@@ -57,6 +64,7 @@ __all__ = [
     "ChangeHandOff",
     "DetailsInput",
     "NoHandOff",
+    "PaidAttempt",
     "PaymentInput",
     "PaymentService",
     "ignore_reason",
@@ -69,8 +77,6 @@ __all__ = [
 APPLY_LEASE_SECONDS = 10.0
 
 logger = logging.getLogger("miniprogram_pay.payments")
-
-PAYMENT_METHOD_TYPE = "wechatpayMiniProgram"
 
 # The three shapes of the Mini Program's res.errMsg, and what Adyen is sent for each.
 # One shape is one kind of /payments/details call: the detail after "fail" is the
@@ -102,6 +108,15 @@ class DetailsInput:
     reference: str | None
     payment_data: str | None
     payment_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaidAttempt:
+    """What ``POST /payments`` answers with: the order, and the attempt that answers it."""
+
+    order: OrderRecord
+    payment: PaymentRecord
+    step: Step
 
 
 class ChangeHandOff(Protocol):
@@ -164,17 +179,26 @@ class PaymentService:
 
     # -- POST /payments --------------------------------------------------------------
 
-    async def start_payment(self, openid: str, request: PaymentInput) -> PaymentRecord:
-        """Record the payment, ask Adyen for it once, keep and return the answer."""
+    async def start_payment(self, openid: str, request: PaymentInput) -> PaidAttempt:
+        """Apply the attempt rule to the order; ask Adyen once for an attempt it starts.
+
+        A paid order answers with its kept attempt, an open one (Created or Pending,
+        younger than the prepay lifetime) with the same ``wx.requestPayment``
+        parameters, a failed or expired one with a new attempt (``storage/orders.py``).
+        """
         order = await self._resolve_order(openid, request)
-        payment = await self._record(openid, order)
-        if payment.wechat_params is not None or payment.state.is_final:
-            # Adyen already answered for this reference: hand back what it said
-            # (a prepay_id lives about two hours) rather than pay twice.
-            return payment
-        result = await self._call_adyen_payments(payment)
-        applied = await self._apply_result(payment.reference, EventSource.PAYMENTS, result)
-        return applied.payment
+        found = await self._record(openid, order)
+        attempt = found.attempt
+        assert attempt is not None  # _record refuses an order that is not this one
+        if found.step is not Step.START and (
+            attempt.wechat_params is not None or attempt.state.is_final
+        ):
+            # Adyen already answered for this attempt: hand back what it said rather
+            # than pay twice.
+            return PaidAttempt(found.order, attempt, found.step)
+        result = await self._call_adyen_payments(found.order, attempt)
+        applied = await self._apply_result(attempt.reference, EventSource.PAYMENTS, result)
+        return PaidAttempt(found.order, applied.payment, found.step)
 
     async def _resolve_order(self, openid: str, request: PaymentInput) -> Order:
         if self.order_resolver is not None:
@@ -190,23 +214,30 @@ class PaymentService:
             raise InvalidRequestError("amount is required", code="missing_amount")
         return Order(reference=request.reference or _new_reference(), amount=request.amount)
 
-    async def _record(self, openid: str, order: Order) -> PaymentRecord:
+    async def _record(self, openid: str, order: Order) -> OrderStep:
         self._check_limits(order.amount)
-        payment, created = await self.storage.payments.create(
+        found = await self.storage.orders.pay(
             reference=order.reference,
             openid=openid,
             amount=order.amount,
             idempotency_key=str(uuid.uuid4()),
+            lifetime=timedelta(seconds=self.settings.prepay_lifetime_seconds),
         )
-        if not created and (payment.openid != openid or payment.amount != order.amount):
+        if not found.matches:
             raise ConflictError(
                 "this reference is already used by another payment", code="reference_conflict"
             )
-        if created:
+        attempt = found.attempt
+        if found.step is Step.START and attempt is not None:
             logger.info(
-                "payment %s created for %s (%s)", order.reference, mask(openid), order.amount
+                "order %s: attempt %d (%s) started for %s (%s)",
+                order.reference,
+                attempt.attempt,
+                attempt.reference,
+                mask(openid),
+                order.amount,
             )
-        return payment
+        return found
 
     def _check_limits(self, amount: Amount) -> None:
         low, high = self.settings.amount_limit(amount.currency)
@@ -216,19 +247,19 @@ class PaymentService:
                 code="amount_out_of_range",
             )
 
-    async def _call_adyen_payments(self, payment: PaymentRecord) -> PaymentResult:
-        body = {
-            "amount": payment.amount.to_adyen(),
-            "merchantAccount": self.settings.adyen_merchant_account,
-            "reference": payment.reference,
-            "returnUrl": self.settings.adyen_return_url,
-            "countryCode": self.settings.adyen_country_code,
-            "paymentMethod": {
-                "type": PAYMENT_METHOD_TYPE,
-                "openid": payment.openid,
-                "appId": self.settings.wechat_app_id,
-            },
-        }
+    async def _call_adyen_payments(
+        self, order: OrderRecord, payment: PaymentRecord
+    ) -> PaymentResult:
+        body = payment_request_body(
+            merchant_account=self.settings.adyen_merchant_account,
+            amount=payment.amount,
+            reference=payment.reference,
+            merchant_order_reference=order.reference,
+            return_url=self.settings.adyen_return_url,
+            country_code=self.settings.adyen_country_code,
+            openid=payment.openid,
+            app_id=self.settings.wechat_app_id,
+        )
         try:
             answer = await self.adyen.create_payment(body, idempotency_key=payment.idempotency_key)
         except AdyenError as exc:
@@ -255,6 +286,7 @@ class PaymentService:
         result: PaymentResult,
         *,
         request: str | None = None,
+        authoritative: bool = True,
     ) -> AppliedEvent:
         if result.result_code is None:
             raise AdyenError("Adyen's answer has no resultCode", code="adyen_bad_response")
@@ -266,6 +298,7 @@ class PaymentService:
             amount_value=result.amount_value,
             amount_currency=result.amount_currency,
             request=request,
+            authoritative=authoritative,
         )
         answer = ProviderAnswer(
             payment_data=result.payment_data,
@@ -298,6 +331,14 @@ class PaymentService:
             )
             if applied.outbox is not None:
                 self.changes.hand_off([applied.outbox])
+            for reported in applied.reported:
+                logger.warning(
+                    "order %s: attempt %s (%s) is a duplicate authorisation, owed a refund",
+                    reported.order_reference,
+                    reported.attempt_number,
+                    reported.reference,
+                )
+            self.changes.hand_off(applied.reported)
         elif decision is not None and decision.conflict is not None:
             logger.warning(
                 "payment %s: conflict %s (the event implies %s); state stays %s",
@@ -340,7 +381,7 @@ class PaymentService:
         shape = payment_status_shape(request.payment_status)
         prefix = result_key_prefix(EventSource.DETAILS, shape)
         payment, asked = await self._owned_payment(openid, request, prefix)
-        if payment.payment_data is None:
+        if not _answered(payment):
             raise ConflictError(
                 "this payment has not been started at Adyen yet", code="payment_not_started"
             )
@@ -355,11 +396,19 @@ class PaymentService:
 
     async def _call_adyen_details(self, payment: PaymentRecord, shape: str) -> PaymentRecord:
         status = PAYMENT_STATUS_SHAPES[shape]
-        body = {"paymentData": payment.payment_data, "details": {"paymentStatus": status}}
+        # An sdk action carries paymentData; a v71 redirect action has none, and
+        # /payments/details needs only the details then.
+        body = details_request_body(status, payment.payment_data)
         key = _details_key(payment.idempotency_key, status)
         answer = await self.adyen.submit_details(body, idempotency_key=key)
         applied = await self._apply_result(
-            payment.reference, EventSource.DETAILS, parse_payment_result(answer), request=shape
+            payment.reference,
+            EventSource.DETAILS,
+            parse_payment_result(answer),
+            request=shape,
+            # Adyen's answer for the paymentData we stored names our payment; without
+            # paymentData it was matched otherwise, and says no more than a webhook.
+            authoritative=payment.payment_data is not None,
         )
         return applied.payment
 
@@ -568,6 +617,13 @@ def payment_status_shape(payment_status: str) -> str:
     if payment_status == CANCEL_STATUS:
         return "cancel"
     return "fail"
+
+
+def _answered(payment: PaymentRecord) -> bool:
+    """Adyen answered ``/payments`` for this attempt (a timeout or 5xx leaves it Created)."""
+    return payment.state is not PaymentState.CREATED or (
+        payment.action is not None or payment.wechat_params is not None
+    )
 
 
 def _new_reference() -> str:

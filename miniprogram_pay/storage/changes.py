@@ -30,9 +30,10 @@ from sqlalchemy import bindparam, insert, or_, select, update
 from miniprogram_pay.domain.events import PaymentEvent, summary_result_code
 from miniprogram_pay.domain.machine import PaymentMachine
 from miniprogram_pay.domain.money import Amount
-from miniprogram_pay.domain.reconcile import Decision, Outcome, PaymentView, decide
+from miniprogram_pay.domain.orders import AttemptView, OrderView
+from miniprogram_pay.domain.reconcile import ConflictKind, Decision, Outcome, PaymentView, decide
 from miniprogram_pay.domain.states import PaymentState
-from miniprogram_pay.storage.outbox import outbox_row, write_changes
+from miniprogram_pay.storage.outbox import OrderChange, outbox_row, write_changes
 from miniprogram_pay.storage.records import (
     AppliedEvent,
     OutboxEvent,
@@ -41,10 +42,18 @@ from miniprogram_pay.storage.records import (
     TransitionRecord,
 )
 from miniprogram_pay.storage.sql import Sql, StaleRowError, Unit, any_of, bind_all
-from miniprogram_pay.storage.tables import PaymentEventRow, PaymentRow, TransitionRow, aware, table
+from miniprogram_pay.storage.tables import (
+    OrderRow,
+    PaymentEventRow,
+    PaymentRow,
+    TransitionRow,
+    aware,
+    table,
+)
 
 __all__ = ["Change", "PaymentChanges", "StoredPayment", "digest", "payment_record"]
 
+OR = table(OrderRow)
 P = table(PaymentRow)
 E = table(PaymentEventRow)
 T = table(TransitionRow)
@@ -56,11 +65,14 @@ class StoredPayment:
 
     id: int
     reference: str
+    order_id: int
+    attempt: int
     openid: str
     amount_value: int
     currency: str
     state: str
     psp_reference: str | None
+    psp_confirmed: bool
     result_code: str | None
     refusal_reason: str | None
     decisive_rank: int | None
@@ -82,15 +94,39 @@ class StoredPayment:
 PAYMENT_FIELDS = tuple(f.name for f in fields(StoredPayment))
 PAYMENT_COLUMNS = [P.c[name] for name in PAYMENT_FIELDS]
 # Every column a change may write; a changed payment writes them all, from memory.
-CHANGEABLE = tuple(name for name in PAYMENT_FIELDS if name not in ("id", "reference", "created_at"))
+CHANGEABLE = tuple(
+    name
+    for name in PAYMENT_FIELDS
+    if name not in ("id", "reference", "order_id", "attempt", "created_at")
+)
 EVENT_COLUMNS = (
     "payment_id", "key", "source", "kind", "success", "outcome", "conflict", "reason",
     "psp_reference", "amount_value", "amount_currency", "at",
 )  # fmt: skip
+ATTEMPT_COLUMNS = [
+    P.c[n]
+    for n in ("id", "order_id", "attempt", "reference", "state", "amount_value", "currency",
+              "created_at")
+]  # fmt: skip
+DUPLICATE = ConflictKind.DUPLICATE_AUTHORISATION.value
+DUPLICATE_KEY = f"order:{DUPLICATE}"
 TRANSITION_COLUMNS = (
     "payment_id", "from_state", "to_state", "source", "event_kind", "event_key", "at",
 )  # fmt: skip
 
+# Orders first, then payments: the one global lock order. Every change to an attempt
+# holds its order's lock, so the attempts read after it are the order as it stands.
+LOCK_ORDERS = Sql(
+    lambda dialect: (
+        select(OR.c.id, OR.c.reference, OR.c.duplicates)
+        .where(OR.c.id.in_(_orders_of(dialect)))
+        .order_by(OR.c.reference)
+        .with_for_update()
+    )
+)
+ATTEMPTS = Sql(
+    lambda dialect: select(*ATTEMPT_COLUMNS).where(P.c.order_id.in_(_orders_of(dialect)))
+)
 LOCK = Sql(
     lambda dialect: (
         select(*PAYMENT_COLUMNS)
@@ -121,6 +157,17 @@ LOGGED = Sql(
         .where(any_of(P.c.reference, "references", dialect), any_of(E.c.key, "keys", dialect))
     )
 )
+UPDATE_ORDER = Sql(
+    update(OR)
+    .where(OR.c.id == bindparam("b_id"))
+    .values(duplicates=bindparam("duplicates"), updated_at=bindparam("updated_at"))
+)
+# A duplicate that is not one of the unit's payments: its order's lock covers it.
+COUNT_CONFLICT = Sql(
+    update(P)
+    .where(P.c.id == bindparam("b_id"))
+    .values(conflicts=P.c.conflicts + 1, version=P.c.version + 1, updated_at=bindparam("now"))
+)
 INSERT_EVENT = Sql(insert(E).values(bind_all(E, EVENT_COLUMNS)))
 INSERT_TRANSITION = Sql(insert(T).values(bind_all(T, TRANSITION_COLUMNS)))
 UPDATE_PAYMENT = Sql(
@@ -128,6 +175,22 @@ UPDATE_PAYMENT = Sql(
     .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
     .values(bind_all(P, CHANGEABLE))
 )
+
+
+def _orders_of(dialect: str) -> Any:
+    return select(P.c.order_id).where(any_of(P.c.reference, "references", dialect))
+
+
+@dataclass(slots=True)
+class _Order:
+    """A locked order, and its attempts as read (the unit's own payments read live)."""
+
+    id: int
+    reference: str
+    duplicates: int
+    attempts: dict[int, AttemptView] = field(default_factory=dict)
+    ids: dict[int, int] = field(default_factory=dict)  # attempt number -> payment id
+    changed: bool = False
 
 
 def stored_payment(row: Sequence[Any]) -> StoredPayment:
@@ -153,6 +216,9 @@ def payment_record(row: StoredPayment) -> PaymentRecord:
         version=row.version,
         created_at=aware(row.created_at),
         updated_at=aware(row.updated_at),
+        order_id=row.order_id,
+        attempt=row.attempt,
+        psp_confirmed=bool(row.psp_confirmed),
     )
 
 
@@ -179,12 +245,14 @@ class PaymentChanges:
     # The outbox rows' lease: this process delivers them itself (None: any process may).
     lease_seconds: float | None = None
     _payments: dict[str, StoredPayment] = field(default_factory=dict)
+    _orders: dict[int, _Order] = field(default_factory=dict)
+    _counted: list[dict[str, Any]] = field(default_factory=list)
     _logged: set[tuple[int, str]] = field(default_factory=set)
     _before: dict[int, int] = field(default_factory=dict)  # changed payment -> version read
     _events: list[dict[str, Any]] = field(default_factory=list)
     _transitions: list[dict[str, Any]] = field(default_factory=list)
     _outbox: list[dict[str, Any]] = field(default_factory=list)
-    _reads: tuple[Any, Any] | None = None
+    _reads: tuple[Any, Any, Any, Any] | None = None
 
     def lock(
         self, references: Iterable[str], keys: Iterable[str], owners: Iterable[str] = ()
@@ -199,20 +267,29 @@ class PaymentChanges:
         refs = sorted(set(references))
         psps = sorted(set(owners))
         if refs or psps:
+            orders = self.unit.run(LOCK_ORDERS, {"references": refs})
             lock = (
                 self.unit.run(LOCK_WITH_OWNERS, {"references": refs, "psps": psps})
                 if psps
                 else self.unit.run(LOCK, {"references": refs})
             )
+            attempts = self.unit.run(ATTEMPTS, {"references": refs})
             logged = self.unit.run(LOGGED, {"references": refs, "keys": sorted(set(keys))})
-            self._reads = (lock, logged)
+            self._reads = (orders, lock, attempts, logged)
 
     def _read(self) -> None:
         if self._reads is None:
             return
-        lock, logged = self._reads
+        orders, lock, attempts, logged = self._reads
         self._reads = None
+        self._orders = {int(i): _Order(int(i), ref, int(d)) for i, ref, d in orders.all()}
         self._payments = {p.reference: p for p in map(stored_payment, lock.all())}
+        for pid, order_id, number, reference, state, value, currency, at in attempts.all():
+            order = self._orders[int(order_id)]
+            order.ids[int(number)] = int(pid)
+            order.attempts[int(number)] = AttemptView(
+                int(number), reference, PaymentState(state), Amount(value, currency), aware(at)
+            )
         self._logged = {(int(pid), str(key)) for pid, key in logged.all()}
 
     def apply(self, change: Change) -> AppliedEvent | None:
@@ -231,21 +308,82 @@ class PaymentChanges:
         self._logged.add((row.id, event.key))
         decision = decide(_view(row), event, self.machine)
         self._events.append(_event_values(row.id, event, decision, self.now))
-        transition = self._transition(row, event, decision) if decision.moved else None
+        order = self._orders.get(row.order_id)
+        before, was = self._order_view(order), PaymentState(row.state)
         self._change(row, _changes(row, event, decision, change.answer, self.now))
+        transition, duplicates = None, []
+        if decision.moved:
+            after = self._moved(order, row)
+            transition = self._transition(row, was, event, decision, after)
+            if order is not None and after is not None:
+                for attempt in _new_duplicates(before, after):
+                    duplicates.append(self._duplicate(order, attempt, after))
         return AppliedEvent(
-            payment=payment_record(row), decision=decision, duplicate=False, transition=transition
+            payment=payment_record(row),
+            decision=decision,
+            duplicate=False,
+            transition=transition,
+            duplicates=tuple(duplicates),
         )
 
+    def _order_view(self, order: _Order | None) -> OrderView | None:
+        return None if order is None else OrderView(order.reference, tuple(order.attempts.values()))
+
+    def _moved(self, order: _Order | None, row: StoredPayment) -> OrderView | None:
+        """The order once its attempt ``row`` moved to the state it now has."""
+        if order is None:
+            return None
+        seen = order.attempts[row.attempt]
+        order.attempts[row.attempt] = replace(seen, state=PaymentState(row.state))
+        return self._order_view(order)
+
+    def _duplicate(self, order: _Order, attempt: AttemptView, after: OrderView) -> str:
+        """Record that ``attempt`` authorised an order another attempt pays: a conflict
+        on the attempt and the order, and a change owed to the host (who refunds it)."""
+        payment_id = order.ids[attempt.number]
+        kept = after.kept
+        assert kept is not None  # a duplicate exists only beside the kept attempt
+        self._logged.add((payment_id, DUPLICATE_KEY))
+        self._events.append(
+            dict(
+                payment_id=payment_id, key=DUPLICATE_KEY, source="order", kind=DUPLICATE,
+                success=None, outcome=Outcome.CONFLICT.value, conflict=DUPLICATE,
+                reason=f"attempt {kept.number} ({kept.reference}) pays the order",
+                psp_reference=None, amount_value=None, amount_currency=None, at=self.now,
+            )
+        )  # fmt: skip
+        row = self._payments.get(attempt.reference)
+        if row is not None:
+            self._change(row, {"conflicts": row.conflicts + 1, "updated_at": self.now})
+        else:
+            self._counted.append({"b_id": payment_id, "now": self.now})
+        order.duplicates += 1
+        order.changed = True
+        authorised = PaymentState.AUTHORISED
+        self._outbox.append(
+            outbox_row(
+                payment_id=payment_id, reference=attempt.reference, from_state=authorised,
+                to_state=authorised, source="order", now=self.now,
+                lease_seconds=self.lease_seconds,
+                order=OrderChange(order.reference, attempt.number, after.state, DUPLICATE),
+            )
+        )  # fmt: skip
+        return str(self._outbox[-1]["event_id"])
+
     def _transition(
-        self, row: StoredPayment, event: PaymentEvent, decision: Decision
+        self,
+        row: StoredPayment,
+        was: PaymentState,
+        event: PaymentEvent,
+        decision: Decision,
+        order: OrderView | None,
     ) -> TransitionRecord:
         """The history row and the outbox row of a state change, written with it.
 
         The outbox row commits with the change: the host hears of every change that
         happened, even if this process dies right after the commit.
         """
-        was, now = PaymentState(row.state), decision.new_state
+        now = decision.new_state
         source = event.source.value
         self._transitions.append(
             dict(
@@ -253,10 +391,13 @@ class PaymentChanges:
                 event_kind=event.kind[:64], event_key=event.key, at=self.now,
             )
         )  # fmt: skip
+        told = OrderChange(
+            order.reference if order else row.reference, row.attempt, order.state if order else now
+        )
         self._outbox.append(
             outbox_row(
                 payment_id=row.id, reference=row.reference, from_state=was, to_state=now,
-                source=source, now=self.now, lease_seconds=self.lease_seconds,
+                source=source, now=self.now, lease_seconds=self.lease_seconds, order=told,
             )
         )  # fmt: skip
         return TransitionRecord(was, now, source, event.kind, event.key, self.now)
@@ -274,6 +415,13 @@ class PaymentChanges:
         self.unit.run_many(INSERT_EVENT, self._events)
         self.unit.run_many(INSERT_TRANSITION, self._transitions)
         written = write_changes(self.unit, self._outbox)
+        self.unit.run_many(COUNT_CONFLICT, self._counted)
+        orders = [
+            {"b_id": o.id, "duplicates": o.duplicates, "updated_at": self.now}
+            for o in self._orders.values()
+            if o.changed
+        ]
+        self.unit.run_many(UPDATE_ORDER, orders)
         changed = [p for p in self._payments.values() if p.id in self._before]
         if changed:
             updates = [
@@ -285,11 +433,20 @@ class PaymentChanges:
 
 
 def with_outbox(applied: AppliedEvent, written: dict[str, OutboxEvent]) -> AppliedEvent:
-    """``applied`` with the outbox event its state change wrote, if any."""
+    """``applied`` with the outbox events its change wrote, if any."""
     if applied.transition is None:
         return applied
     event_id = f"mpp_{applied.payment.id}_{applied.transition.to_state.value.lower()}"
-    return replace(applied, outbox=written.get(event_id))
+    reported = tuple(written[i] for i in applied.duplicates if i in written)
+    return replace(applied, outbox=written.get(event_id), reported=reported)
+
+
+def _new_duplicates(before: OrderView | None, after: OrderView | None) -> list[AttemptView]:
+    """Attempts that became duplicates of the order's kept one with this change."""
+    if after is None:
+        return []
+    known = {a.number for a in before.duplicates} if before is not None else set()
+    return [a for a in after.duplicates if a.number not in known]
 
 
 def _changeable(row: StoredPayment) -> dict[str, Any]:
@@ -309,6 +466,7 @@ def _view(row: StoredPayment) -> PaymentView:
         amount=Amount(row.amount_value, row.currency),
         psp_reference=row.psp_reference,
         decisive=decisive,
+        psp_confirmed=bool(row.psp_confirmed),
     )
 
 
@@ -341,6 +499,8 @@ def _changes(
     changes: dict[str, Any] = _answer_changes(row, answer)
     if decision.fills_psp_reference:
         changes["psp_reference"] = event.psp_reference
+    if decision.confirms_psp_reference:
+        changes["psp_confirmed"] = True
     if decision.outcome is Outcome.CONFLICT:
         changes["conflicts"] = row.conflicts + 1
     if decision.moved:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from miniprogram_pay.storage.tables import OutboxRow, aware, table, utcnow
 __all__ = [
     "COLUMNS",
     "LEASE_SECONDS",
+    "OrderChange",
     "OutboxStore",
     "outbox_record",
     "outbox_row",
@@ -39,12 +41,13 @@ LEASE_SECONDS = 30.0
 FIELDS = (
     "id", "event_id", "reference", "from_state", "to_state", "source", "attempts",
     "created_at", "requeued_at", "status", "last_error", "next_attempt_at", "delivered_at",
-    "kind", "refund",
+    "kind", "refund", "order_reference", "attempt_number", "order_state", "conflict",
 )  # fmt: skip
 COLUMNS = [OB.c[name] for name in FIELDS]
 WRITE_COLUMNS = (
     "event_id", "payment_id", "reference", "from_state", "to_state", "source", "status",
-    "attempts", "created_at", "next_attempt_at", "kind", "refund",
+    "attempts", "created_at", "next_attempt_at", "kind", "refund", "order_reference",
+    "attempt_number", "order_state", "conflict",
 )  # fmt: skip
 
 INSERT = RowsSql(
@@ -132,12 +135,24 @@ def outbox_row(
     source: str,
     now: datetime,
     lease_seconds: float | None,
+    order: OrderChange | None = None,
 ) -> dict[str, Any]:
-    """The row of one state change. Leased: this process delivers it (attempt 1) right away."""
+    """The row of one state change. Leased: this process delivers it (attempt 1) right away.
+
+    ``order``: the attempt's order, its number and the order's state after the change;
+    a change that reports a conflict (a duplicate authorisation) has an id of its own.
+    """
     leased = lease_seconds is not None
+    order = order or OrderChange(reference, None, to_state)
+    # A payment enters each state once, and reports each conflict once: the id is
+    # stable across redeliveries.
+    what = order.conflict or to_state.value.lower()
     return {
-        # A payment enters each state once: the id is stable across redeliveries.
-        "event_id": f"mpp_{payment_id}_{to_state.value.lower()}",
+        "event_id": f"mpp_{payment_id}_{what}",
+        "order_reference": order.reference,
+        "attempt_number": order.attempt,
+        "order_state": order.state.value,
+        "conflict": order.conflict,
         "payment_id": payment_id,
         "reference": reference,
         "from_state": from_state.value,
@@ -150,6 +165,16 @@ def outbox_row(
         "kind": "payment",
         "refund": None,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """What a change's outbox row says of the attempt's order."""
+
+    reference: str
+    attempt: int | None
+    state: PaymentState
+    conflict: str | None = None
 
 
 def write_changes(
@@ -181,6 +206,10 @@ def _written(row_id: int, row: dict[str, Any]) -> OutboxEvent:
         created_at=row["created_at"],
         kind=row["kind"],
         refund=_refund(row["refund"]),
+        order_reference=row["order_reference"],
+        attempt_number=row["attempt_number"],
+        order_state=PaymentState(row["order_state"]) if row["order_state"] else None,
+        conflict=row["conflict"],
     )
 
 
@@ -202,6 +231,11 @@ def _fields(row: Sequence[Any]) -> dict[str, Any]:
         "requeued_at": aware(values["requeued_at"]),
         "kind": values["kind"],
         "refund": _refund(values["refund"]),
+        # Rows from before orders existed: the payment was its order's only attempt.
+        "order_reference": values["order_reference"] or values["reference"],
+        "attempt_number": values["attempt_number"],
+        "order_state": PaymentState(values["order_state"] or values["to_state"]),
+        "conflict": values["conflict"],
         "rest": values,
     }
 

@@ -41,6 +41,7 @@ from miniprogram_pay.storage.records import (
 from miniprogram_pay.storage.refund_rows import read_refunds
 from miniprogram_pay.storage.sql import Sql, Unit, among, bind_all, like_prefix
 from miniprogram_pay.storage.tables import (
+    OrderRow,
     PaymentEventRow,
     PaymentRow,
     TransitionRow,
@@ -59,6 +60,7 @@ __all__ = [
     "upsert",
 ]
 
+OR = table(OrderRow)
 P = table(PaymentRow)
 E = table(PaymentEventRow)
 T = table(TransitionRow)
@@ -87,10 +89,26 @@ def _by_reference() -> Any:
     return select(P.c.id).where(P.c.reference == bindparam("reference")).scalar_subquery()
 
 
+ORDER_COLUMNS = ("reference", "openid", "amount_value", "currency", "duplicates", "created_at",
+                 "updated_at")  # fmt: skip
+CREATE_ORDER = Sql(
+    lambda dialect: (
+        upsert(dialect, OR)
+        .values(bind_all(OR, ORDER_COLUMNS))
+        .on_conflict_do_nothing(index_elements=["reference"])
+    )
+)
 CREATE = Sql(
     lambda dialect: (
         upsert(dialect, P)
-        .values(bind_all(P, CREATE_COLUMNS))
+        .values(
+            {
+                **bind_all(P, CREATE_COLUMNS),
+                "order_id": select(OR.c.id)
+                .where(OR.c.reference == bindparam("reference"))
+                .scalar_subquery(),
+            }
+        )
         .on_conflict_do_nothing(index_elements=["reference"])
         .returning(P.c.id)
     )
@@ -188,21 +206,31 @@ class PaymentStore:
     async def create(
         self, *, reference: str, openid: str, amount: Amount, idempotency_key: str
     ) -> tuple[PaymentRecord, bool]:
-        """Record a payment as Created. Returns ``(payment, created)``.
+        """Record a payment as Created, the first attempt of an order of the same
+        reference. Returns ``(payment, created)``.
 
         A reference that already exists returns the stored payment and ``False``:
-        the unique constraint, not a prior read, decides who was first.
+        the unique constraint, not a prior read, decides who was first. (The HTTP flow
+        goes through ``OrderStore.pay``, which also starts later attempts.)
         """
 
         def work(unit: Unit) -> tuple[PaymentRecord, bool]:
             now = utcnow()
+            unit.run(
+                CREATE_ORDER,
+                dict(
+                    reference=reference, openid=openid, amount_value=amount.value,
+                    currency=amount.currency, duplicates=0, created_at=now, updated_at=now,
+                ),
+            )  # fmt: skip
             values = dict.fromkeys(CREATE_COLUMNS)
             values.update(
                 reference=reference, openid=openid, amount_value=amount.value,
                 currency=amount.currency, state=PaymentState.CREATED.value,
                 idempotency_key=idempotency_key, details_attempts=0, conflicts=0, version=0,
-                created_at=now, updated_at=now,
+                created_at=now, updated_at=now, attempt=1, psp_confirmed=False,
             )  # fmt: skip
+            del values["order_id"]  # the order's, found by its reference
             inserted = unit.run(CREATE, values)
             unit.run(
                 CREATED,

@@ -48,6 +48,10 @@ class PaymentRecord:
     version: int
     created_at: datetime
     updated_at: datetime
+    order_id: int = 0
+    attempt: int = 1
+    """The attempt's number in its order: 1, 2, ... in the order they started."""
+    psp_confirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,11 @@ class AppliedEvent:
     duplicate: bool
     transition: TransitionRecord | None = None
     outbox: OutboxEvent | None = None
+    duplicates: tuple[str, ...] = ()
+    """Outbox event ids of the order's attempts this change made duplicates (each owed a
+    refund): the attempt itself, or the one its order kept until now."""
+    reported: tuple[OutboxEvent, ...] = ()
+    """The outbox events of ``duplicates``, once written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,14 @@ class OutboxEvent:
     requeued_at: datetime | None = None
     kind: str = "payment"
     refund: RefundChange | None = None
+    order_reference: str | None = None
+    """The order the changed attempt belongs to."""
+    attempt_number: int | None = None
+    """The changed attempt's number in its order (None: from before orders existed)."""
+    order_state: PaymentState | None = None
+    """The order's state once the change was made."""
+    conflict: str | None = None
+    """A conflict the change reports (``duplicate_authorisation``), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +202,10 @@ class OutboxRecord:
     requeued_at: datetime | None
     kind: str = "payment"
     refund: RefundChange | None = None
+    order_reference: str | None = None
+    attempt_number: int | None = None
+    order_state: PaymentState | None = None
+    conflict: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,6 +270,11 @@ def outbox_values(
         next_attempt_at=now + timedelta(seconds=lease_seconds or 0.0),
         kind="refund",
         refund=json.dumps(change.to_json(), sort_keys=True),
+        # A refund moves no attempt and no order: the order's fields are the payment's.
+        order_reference=None,
+        attempt_number=payment.attempt,
+        order_state=None,
+        conflict=None,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from miniprogram_pay.domain.machine import PaymentMachine
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.inbox import InboxStore
+from miniprogram_pay.storage.orders import OrderStore
 from miniprogram_pay.storage.outbox import OutboxStore
 from miniprogram_pay.storage.payments import PaymentStore
 from miniprogram_pay.storage.refunds import RefundStore
@@ -16,7 +17,8 @@ __all__ = ["Storage"]
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    """Payments, the webhook inbox, the outbox and refunds over one ``Database``.
+    """Orders, payments (their attempts), the webhook inbox, the outbox and refunds over one
+    ``Database``.
 
     Example::
 
@@ -25,6 +27,7 @@ class Storage:
     """
 
     database: Database
+    orders: OrderStore
     payments: PaymentStore
     inbox: InboxStore
     outbox: OutboxStore
@@ -35,6 +38,7 @@ class Storage:
         machine = machine or PaymentMachine()
         return cls(
             database=database,
+            orders=OrderStore(database),
             payments=PaymentStore(database, machine),
             inbox=InboxStore(database, machine),
             outbox=OutboxStore(database),

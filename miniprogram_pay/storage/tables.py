@@ -11,11 +11,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import overload
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 __all__ = [
     "NotificationRow",
+    "OrderRow",
     "OutboxRow",
     "PaymentEventRow",
     "PaymentRow",
@@ -52,17 +64,44 @@ def aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
-class PaymentRow(SQLModel, table=True):
-    __tablename__ = "mpp_payment"
-    __table_args__ = (Index("ix_mpp_payment_state_updated", "state", "updated_at"),)
+class OrderRow(SQLModel, table=True):
+    """The host's order: what its attempts pay, and the row their changes lock first."""
+
+    __tablename__ = "mpp_order"
 
     id: int | None = Field(default=None, primary_key=True)
     reference: str = Field(max_length=80, unique=True)
+    openid: str = Field(max_length=128)
+    amount_value: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+    # How many duplicate authorisations the order has met (each one is refunded).
+    duplicates: int = 0
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PaymentRow(SQLModel, table=True):
+    """One attempt to pay an order: one Adyen payment, with its own ``reference``."""
+
+    __tablename__ = "mpp_payment"
+    __table_args__ = (
+        Index("ix_mpp_payment_state_updated", "state", "updated_at"),
+        UniqueConstraint("order_id", "attempt", name="uq_mpp_payment_attempt"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(max_length=80, unique=True)
+    order_id: int = Field(foreign_key="mpp_order.id", index=True)
+    attempt: int
     openid: str = Field(max_length=128, index=True)
     amount_value: int = Field(sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(max_length=3)
     state: str = Field(max_length=16)
     psp_reference: str | None = Field(default=None, max_length=64, index=True)
+    # The pspReference came from Adyen's answer to our own call, not from a webhook.
+    psp_confirmed: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false())
+    )
     result_code: str | None = Field(default=None, max_length=32)
     refusal_reason: str | None = Field(default=None, max_length=255)
     decisive_rank: int | None = None
@@ -158,6 +197,12 @@ class OutboxRow(SQLModel, table=True):
     event_id: str = Field(max_length=64, unique=True)
     payment_id: int = Field(foreign_key="mpp_payment.id", index=True)
     reference: str = Field(max_length=80)
+    # Which order and attempt changed, and the order's state once it had (None on
+    # rows written before orders existed: their order's reference is ``reference``).
+    order_reference: str | None = Field(default=None, max_length=80)
+    attempt_number: int | None = None
+    order_state: str | None = Field(default=None, max_length=16)
+    conflict: str | None = Field(default=None, max_length=40)
     from_state: str | None = Field(default=None, max_length=16)
     to_state: str = Field(max_length=16)
     source: str = Field(max_length=16)

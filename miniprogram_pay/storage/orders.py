@@ -1,0 +1,322 @@
+"""Orders: the host's order (``mpp_order``) and its attempts (``mpp_payment`` rows).
+
+Whether a request to pay an order starts an attempt is decided here, in one unit of
+work under the order's row lock (``SELECT ... FOR UPDATE`` on PostgreSQL, SQLite's
+single writer), with the pure rule of ``domain.orders``: concurrent requests on
+several workers queue on that lock, so exactly one of them starts the new attempt and
+the others find it. Changes to an attempt take the same lock (``storage/changes.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from miniprogram_pay.domain.events import EventSource
+from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.orders import AttemptView, OrderView, Step, attempt_reference
+from miniprogram_pay.domain.states import PaymentState
+from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, StoredPayment, payment_record
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.payments import event_records, history_records, upsert
+from miniprogram_pay.storage.records import EventRecord, PaymentRecord, Refund, TransitionRecord
+from miniprogram_pay.storage.refund_rows import read_refunds
+from miniprogram_pay.storage.sql import Sql, Unit, bind_all
+from miniprogram_pay.storage.tables import (
+    OrderRow,
+    PaymentEventRow,
+    PaymentRow,
+    TransitionRow,
+    aware,
+    table,
+    utcnow,
+)
+
+__all__ = [
+    "AttemptStatus",
+    "OrderRecord",
+    "OrderStatus",
+    "OrderStep",
+    "OrderStore",
+    "adyen_reference",
+]
+
+OR = table(OrderRow)
+P = table(PaymentRow)
+E = table(PaymentEventRow)
+T = table(TransitionRow)
+ORDER_COLUMNS = [OR.c[n] for n in ("id", "reference", "openid", "amount_value", "currency",
+                                  "duplicates", "created_at", "updated_at")]  # fmt: skip
+ATTEMPT_COLUMNS = tuple(c.name for c in P.columns if c.name != "id")
+# How many taken references a new attempt steps over. ``adyen_reference`` can meet one
+# only across orders (order ``A``'s attempt 2 is ``A-2``, the first attempt of an order
+# ``A-2`` too): the attempt then takes the next number.
+REFERENCE_TRIES = 20
+
+
+NEW_ORDER = Sql(
+    lambda dialect: (
+        upsert(dialect, OR)
+        .values(bind_all(OR, [c.name for c in ORDER_COLUMNS if c.name != "id"]))
+        .on_conflict_do_nothing(index_elements=["reference"])
+    )
+)
+LOCK_ORDER = Sql(
+    select(*ORDER_COLUMNS).where(OR.c.reference == bindparam("reference")).with_for_update()
+)
+ORDER_BY_REFERENCE = Sql(select(*ORDER_COLUMNS).where(OR.c.reference == bindparam("reference")))
+ORDER_OF_ATTEMPT = Sql(
+    select(*ORDER_COLUMNS).where(
+        OR.c.id
+        == select(P.c.order_id).where(P.c.reference == bindparam("reference")).scalar_subquery()
+    )
+)
+ATTEMPTS = Sql(
+    select(*PAYMENT_COLUMNS).where(P.c.order_id == bindparam("order_id")).order_by(P.c.attempt)
+)
+NEW_ATTEMPT = Sql(
+    lambda dialect: (
+        upsert(dialect, P)
+        .values(bind_all(P, ATTEMPT_COLUMNS))
+        .on_conflict_do_nothing(index_elements=["reference"])
+        .returning(P.c.id)
+    )
+)
+CREATED = Sql(
+    TransitionRow.__table__.insert().values(  # type: ignore[attr-defined]
+        bind_all(
+            T, ["payment_id", "from_state", "to_state", "source", "event_kind", "event_key", "at"]
+        )
+    )
+)
+_OF_ORDER = select(P.c.id).where(P.c.order_id == bindparam("order_id"))
+HISTORY = Sql(
+    select(T.c.payment_id, T.c.from_state, T.c.to_state, T.c.source, T.c.event_kind,
+           T.c.event_key, T.c.at)
+    .where(T.c.payment_id.in_(_OF_ORDER))
+    .order_by(T.c.id)
+)  # fmt: skip
+EVENTS = Sql(
+    select(E.c.payment_id, E.c.key, E.c.source, E.c.kind, E.c.success, E.c.outcome, E.c.conflict,
+           E.c.reason, E.c.psp_reference, E.c.amount_value, E.c.amount_currency, E.c.at)
+    .where(E.c.payment_id.in_(_OF_ORDER))
+    .order_by(E.c.id)
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    id: int
+    reference: str
+    openid: str
+    amount: Amount
+    duplicates: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStep:
+    """What a request to pay an order found or did, under the order's lock.
+
+    ``attempt`` is the attempt to answer with: the kept one (``Step.PAID``), the open
+    one (``REUSE``), or the one just started (``START``). None when the order's
+    reference is another shopper's or another amount's (``matches`` is False).
+    """
+
+    order: OrderRecord
+    step: Step
+    attempt: PaymentRecord | None
+    created: bool
+
+    @property
+    def matches(self) -> bool:
+        return self.attempt is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStatus:
+    payment: PaymentRecord
+    history: list[TransitionRecord]
+    events: list[EventRecord]
+    refunds: list[Refund] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatus:
+    """An order with every attempt, its history and event log, read in one snapshot."""
+
+    order: OrderRecord
+    attempts: list[AttemptStatus]
+
+    @property
+    def view(self) -> OrderView:
+        return order_view(self.order.reference, [a.payment for a in self.attempts])
+
+    @property
+    def shown(self) -> AttemptStatus:
+        """The attempt the order's summary shows: the kept one, else the current one."""
+        view = self.view
+        chosen = view.kept or view.current
+        assert chosen is not None  # an order is made with its first attempt
+        return next(a for a in self.attempts if a.payment.attempt == chosen.number)
+
+
+def order_view(reference: str, attempts: Sequence[PaymentRecord]) -> OrderView:
+    return OrderView(
+        reference,
+        tuple(
+            AttemptView(p.attempt, p.reference, p.state, p.amount, p.created_at) for p in attempts
+        ),
+    )
+
+
+def _order(row: Sequence[Any]) -> OrderRecord:
+    oid, reference, openid, value, currency, duplicates, created, updated = row
+    return OrderRecord(
+        id=int(oid), reference=reference, openid=openid, amount=Amount(value, currency),
+        duplicates=int(duplicates), created_at=aware(created), updated_at=aware(updated),
+    )  # fmt: skip
+
+
+def _attempts(rows: Sequence[Sequence[Any]]) -> list[PaymentRecord]:
+    return [payment_record(StoredPayment(*row)) for row in rows]
+
+
+class OrderStore:
+    """Orders of one database. One per process; safe for concurrent use."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    async def pay(
+        self,
+        *,
+        reference: str,
+        openid: str,
+        amount: Amount,
+        idempotency_key: str,
+        lifetime: timedelta,
+    ) -> OrderStep:
+        """Find or make the order, and apply the attempt rule to it under its lock.
+
+        The order is made with the first request (``created``). ``idempotency_key`` is
+        the Adyen Idempotency-Key of an attempt started now.
+        """
+
+        def work(unit: Unit) -> OrderStep:
+            now = utcnow()
+            unit.run(NEW_ORDER, _order_values(reference, openid, amount, now))
+            order = _order(unit.run(LOCK_ORDER, {"reference": reference}).all()[0])
+            attempts = _attempts(unit.run(ATTEMPTS, {"order_id": order.id}).all())
+            created = not attempts
+            view = order_view(reference, attempts)
+            step = view.next_step(now, lifetime)
+            if order.openid != openid or order.amount != amount:
+                return OrderStep(order, step, None, created)
+            if step is Step.START:
+                number = view.current.number + 1 if view.current else 1
+                started = _start(unit, order, number, idempotency_key, now)
+                return OrderStep(order, step, started, created)
+            chosen = view.kept if step is Step.PAID else view.current
+            assert chosen is not None  # PAID has a kept attempt, REUSE a current one
+            return OrderStep(order, step, attempts[_index(attempts, chosen.number)], created)
+
+        return await self.db.write(work, what="pay order")
+
+    async def status(self, reference: str) -> OrderStatus | None:
+        """The order ``reference`` (or the order of the attempt ``reference``), whole."""
+
+        def work(unit: Unit) -> OrderStatus | None:
+            found = unit.run(ORDER_BY_REFERENCE, {"reference": reference}).all()
+            if not found:
+                found = unit.run(ORDER_OF_ATTEMPT, {"reference": reference}).all()
+            if not found:
+                return None
+            order = _order(found[0])
+            params = {"order_id": order.id}
+            attempts, history, events = (
+                unit.run(ATTEMPTS, params),
+                unit.run(HISTORY, params),
+                unit.run(EVENTS, params),
+            )  # on PostgreSQL the three go out together
+            found_status = _status(order, _attempts(attempts.all()), history.all(), events.all())
+            for attempt in found_status.attempts:  # nearly always one, with few refunds
+                payment = attempt.payment
+                attempt.refunds.extend(read_refunds(unit, payment.id, payment.reference))
+            return found_status
+
+        return await self.db.read(work)
+
+
+def adyen_reference(order_reference: str, number: int) -> str:
+    """The Adyen ``reference`` of an order's attempt ``number``.
+
+    The first attempt keeps the order's own reference, so an order paid at the first
+    try looks in Adyen's Customer Area and in webhooks exactly as it always did (and as
+    payments stored before orders existed do); attempt 2 on is ``attempt_reference``
+    (``order-17-2``).
+    """
+    return order_reference if number == 1 else attempt_reference(order_reference, number)
+
+
+def _index(attempts: Sequence[PaymentRecord], number: int) -> int:
+    return next(i for i, a in enumerate(attempts) if a.attempt == number)
+
+
+def _order_values(reference: str, openid: str, amount: Amount, now: datetime) -> dict[str, Any]:
+    return dict(
+        reference=reference, openid=openid, amount_value=amount.value, currency=amount.currency,
+        duplicates=0, created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+def _start(
+    unit: Unit,
+    order: OrderRecord,
+    number: int,
+    idempotency_key: str,
+    now: datetime,
+) -> PaymentRecord:
+    """Insert attempt ``number`` (Created) with its history's first entry."""
+    values: dict[str, Any] = dict.fromkeys(ATTEMPT_COLUMNS)
+    values.update(
+        order_id=order.id, openid=order.openid, amount_value=order.amount.value,
+        currency=order.amount.currency, state=PaymentState.CREATED.value, psp_confirmed=False,
+        idempotency_key=idempotency_key, details_attempts=0, conflicts=0, version=0,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+    for tried in range(REFERENCE_TRIES):
+        n = number + tried
+        values.update(reference=adyen_reference(order.reference, n), attempt=n)
+        inserted = unit.run(NEW_ATTEMPT, values).all()
+        if inserted:
+            payment_id = int(inserted[0][0])
+            unit.run(
+                CREATED,
+                {
+                    "payment_id": payment_id, "from_state": None,
+                    "to_state": PaymentState.CREATED.value, "source": EventSource.PAYMENTS.value,
+                    "event_kind": "Created", "event_key": "created", "at": now,
+                },
+            )  # fmt: skip
+            return payment_record(StoredPayment(payment_id, **values))
+    raise RuntimeError(f"no free Adyen reference for attempt {number} of {order.reference!r}")
+
+
+def _status(
+    order: OrderRecord,
+    attempts: list[PaymentRecord],
+    history: Sequence[Sequence[Any]],
+    events: Sequence[Sequence[Any]],
+) -> OrderStatus:
+    by_id: dict[int, AttemptStatus] = {a.id: AttemptStatus(a, [], []) for a in attempts}
+    for row in history:
+        by_id[int(row[0])].history.extend(history_records([row[1:]]))
+    for row in events:
+        by_id[int(row[0])].events.extend(event_records([row[1:]]))
+    return OrderStatus(order, list(by_id.values()))
