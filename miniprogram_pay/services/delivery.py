@@ -312,6 +312,10 @@ def _state_change(event: OutboxEvent, origin: str | None) -> StateChange:
         request_id=origin,
         kind="refund" if event.kind == "refund" else "payment",
         refund=event.refund,
+        order_reference=event.order_reference or event.reference,
+        payment_attempt=event.attempt_number,
+        order_state=event.order_state or event.to_state,
+        conflict=event.conflict,
     )
 
 

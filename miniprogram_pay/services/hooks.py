@@ -45,11 +45,13 @@ class StateChange:
     """One committed state change, delivered at least once.
 
     ``event_id`` is stable across redeliveries (a payment, and each refund, enters
-    each state at most once), so the host de-duplicates on it.
+    each state at most once), so the host de-duplicates on it. ``reference`` names the
+    attempt (one Adyen payment); ``order_reference`` and ``order_state`` say what it
+    means for the order: fulfil the order on ``order_state`` Authorised.
 
-    ``kind`` says what changed. ``"payment"``: the payment moved from ``previous``
+    ``kind`` says what changed. ``"payment"``: the attempt moved from ``previous``
     to ``state``. ``"refund"``: one of its refunds moved, and ``refund`` says which
-    and how; ``previous`` and ``state`` are then both the payment's own state
+    and how; ``previous`` and ``state`` are then both the attempt's own state
     (a refund never changes it).
 
     ``request_id`` names the request that caused the change (its ``X-Request-ID``),
@@ -64,9 +66,21 @@ class StateChange:
     source: str
     occurred_at: datetime
     attempt: int
+    """How many times this change has been offered to the host (1 the first time)."""
     request_id: str | None = None
     kind: ChangeKind = "payment"
     refund: RefundChange | None = None
+    order_reference: str | None = None
+    """The order whose attempt ``reference`` changed (its own reference for a first attempt)."""
+    payment_attempt: int | None = None
+    """Which attempt of the order changed: 1, 2, ... (None for a change stored before
+    orders existed)."""
+    order_state: PaymentState | None = None
+    """The order's state once the change was made: Authorised when one attempt is."""
+    conflict: str | None = None
+    """``duplicate_authorisation``: the attempt ``reference`` was authorised although the
+    order is paid by another attempt; the change reports it (``state`` is unchanged) and
+    the attempt is owed a full refund."""
 
 
 OrderResolver = Callable[[OrderRequest], Awaitable[Order]]
