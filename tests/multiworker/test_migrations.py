@@ -31,6 +31,7 @@ from tests.multiworker.harness import ROOT
 from tests.world import settings_for
 
 TABLES = {
+    "mpp_order",
     "mpp_payment",
     "mpp_transition",
     "mpp_payment_event",
@@ -213,6 +214,58 @@ async def test_create_all_is_recorded_as_head(tmp_path: Path) -> None:
     pay = _pay(database.url, auto_migrate=False)
     await pay.start()
     await pay.stop()
+
+
+BEFORE_ORDERS = "0004_refunds"
+OLD_PAYMENT = """
+INSERT INTO mpp_payment (reference, openid, amount_value, currency, state, idempotency_key,
+  details_attempts, conflicts, version, created_at, updated_at)
+VALUES ('{reference}', 'o-1', 1130, 'CNY', '{state}', 'k-{reference}', 0, 0, 0,
+  '2026-12-01 10:00:00+00:00', '2026-12-01 10:00:00+00:00')
+"""
+
+
+def _payments_before_orders(url: str) -> None:
+    upgrade(url, None, revision=BEFORE_ORDERS)
+    engine = create_engine(_sync_url(url))
+    with engine.begin() as conn:
+        for reference, state in (("shop-1", "Authorised"), ("shop-2", "Refused")):
+            conn.exec_driver_sql(OLD_PAYMENT.format(reference=reference, state=state))
+    engine.dispose()
+
+
+def _orders_and_attempts(url: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(_sync_url(url))
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT o.reference, o.openid, o.amount_value, o.currency, p.reference, p.attempt,"
+            " p.psp_confirmed FROM mpp_payment p JOIN mpp_order o ON o.id = p.order_id"
+            " ORDER BY o.reference"
+        ).all()
+    engine.dispose()
+    return [tuple(row) for row in rows]
+
+
+async def _check_payments_become_first_attempts(url: str) -> None:
+    await asyncio.to_thread(_payments_before_orders, url)
+    await asyncio.to_thread(upgrade, url, None)
+    assert await asyncio.to_thread(_orders_and_attempts, url) == [
+        ("shop-1", "o-1", 1130, "CNY", "shop-1", 1, False),
+        ("shop-2", "o-1", 1130, "CNY", "shop-2", 1, False),
+    ]
+    assert _inspect(url)[1] == []
+    await asyncio.to_thread(downgrade, url, None, revision=BEFORE_ORDERS)
+    assert "mpp_order" not in _inspect(url)[0]
+
+
+async def test_payments_become_their_orders_first_attempt_on_sqlite(tmp_path: Path) -> None:
+    await _check_payments_become_first_attempts(_sqlite(tmp_path))
+
+
+async def test_payments_become_their_orders_first_attempt_on_postgres(
+    fresh_pg_database: str,
+) -> None:
+    await _check_payments_become_first_attempts(fresh_pg_database)
 
 
 def test_schema_names_are_checked() -> None:
