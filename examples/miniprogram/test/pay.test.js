@@ -6,7 +6,7 @@ const { after, before, describe, test } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 
-const { pay, messageFor, PayError } = require('../lib/pay.js');
+const { pay, canRetry, messageFor, PayError } = require('../lib/pay.js');
 const { startServer } = require('../test-support/server.js');
 const { createWx, md5PaySign } = require('../test-support/wx.js');
 
@@ -89,6 +89,26 @@ describe('pay() against `miniprogram-pay serve --sandbox`', () => {
     assert.equal(result.state, 'Refused');
     assert.equal(result.refusalReason, 'Not enough balance');
     assert.equal(messageFor(result), 'Payment not completed');
+    assert.equal(canRetry(result), true);
+  });
+
+  test('refused, then paid on retry with the same order', async () => {
+    const shop = order('retry-after-refusal');
+    const first = await pay({ wx: shopperWx({ outcome: 'ok' }), apiBase: server.apiBase, order: shop, poll: FAST_POLL });
+    assert.equal(first.state, 'Refused');
+    assert.equal(canRetry(first), true);
+    assert.deepEqual([first.attempt, first.reference, first.orderReference], [1, shop.reference, shop.reference]);
+    const wx = shopperWx({ outcome: 'ok' });
+    const second = await pay({ wx, apiBase: server.apiBase, order: shop, poll: FAST_POLL });
+    assert.equal(second.state, 'Authorised');
+    assert.equal(canRetry(second), false);
+    assert.deepEqual([second.attempt, second.reference, second.orderReference], [2, `${shop.reference}-2`, shop.reference]);
+    const details = wx.calls.requests.find((r) => r.url.endsWith('/payments/details'));
+    assert.equal(details.data.reference, `${shop.reference}-2`);
+    assert.equal(await serverState(shop.reference), 'Authorised');
+    // Once paid, the order hands out nothing more to pay.
+    const again = await pay({ wx: shopperWx({ outcome: 'ok' }), apiBase: server.apiBase, order: shop, poll: FAST_POLL });
+    assert.deepEqual([again.state, again.attempt, again.clientErrMsg], ['Authorised', 2, null]);
   });
 
   test('a Pending answer is followed until the webhook settles it', async () => {
