@@ -221,3 +221,26 @@ async def test_a_payment_is_found_by_its_payment_data(storage: Storage) -> None:
     found = await storage.payments.get_by_payment_data(long_data)
     assert found is not None and found.id == payment.id
     assert await storage.payments.get_by_payment_data(long_data + "y") is None
+
+
+async def test_the_details_answer_for_our_payment_data_fixes_the_psp_reference(
+    storage: Storage,
+) -> None:
+    """A failure never gives the pspReference; our own call's answer does, and is kept."""
+    await create(storage, "order-psp")
+    refused_elsewhere = replace(webhook("other", success=False), psp_reference="PSP-OTHER")
+    await storage.payments.apply("order-psp", refused_elsewhere)
+    found = await storage.payments.get("order-psp")
+    assert found is not None and found.psp_reference is None
+    heard = replace(webhook("heard"), psp_reference="PSP-HEARD")
+    await storage.payments.apply("order-psp", heard)  # unconfirmed: a webhook cannot tell
+    ours = details("Authorised", psp_reference="PSP-OURS")
+    applied = await storage.payments.apply("order-psp", ours)
+    assert applied.decision is not None and applied.decision.conflict is None
+    found = await storage.payments.get("order-psp")
+    assert found is not None
+    assert (found.psp_reference, found.psp_confirmed) == ("PSP-OURS", True)
+    # Confirmed, it is not replaced, not even by another authoritative answer.
+    other = await storage.payments.apply("order-psp", details("Authorised", psp_reference="PSP-2"))
+    assert other.decision is not None
+    assert other.decision.conflict is ConflictKind.PSP_REFERENCE_MISMATCH
