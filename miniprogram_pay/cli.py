@@ -441,8 +441,16 @@ async def _play_one(
     out.line("shopper", f"requestPayment answers {args.action!r}")
     out.plain()
     watch.prefix = f"demo-sbx-{args.scenario}-"
+    scenario = SCENARIOS[args.scenario]
     async with httpx.AsyncClient(timeout=30) as client:
-        result = await _shopper(client, servers, out.line).pay(args.scenario, action=args.action)
+        shopper = _shopper(client, servers, out.line)
+        result = await shopper.pay(args.scenario, action=args.action)
+        if scenario.retry is not None and result.state in ("Refused", "Error"):
+            # The order's first attempt failed: the shopper taps "try again", and the
+            # same order is paid by its next attempt.
+            out.line("result", f"{result.state}; the shopper tries the same order again")
+            out.plain()
+            result = await shopper.pay(scenario.retry, action="ok", reference=result.reference)
         verdict = _verdict(out, result)
         if result.state == "Authorised" and not args.no_refund:
             await _refund_step(client, out, servers, watch, result.reference)

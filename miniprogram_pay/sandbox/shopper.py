@@ -144,6 +144,7 @@ class Shopper:
         name: str = "alice",
         order: dict[str, Any] | None = None,
         prefix: str = "demo",
+        reference: str | None = None,
     ) -> PaymentResult:
         """One shopper, one order, the whole flow; the result is the server's word.
 
@@ -152,7 +153,8 @@ class Shopper:
         takes the client's amount. With ``order`` (for a host with an order
         resolver, e.g. ``{"orderId": "A1001"}``) the host decides the reference
         and the amount, and the scenario is set for that reference before the
-        shopper pays.
+        shopper pays. ``reference`` pays that order again (a retry: the server starts
+        its next attempt, whose Adyen behaviour is the order's scenario's ``retry``).
         """
         if scenario not in SCENARIOS:
             raise FlowError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -163,7 +165,7 @@ class Shopper:
             )
         started = time.monotonic()
         amount = amount or Amount(1130, "CNY")
-        reference = f"{prefix}-sbx-{scenario}-{secrets.token_hex(3)}"
+        reference = reference or f"{prefix}-sbx-{scenario}-{secrets.token_hex(3)}"
         auth = await self._open_session(name)
         payment = await self._create_payment(auth, reference, amount, order=order)
         reference = str(payment.get("reference") or reference)

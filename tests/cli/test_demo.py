@@ -95,6 +95,16 @@ def test_demo_scenarios_and_shopper_actions(run_cli: Run, args: list[str], expec
         assert "conflicts recorded: failure_after_authorisation" in result.stdout
 
 
+def test_demo_refused_then_paid_by_the_orders_next_attempt(run_cli: Run) -> None:
+    result = run_cli("demo", "--scenario", "retry-after-refusal")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Refused; the shopper tries the same order again" in out
+    orders = re.findall(r"CNY 11\.30 for order (\S+)", out)
+    assert len(orders) == 2 and orders[0] == orders[1]  # one reference, two attempts
+    assert "Authorised, expected Authorised: OK" in out
+
+
 def test_demo_all_prints_a_table_of_every_scenario(run_cli: Run) -> None:
     result = run_cli("demo", "--all")
     assert result.returncode == 0, result.stdout + result.stderr
