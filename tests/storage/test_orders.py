@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlmodel import select
+from sqlmodel import col, select
 
 from miniprogram_pay.domain.events import PaymentEvent, implied_state
 from miniprogram_pay.domain.orders import AttemptView, OrderView, Step, attempt_reference
@@ -46,7 +46,7 @@ async def _attempts(storage: Storage, count: int) -> list[str]:
 
 
 async def _duplicates_told(storage: Storage) -> list[tuple[str, int | None, str | None]]:
-    rows = await select_rows(storage.database, select(OutboxRow).order_by(OutboxRow.id))
+    rows = await select_rows(storage.database, select(OutboxRow).order_by(col(OutboxRow.id)))
     return sorted(
         (row.reference, row.attempt_number, row.order_state)
         for row in rows
