@@ -96,7 +96,11 @@ async def test_a_request_id_follows_the_request_into_the_services_and_the_hook(
             await w.details(headers, "order-traced")
             await w.settle()
     lines = json_lines(stream)
-    created = [line for line in lines if line["message"].startswith("payment order-traced created")]
+    created = [
+        line
+        for line in lines
+        if line["message"].startswith("order order-traced: attempt 1 (order-traced) started")
+    ]
     assert [line["request_id"] for line in created] == ["pay-1"]
     adyen = [line for line in lines if line["message"].startswith("adyen POST /payments ")]
     assert [line["request_id"] for line in adyen] == ["pay-1"]

@@ -13,11 +13,17 @@
  *
  * `order` is sent as the POST /payments body (plus the payment method): with an order resolver on the
  * server it names the order (e.g. orderId); the amount is always decided by the server.
+ *
+ * Try again: when `canRetry(result)` (the attempt was Refused or failed), call pay() again with the
+ * same `order`. The server starts a new attempt of the order (its own reference, `result.attempt`
+ * goes up) and never charges the order twice; a payment still being confirmed is handed out again
+ * until its WeChat prepay_id expires (about 2 hours), then replaced by a new attempt too.
  */
 'use strict';
 
 const PAYMENT_METHOD = { type: 'wechatpayMiniProgram' };
 const FINAL_STATES = ['Authorised', 'Refused', 'Error'];
+const RETRYABLE_STATES = ['Refused', 'Error'];
 const DEFAULT_POLL = { attempts: 20, intervalMs: 500 };
 
 /** An error from our API or the network; `code` is the API's stable error code. */
@@ -77,23 +83,29 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Ask the server until the payment has a final state (a webhook may settle it after details). */
+/**
+ * Ask the server until this attempt has a final state (a webhook may settle it after details).
+ * GET /payments/{reference} answers for the order, with each attempt: read ours from it.
+ */
 async function waitForFinal(wx, apiBase, token, payment, poll) {
   let current = payment;
   for (let i = 0; i < poll.attempts && !FINAL_STATES.includes(current.state); i += 1) {
     await sleep(poll.intervalMs);
-    current = await request(wx, apiBase, {
+    const order = await request(wx, apiBase, {
       method: 'GET',
       path: '/payments/' + encodeURIComponent(payment.reference),
       token,
     });
+    current = (order.attempts || []).find((a) => a.reference === payment.reference) || order;
   }
   return current;
 }
 
-function outcome(payment, clientErrMsg) {
+function outcome(payment, started, clientErrMsg) {
   return {
     reference: payment.reference,
+    orderReference: started.orderReference || payment.reference,
+    attempt: started.attempt || 1,
     state: payment.state,
     resultCode: payment.resultCode || null,
     refusalReason: payment.refusalReason || null,
@@ -103,9 +115,11 @@ function outcome(payment, clientErrMsg) {
 }
 
 /**
- * Pay for `order`. Resolves with the server's view: { reference, state, resultCode, refusalReason,
- * pspReference, clientErrMsg }. `state` is one of Created, Pending, Error, Refused, Authorised.
- * Rejects with a PayError when our server or the network fails.
+ * Pay for `order`. Resolves with the server's view of the attempt: { reference, orderReference,
+ * attempt, state, resultCode, refusalReason, pspReference, clientErrMsg }. `reference` is the
+ * attempt's own; `state` is one of Created, Pending, Error, Refused, Authorised (an order already
+ * paid answers with the attempt that paid it). Rejects with a PayError when our server or the
+ * network fails.
  */
 async function pay({ wx, apiBase, order, poll = DEFAULT_POLL, onStep = () => {} }) {
   onStep('login');
@@ -116,18 +130,21 @@ async function pay({ wx, apiBase, order, poll = DEFAULT_POLL, onStep = () => {} 
   const body = Object.assign({}, order, { paymentMethod: PAYMENT_METHOD });
   const payment = await request(wx, apiBase, { method: 'POST', path: '/payments', data: body, token });
   const params = payment.redirect && payment.redirect.data;
-  if (!params) return outcome(payment, null); // already paid, or nothing left to pay
+  if (!params) return outcome(payment, payment, null); // already paid, or nothing left to pay
   onStep('requestPayment');
   const errMsg = await requestPayment(wx, params);
   onStep('details');
-  const details = await request(wx, apiBase, {
-    method: 'POST',
-    path: '/payments/details',
-    data: { paymentData: payment.paymentData, reference: payment.reference, details: { paymentStatus: errMsg } },
-    token,
-  });
+  // The attempt's own reference (and its paymentData, when Adyen gave one) names this attempt.
+  const data = { reference: payment.reference, details: { paymentStatus: errMsg } };
+  if (payment.paymentData) data.paymentData = payment.paymentData;
+  const details = await request(wx, apiBase, { method: 'POST', path: '/payments/details', data, token });
   const settled = await waitForFinal(wx, apiBase, token, details, poll);
-  return outcome(settled, errMsg);
+  return outcome(settled, payment, errMsg);
+}
+
+/** The attempt failed: pay() again with the same order starts a new attempt. */
+function canRetry(result) {
+  return RETRYABLE_STATES.includes(result.state);
 }
 
 /** What to tell the shopper, from the server's state only. */
@@ -144,4 +161,4 @@ function messageFor(result) {
   }
 }
 
-module.exports = { pay, messageFor, PayError, FINAL_STATES };
+module.exports = { pay, canRetry, messageFor, PayError, FINAL_STATES };
