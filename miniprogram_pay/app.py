@@ -98,6 +98,7 @@ class MiniProgramPay:
         self.hmac_keys = settings.hmac_key_bytes()
         self._given_http = http_client
         self._given_db = database
+        self._background: set[asyncio.Task[int]] = set()
         self._started = False
         self._lock = asyncio.Lock()
         # The JSON API (in the OpenAPI document), then the back office's pages.
@@ -189,6 +190,7 @@ class MiniProgramPay:
             changes=self.workers.deliveries,
             metrics=metrics,
             origins=self.origins,
+            on_duplicate=self._refund_duplicates_soon,
         )
         self.refunds = RefundService(
             settings=self.settings,
@@ -198,7 +200,15 @@ class MiniProgramPay:
         )
 
     async def _ask_again(self) -> int:
-        return await self.refunds.ask_again()
+        """The recovery pass's refunds: those Adyen never answered, and duplicates owed one."""
+        return await self.refunds.ask_again() + await self.refunds.refund_duplicates()
+
+    def _refund_duplicates_soon(self) -> None:
+        # Refunded now, off the request that found the duplicate; should this fail or the
+        # process die first, the recovery pass finds the duplicate still owed its refund.
+        task = asyncio.get_running_loop().create_task(self.refunds.refund_duplicates())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def refund(
         self,
@@ -237,6 +247,9 @@ class MiniProgramPay:
             if not self._started:
                 return
             await self.workers.stop()
+            for task in list(self._background):  # the recovery pass finishes what they began
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
             await self.service.close()
             if self._given_http is None:
                 await self._http.aclose()

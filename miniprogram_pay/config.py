@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     # A Created or Pending attempt older than this is not handed out again: a new
     # attempt starts (a WeChat prepay_id lives about two hours).
     prepay_lifetime_seconds: int = Field(default=7200, ge=60, le=7 * 24 * 3600)
+    # A second authorisation of a paid order is refunded in full, automatically; off:
+    # it is only reported (a conflict on the order, told to the host).
+    refund_duplicates: bool = True
     amount_limits: Annotated[dict[str, tuple[int, int]], NoDecode] = Field(default_factory=dict)
     # -- storage ---------------------------------------------------------------------------
     database_url: str = DEFAULT_DATABASE_URL

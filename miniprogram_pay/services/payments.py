@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -152,11 +152,14 @@ class PaymentService:
         changes: ChangeHandOff | None = None,
         metrics: Metrics = NO_METRICS,
         origins: ChangeOrigins | None = None,
+        on_duplicate: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.adyen = adyen
         self.order_resolver = order_resolver
+        # Told (at once, without waiting) when a change reports a duplicate authorisation.
+        self.on_duplicate = on_duplicate
         # A committed change's outbox row is written leased to this process and handed
         # to its delivery in memory: no poll, no claim on the happy path.
         self.changes: ChangeHandOff = changes or NoHandOff()
@@ -339,6 +342,8 @@ class PaymentService:
                     reported.reference,
                 )
             self.changes.hand_off(applied.reported)
+            if applied.reported and self.on_duplicate is not None:
+                self.on_duplicate()
         elif decision is not None and decision.conflict is not None:
             logger.warning(
                 "payment %s: conflict %s (the event implies %s); state stays %s",

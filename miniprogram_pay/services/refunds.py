@@ -46,6 +46,8 @@ MAX_CALLER_KEY_CHARS = 64
 # A refund is Requested while its call to Adyen runs (retries included, well under a
 # minute); one still Requested after this long was left behind, and is asked again.
 RESEND_AFTER_SECONDS = 120.0
+# The caller key of the refund of a duplicate authorisation: one per attempt, ever.
+DUPLICATE_REFUND_KEY = "mpp-duplicate-authorisation"
 
 
 def check_caller_key(key: str | None) -> str | None:
@@ -98,7 +100,8 @@ class RefundService:
         reason: str | RefundReason | None = None,
         idempotency_key: str | None = None,
     ) -> Refund:
-        """Refund ``amount`` of the payment ``reference`` (None: everything refundable).
+        """Refund ``amount`` of the payment ``reference`` (None: everything refundable); an
+        order's reference refunds the attempt that paid it.
 
         Raises ``InvalidRefundError`` (400), ``NotFoundError`` (404),
         ``RefundNotAllowedError`` (409, with what is left) before Adyen is called,
@@ -106,6 +109,9 @@ class RefundService:
         ``Requested``: ask again with the same ``idempotency_key``).
         """
         ask = _ask(amount, reason, idempotency_key)
+        # An order's reference refunds the attempt that paid it (a first attempt has the
+        # order's reference, so without this a refused first attempt would be refunded).
+        reference = await self.storage.orders.kept_attempt(reference) or reference
         refund, created, owed = await self.storage.refunds.begin(
             reference,
             ask,
@@ -119,6 +125,31 @@ class RefundService:
         elif refund.state is not RefundState.REQUESTED or refund.external:
             return refund  # Adyen answered this one already
         return await self._ask_adyen(reference, refund)
+
+    async def refund_duplicates(self) -> int:
+        """Refund in full each attempt authorised although its order was paid by another
+        (``duplicate_authorisation``), once: the refund's key is fixed, so a second pass, a
+        second worker or a crash between two passes asks Adyen for the same refund."""
+        if not self.settings.refund_duplicates:
+            return 0
+        owed = await self.storage.orders.duplicates_owed(refund_key=DUPLICATE_REFUND_KEY)
+        for reference in owed:
+            try:
+                refund = await self.refund(
+                    reference, reason=RefundReason.DUPLICATE, idempotency_key=DUPLICATE_REFUND_KEY
+                )
+            except Exception as exc:  # one attempt's failure must not hold back the others
+                logger.warning(
+                    "duplicate %s: its refund failed (%s); the next pass asks again",
+                    reference,
+                    exc,
+                    exc_info=not isinstance(exc, MiniProgramPayError),
+                )
+                continue
+            logger.warning(
+                "duplicate %s: refunded in full (%s, %s)", reference, refund.reference, refund.state
+            )
+        return len(owed)
 
     async def ask_again(self, *, older_than_seconds: float = RESEND_AFTER_SECONDS) -> int:
         """Ask Adyen again, each with its own Idempotency-Key, for our refunds it never

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, exists, select
 
 from miniprogram_pay.domain.events import EventSource
 from miniprogram_pay.domain.money import Amount
@@ -30,6 +30,7 @@ from miniprogram_pay.storage.tables import (
     OrderRow,
     PaymentEventRow,
     PaymentRow,
+    RefundRow,
     TransitionRow,
     aware,
     table,
@@ -47,6 +48,7 @@ __all__ = [
 
 OR = table(OrderRow)
 P = table(PaymentRow)
+R = table(RefundRow)
 E = table(PaymentEventRow)
 T = table(TransitionRow)
 ORDER_COLUMNS = [OR.c[n] for n in ("id", "reference", "openid", "amount_value", "currency",
@@ -77,6 +79,31 @@ ORDER_OF_ATTEMPT = Sql(
 )
 ATTEMPTS = Sql(
     select(*PAYMENT_COLUMNS).where(P.c.order_id == bindparam("order_id")).order_by(P.c.attempt)
+)
+AUTHORISED = PaymentState.AUTHORISED.value
+_KEPT = P.alias("kept")
+DUPLICATES_OWED = Sql(
+    select(P.c.reference)
+    .where(
+        P.c.state == AUTHORISED,
+        exists().where(
+            and_(
+                _KEPT.c.order_id == P.c.order_id,
+                _KEPT.c.attempt < P.c.attempt,
+                _KEPT.c.state == AUTHORISED,
+            )
+        ),
+        ~exists().where(and_(R.c.payment_id == P.c.id, R.c.caller_key == bindparam("key"))),
+    )
+    .order_by(P.c.id)
+    .limit(bindparam("limit"))
+)
+KEPT_ATTEMPT = Sql(
+    select(P.c.reference)
+    .select_from(P.join(OR, OR.c.id == P.c.order_id))
+    .where(OR.c.reference == bindparam("reference"), P.c.state == AUTHORISED)
+    .order_by(P.c.attempt)
+    .limit(1)
 )
 NEW_ATTEMPT = Sql(
     lambda dialect: (
@@ -227,6 +254,20 @@ class OrderStore:
             return OrderStep(order, step, attempts[_index(attempts, chosen.number)], created)
 
         return await self.db.write(work, what="pay order")
+
+    async def kept_attempt(self, order_reference: str) -> str | None:
+        """The reference of the attempt that pays the order (its lowest-numbered Authorised
+        one), or None: no such order, or none of its attempts is Authorised."""
+        params = {"reference": order_reference}
+        rows = await self.db.read(lambda unit: unit.run(KEPT_ATTEMPT, params).all())
+        return str(rows[0][0]) if rows else None
+
+    async def duplicates_owed(self, *, refund_key: str, limit: int = 100) -> list[str]:
+        """Attempts authorised although an earlier attempt of their order is (the one kept),
+        with no refund asked for under ``refund_key`` yet: their references, oldest first."""
+        params = {"key": refund_key, "limit": limit}
+        rows = await self.db.read(lambda unit: unit.run(DUPLICATES_OWED, params).all())
+        return [str(row[0]) for row in rows]
 
     async def status(self, reference: str) -> OrderStatus | None:
         """The order ``reference`` (or the order of the attempt ``reference``), whole."""

@@ -3,6 +3,7 @@ merchant's order resolver gives it, can be paid again after a failure, and never
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -165,6 +166,50 @@ async def test_an_order_paid_twice_keeps_one_attempt_and_reports_the_other(db_ur
         assert [(c.reference, c.payment_attempt, c.order_state) for c in told] == [
             (duplicate, 2, "Authorised")
         ]
+        # The duplicate is refunded in full, once: at once when it is found, and a later
+        # pass (a restart, another worker) finds nothing more owed.
+        await _refunds_settled(w)
+        assert await w.pay.refunds.refund_duplicates() == 0
+        status = await w.status(PAID_LATE)
+        kept, second_attempt = status["attempts"]
+        assert kept["refunds"]["items"] == [] and status["refunds"]["items"] == []
+        [refund] = second_attempt["refunds"]["items"]
+        assert (refund["state"], refund["amount"], refund["reason"]) == (
+            "Refunded",
+            status["amount"],  # the whole of it: an attempt is for the order's amount
+            "DUPLICATE",
+        )
+        psp = second_attempt["pspReference"]
+        assert len(w.sandbox.payments[psp].refunds) == 1
+        refund_told = [c for c in w.changes if c.kind == "refund" and c.refund is not None]
+        assert {c.reference for c in refund_told} == {duplicate}
+
+
+async def _refunds_settled(w: Any) -> None:
+    """Wait for the duplicate's refund the plugin began on its own, and its webhook."""
+    for _ in range(100):
+        status = await w.status(PAID_LATE)
+        items = status["attempts"][1]["refunds"]["items"]
+        if items and items[0]["state"] not in ("Requested", "Received"):
+            return
+        await w.settle()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the duplicate's refund did not settle: {status['attempts'][1]}")
+
+
+async def test_a_duplicate_is_only_reported_when_automatic_refunds_are_off(db_url: str) -> None:
+    async with host_world(db_url, prepay_lifetime_seconds=3600, refund_duplicates=False) as w:
+        headers = await w.login()
+        first = (await w.pay_order(headers, PAID_LATE)).json()
+        await w.details(headers, first["reference"])
+        _age(db_url, PAID_LATE, timedelta(hours=2))
+        second = (await w.pay_order(headers, PAID_LATE)).json()
+        await w.details(headers, second["reference"])
+        await w.settle()
+        assert await w.pay.refunds.refund_duplicates() == 0
+        status = await w.status(PAID_LATE)
+        assert [c["kind"] for c in status["conflicts"]] == ["duplicate_authorisation"]
+        assert all(a["refunds"]["items"] == [] for a in status["attempts"])
 
 
 async def test_many_shoppers_retrying_at_once_start_one_attempt(db_url: str) -> None:
