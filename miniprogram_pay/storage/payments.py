@@ -190,6 +190,10 @@ class PaymentStore:
 
         A reference that already exists returns the stored payment and ``False``:
         the unique constraint, not a prior read, decides who was first.
+
+        The commit does not wait for the disk (``Database.write(durable=False)``). A power
+        failure before the answer is recorded can only take back a payment whose
+        ``wechat_params`` nobody received: the shopper's retry creates it again.
         """
 
         def work(unit: Unit) -> tuple[PaymentRecord, bool]:
@@ -215,7 +219,9 @@ class PaymentStore:
             assert payment is not None  # made now, or by whoever was first
             return payment, bool(inserted.all())
 
-        return await self.db.write(work, what="create payment")
+        # Not synced on its own: nobody is told of a payment before Adyen's answer is
+        # recorded, and that durable commit comes after this one in the log.
+        return await self.db.write(work, what="create payment", durable=False)
 
     async def get(self, reference: str) -> PaymentRecord | None:
         return await self.db.read(
