@@ -3,6 +3,10 @@ and a write nobody is told of on its own may skip the sync (``durable=False``)."
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Integer, String, column, text
 
@@ -110,3 +114,33 @@ async def test_normal_stays_normal_for_every_write(sqlite_url: str) -> None:
         assert await database.write(_commit_setting) == 1
     finally:
         await database.dispose()
+
+
+def test_the_aiosqlite_url_spelling_needs_no_aiosqlite(tmp_path: Path) -> None:
+    # A fresh interpreter in which aiosqlite cannot be imported: migrate, write, read.
+    script = f"""
+import asyncio, sys
+sys.modules["aiosqlite"] = None  # import aiosqlite raises ImportError
+from miniprogram_pay.storage import Database
+from miniprogram_pay.storage.schema import prepare
+from miniprogram_pay.storage.stores import Storage
+from miniprogram_pay.domain.money import Amount
+
+async def main():
+    db = Database("sqlite+aiosqlite:///{tmp_path / "pay.db"}")
+    try:
+        await prepare(db, auto_migrate=True)
+        store = Storage.over(db).payments
+        await store.create(reference="o-1", openid="oid", amount=Amount(100, "CNY"),
+                           idempotency_key="k-1")
+        print((await store.get("o-1")).state.value)
+    finally:
+        await db.dispose()
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Created"
