@@ -17,8 +17,8 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -150,7 +150,7 @@ async def flow_profile(args: argparse.Namespace) -> None:
             assert target.proc is not None
             out = RESULTS / f"profile-flow-u{args.users}.txt"
             spy = _spy(target.proc.pid, args.seconds, out, "raw")
-            lat, done, elapsed, _, errors = await _flows(
+            _, done, elapsed, _, errors = await _flows(
                 target.port, "pf-", plan, args.users, plugin=True
             )
             await asyncio.to_thread(spy.wait)
