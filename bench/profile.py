@@ -4,7 +4,7 @@
 ``pip install py-spy`` in the venv. It writes a flame graph (SVG) and py-spy's raw
 collapsed stacks under bench/results/, and prints the heaviest frames.
 
-``python -m bench.profile --workload flow [--users 1] [--seconds 8]`` runs the payment
+``python -m bench.profile --workload flow [--users 1] [--seconds 8] [--no-spy]`` runs the payment
 flow against the sandbox with the plugin traced (``bench/trace.py``) and prints, per
 endpoint, the median of each part of a request's wall-clock time: the sandbox call,
 each unit of work's wait for its thread, its run (commit included) and the hop back,
@@ -149,14 +149,15 @@ async def flow_profile(args: argparse.Namespace) -> None:
         with sandbox, target:
             assert target.proc is not None
             out = RESULTS / f"profile-flow-u{args.users}.txt"
-            spy = _spy(target.proc.pid, args.seconds, out, "raw")
+            spy = _spy(target.proc.pid, args.seconds, out, "raw") if args.spy else None
             _, done, elapsed, _, errors = await _flows(
                 target.port, "pf-", plan, args.users, plugin=True
             )
-            await asyncio.to_thread(spy.wait)
+            if spy is not None:
+                await asyncio.to_thread(spy.wait)
             await asyncio.sleep(0.5)  # the last webhooks and marks
         print(f"flows={done} in {elapsed:.1f} s, errors={errors}")
-        for n, name in heaviest(out, top=args.top):
+        for n, name in heaviest(out, top=args.top) if spy is not None else ():
             print(f"{n:6d}  {name}")
         for name, parts in summarise_trace(trace).items():
             print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
@@ -173,6 +174,9 @@ def main() -> None:
     parser.add_argument("--workload", default="webhook", choices=("webhook", "flow"))
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--no-spy", dest="spy", action="store_false", help="flow: trace only, no py-spy"
+    )
     args = parser.parse_args()
     asyncio.run(flow_profile(args) if args.workload == "flow" else main_async(args))
 
