@@ -2,17 +2,23 @@
 
 Settings come from the environment (``BENCH_DB_URL``, ``BENCH_SANDBOX_URL``,
 ``BENCH_SQLITE_SYNCHRONOUS``) and point at the sandbox's well-known test credentials.
+``BENCH_TRACE=<file>`` records where each request's time goes (``bench/trace.py``).
 """
 
 from __future__ import annotations
 
+import os
+
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from bench.common import ADMIN_KEY, CONFIG, SESSION_SECRET, db_url, sandbox_url, sqlite_synchronous
 from miniprogram_pay import Secret, Settings, StateChange, create_app
 
 __all__ = ["create"]
+
+TRACE_ENV = "BENCH_TRACE"
 
 
 async def _on_state_change(change: StateChange) -> None:
@@ -42,6 +48,13 @@ def settings() -> Settings:
     )
 
 
-def create() -> Starlette:
+def create() -> ASGIApp:
     pay = create_app(settings(), on_state_change=_on_state_change)
-    return Starlette(routes=[Mount("/pay", app=pay)], lifespan=pay.lifespan)
+    app = Starlette(routes=[Mount("/pay", app=pay)], lifespan=pay.lifespan)
+    trace = os.environ.get(TRACE_ENV)
+    if not trace:
+        return app
+    from bench import trace as tracing  # profiles only: never in a measured run
+
+    tracing.install(trace)
+    return tracing.traced(app)

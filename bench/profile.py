@@ -1,23 +1,33 @@
-"""Profile the plugin's webhook endpoint under load with py-spy (not a runtime dependency).
+"""Profile the plugin: the webhook endpoint under py-spy, or where a flow's time goes.
 
 ``python -m bench.profile [--c 64] [--seconds 8] [--db sqlite|postgresql]`` needs
 ``pip install py-spy`` in the venv. It writes a flame graph (SVG) and py-spy's raw
 collapsed stacks under bench/results/, and prints the heaviest frames.
+
+``python -m bench.profile --workload flow [--users 1] [--seconds 8] [--no-spy]`` runs the payment
+flow against the sandbox with the plugin traced (``bench/trace.py``) and prints, per
+endpoint, the median of each part of a request's wall-clock time: the sandbox call,
+each unit of work's wait for its thread, its run (commit included) and the hop back,
+and the rest (the event loop's own work and its waits on other tasks).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import shutil
+import statistics
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bench import seed
 from bench.loadgen import run_load, summarize
-from bench.run import PLUGIN, RESULTS, Databases, WebhookFeed, _needed
+from bench.run import PLUGIN, QUICK, RESULTS, SANDBOX, Databases, WebhookFeed, _flows, _needed
 from bench.servers import Server
 
 
@@ -67,13 +77,108 @@ async def main_async(args: argparse.Namespace) -> None:
         dbs.close()
 
 
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 2) if values else 0.0
+
+
+PARTS = {
+    "queue": ("submitted", "thread_start"),
+    "run": ("thread_start", "thread_end"),
+    "back": ("thread_end", "resumed"),
+}
+
+
+def _split(record: dict[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
+    """One request's wall-clock time up to its answer, in parts; and its units by lane."""
+    answered = record.get("answered", record["end"])
+    split: dict[str, float] = {}
+    units: dict[str, int] = {}
+    for event in record["events"]:
+        if event.get("resumed", event.get("end", 0.0)) > answered:
+            continue  # after the answer (its background task)
+        kind = event["kind"]
+        if kind in ("adyen", "wechat"):
+            split[kind] = split.get(kind, 0.0) + event["end"] - event["start"]
+            continue
+        units[kind] = units.get(kind, 0) + 1
+        for part, (a, b) in PARTS.items():
+            split[f"{kind}_{part}"] = split.get(f"{kind}_{part}", 0.0) + event[b] - event[a]
+    total = answered - record["start"]
+    split["rest"] = total - sum(split.values())
+    split["answer"] = total
+    split["loop_cpu"] = record["loop_cpu"]
+    return split, units
+
+
+def summarise_trace(path: Path) -> dict[str, dict[str, float]]:
+    """Per path: the median milliseconds of each part of a request, and its units."""
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        by_path.setdefault(record["path"], []).append(record)
+    summary: dict[str, dict[str, float]] = {}
+    for name, records in sorted(by_path.items()):
+        parts: dict[str, list[float]] = {}
+        counts: dict[str, list[int]] = {}
+        for record in records:
+            split, units = _split(record)
+            for key, value in split.items():
+                parts.setdefault(key, []).append(value)
+            for key, n in units.items():
+                counts.setdefault(key, []).append(n)
+        summary[name] = {
+            "n": len(records),
+            **{f"{k}_units": statistics.median(v) for k, v in sorted(counts.items())},
+            **{k: _median(v) for k, v in sorted(parts.items())},
+        }
+    return summary
+
+
+async def flow_profile(args: argparse.Namespace) -> None:
+    dbs = Databases()
+    try:
+        url = dbs.sqlite("profile-flow")
+        await seed.create_schema(url)
+        trace = RESULTS / "trace-flow.jsonl"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        sandbox = Server(SANDBOX, {}, health="/_sandbox/scenarios", name="sandbox-profile")
+        env = {"BENCH_DB_URL": url, "BENCH_SANDBOX_URL": sandbox.url, "BENCH_TRACE": str(trace)}
+        target = Server(PLUGIN, env, health="/pay/health", name="plugin-profile-flow")
+        sandbox.env["BENCH_WEBHOOK_URL"] = f"{target.url}/pay/webhooks/adyen"
+        plan = dataclasses.replace(QUICK, flow_seconds=args.seconds, flow_max=args.requests)
+        with sandbox, target:
+            assert target.proc is not None
+            out = RESULTS / f"profile-flow-u{args.users}.txt"
+            spy = _spy(target.proc.pid, args.seconds, out, "raw") if args.spy else None
+            _, done, elapsed, _, errors = await _flows(
+                target.port, "pf-", plan, args.users, plugin=True
+            )
+            if spy is not None:
+                await asyncio.to_thread(spy.wait)
+            await asyncio.sleep(0.5)  # the last webhooks and marks
+        print(f"flows={done} in {elapsed:.1f} s, errors={errors}")
+        for n, name in heaviest(out, top=args.top) if spy is not None else ():
+            print(f"{n:6d}  {name}")
+        for name, parts in summarise_trace(trace).items():
+            print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
+    finally:
+        dbs.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--c", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--db", default="sqlite", choices=("sqlite", "postgresql"))
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--workload", default="webhook", choices=("webhook", "flow"))
+    parser.add_argument("--users", type=int, default=1)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument(
+        "--no-spy", dest="spy", action="store_false", help="flow: trace only, no py-spy"
+    )
+    args = parser.parse_args()
+    asyncio.run(flow_profile(args) if args.workload == "flow" else main_async(args))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,12 @@ async def create_schema(url: str) -> None:
 
 
 async def seed_pending(url: str, references: Sequence[str], *, concurrency: int = 8) -> None:
-    """Create each payment and move it to Pending through the package's own storage."""
+    """Create each payment and move it to Pending through the package's own storage.
+
+    The seeded Pending changes are marked told to the host: they are the set-up, not the
+    load, and a server that delivered thousands of them while measured would be timed
+    on work the baseline never does.
+    """
     db = Database(url)
     storage = Storage.over(db)
     pending = iter(references)
@@ -62,8 +67,16 @@ async def seed_pending(url: str, references: Sequence[str], *, concurrency: int 
 
     try:
         await asyncio.gather(*(one_by_one() for _ in range(concurrency)))
+        await db.run_sync(_told_already)
     finally:
         await db.dispose()
+
+
+def _told_already(connection: Any) -> None:
+    connection.exec_driver_sql(
+        "UPDATE mpp_outbox SET status = 'delivered', delivered_at = next_attempt_at"
+        " WHERE status = 'pending'"
+    )
 
 
 def webhook_body(reference: str, *, event_code: str = "AUTHORISATION") -> bytes:

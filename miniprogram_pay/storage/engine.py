@@ -62,18 +62,24 @@ WRITE_ATTEMPTS = 6
 READ_ATTEMPTS = 3
 # Lock waits, version conflicts and a reconnect clear within milliseconds.
 UNIT_BACKOFF = Backoff(base_seconds=0.005, cap_seconds=0.5)
+# A write that need not wait for the disk (``Database.write(durable=False)``), and back.
+SQLITE_LAZY = "PRAGMA synchronous=NORMAL"
+SQLITE_DURABLE = "PRAGMA synchronous=FULL"
+POSTGRES_LAZY = "SET LOCAL synchronous_commit = off"
 
 
 @dataclass(frozen=True, slots=True)
 class UnitCounts:
     """What this process asked of its database so far (for profiles and monitoring).
 
-    Each unit is one hop from the event loop to a database thread and back.
+    Each unit is one hop from the event loop to a database thread and back;
+    ``unsynced`` counts the writes committed without waiting for the disk.
     """
 
     writes: int
     reads: int
     statements: int
+    unsynced: int = 0
 
 
 class Database:
@@ -124,22 +130,34 @@ class Database:
 
     # -- units of work -----------------------------------------------------------------
 
-    async def write(self, work: Callable[[Unit], T], *, what: str = "write transaction") -> T:
+    async def write(
+        self, work: Callable[[Unit], T], *, what: str = "write transaction", durable: bool = True
+    ) -> T:
         """Run ``work`` in a write transaction in a writer thread: committed, or rolled back.
 
         A lock wait, a deadlock, a dropped connection or a ``StaleRowError`` runs the
         whole unit again (a few times, with backoff); what still fails is a
         ``StorageError`` (503), except an ``IntegrityError``, which is the caller's.
+
+        ``durable=False`` commits without waiting for the disk (SQLite: the log is not
+        synced for this commit; PostgreSQL: ``synchronous_commit`` off for it). Only for
+        a unit that nobody is told of on its own: the log is one sequence, so the next
+        durable commit of any unit makes this one durable too, and until then a power
+        failure may take it back. A payment created before Adyen is asked (its answer's
+        commit is durable, and only that one is told to the shopper) and a "delivered"
+        mark (lost, the change is told again) are such units.
         """
-        return await self._run(self._writers, work, WRITE_ATTEMPTS, what)
+        return await self._run(self._writers, work, WRITE_ATTEMPTS, what, durable)
 
     async def read(self, work: Callable[[Unit], T]) -> T:
         """Run ``work`` in a read transaction in a reader thread (one snapshot on SQLite)."""
-        return await self._run(self._readers, work, READ_ATTEMPTS, "read")
+        return await self._run(self._readers, work, READ_ATTEMPTS, "read", True)
 
-    async def _run(self, lanes: _Lanes, work: Callable[[Unit], T], attempts: int, what: str) -> T:
+    async def _run(
+        self, lanes: _Lanes, work: Callable[[Unit], T], attempts: int, what: str, durable: bool
+    ) -> T:
         def job(session: _Session) -> T:
-            return session.transact(work)
+            return session.transact(work, durable=durable)
 
         try:
             # The first attempt outside the retry loop: it nearly always succeeds, and
@@ -197,6 +215,7 @@ class Database:
             writes=sum(s.units for s in writes),
             reads=sum(s.units for s in reads),
             statements=sum(s.statements for s in (*writes, *reads)),
+            unsynced=sum(s.unsynced for s in writes),
         )
 
     async def dispose(self) -> None:
@@ -265,6 +284,7 @@ class _Session:
         self.write = write
         self.units = 0
         self.statements = 0
+        self.unsynced = 0
         self._core: Connection | None = None
         self._raw: Any = None
         if database.executor == "core":
@@ -285,30 +305,45 @@ class _Session:
         else:
             self._driver.execute(sql)
 
-    def transact(self, work: Callable[[Unit], T]) -> T:
+    def transact(self, work: Callable[[Unit], T], *, durable: bool = True) -> T:
         self.units += 1
+        # Only a write can skip the sync.
+        lazy = self.write and not durable
+        self.unsynced += lazy
         if self._core is not None:
-            return self._transact_core(self._core, work)
+            return self._transact_core(self._core, work, lazy)
         if self.database.is_sqlite:
-            return self._transact_sqlite(work)
-        return self._transact_postgres(work)
+            return self._transact_sqlite(work, lazy and self.database.sqlite_synchronous == "full")
+        return self._transact_postgres(work, lazy)
 
-    def _transact_core(self, connection: Connection, work: Callable[[Unit], T]) -> T:
+    def _transact_core(self, connection: Connection, work: Callable[[Unit], T], lazy: bool) -> T:
         unit = CoreUnit(connection)
+        sqlite = self.database.is_sqlite
+        lazy_sqlite = lazy and sqlite and self.database.sqlite_synchronous == "full"
+        if lazy_sqlite:
+            connection.exec_driver_sql(SQLITE_LAZY)
+            connection.commit()  # end the transaction SQLAlchemy began for it
         try:
             with connection.begin():
-                if self.database.is_sqlite:
+                if sqlite:
                     connection.exec_driver_sql("BEGIN IMMEDIATE" if self.write else "BEGIN")
+                elif lazy:
+                    connection.exec_driver_sql(POSTGRES_LAZY)
                 return work(unit)
         finally:
             self.statements += unit.statements
+            if lazy_sqlite:
+                connection.exec_driver_sql(SQLITE_DURABLE)
+                connection.commit()
 
-    def _transact_sqlite(self, work: Callable[[Unit], T]) -> T:
+    def _transact_sqlite(self, work: Callable[[Unit], T], lazy: bool) -> T:
         connection = self._driver
         unit = DriverUnit(connection, self.database.engine.dialect)
         begin = "BEGIN IMMEDIATE" if self.write else "BEGIN"
-        unit.guard(begin, lambda: connection.execute(begin))
+        if lazy:  # outside a transaction: the setting applies to the next commit
+            unit.guard(SQLITE_LAZY, lambda: connection.execute(SQLITE_LAZY))
         try:
+            unit.guard(begin, lambda: connection.execute(begin))
             result = work(unit)
             unit.guard("COMMIT", lambda: connection.execute("COMMIT"))
             return result
@@ -318,14 +353,18 @@ class _Session:
             raise
         finally:
             self.statements += unit.statements
+            if lazy:
+                connection.execute(SQLITE_DURABLE)
 
-    def _transact_postgres(self, work: Callable[[Unit], T]) -> T:
+    def _transact_postgres(self, work: Callable[[Unit], T], lazy: bool) -> T:
         connection = self._driver
         dialect = self.database.engine.dialect
         unit = DriverUnit(connection, dialect)
         try:
             with unit.guarded_pipeline() as pipeline:
                 unit.pipeline = pipeline
+                if lazy:  # sent with the unit's first statement: no round trip of its own
+                    connection.execute(POSTGRES_LAZY)
                 result = work(unit)
                 unit.guard("COMMIT", connection.commit)
             return result

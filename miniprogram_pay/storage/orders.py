@@ -253,7 +253,11 @@ class OrderStore:
             assert chosen is not None  # PAID has a kept attempt, REUSE a current one
             return OrderStep(order, step, attempts[_index(attempts, chosen.number)], created)
 
-        return await self.db.write(work, what="pay order")
+        # Not synced on its own: nobody is told of a new attempt before Adyen's answer is
+        # recorded, and that synced commit comes after this one in the log. A power failure
+        # in between takes back an attempt whose wx.requestPayment parameters nobody got;
+        # the shopper's retry starts it again.
+        return await self.db.write(work, what="pay order", durable=False)
 
     async def kept_attempt(self, order_reference: str) -> str | None:
         """The reference of the attempt that pays the order (its lowest-numbered Authorised

@@ -290,13 +290,18 @@ class OutboxStore:
         return await self.db.write(work, what="outbox claim")
 
     async def delivered(self, outbox_ids: Sequence[int]) -> None:
-        """Mark many rows delivered in one transaction."""
+        """Mark many rows delivered in one transaction.
+
+        Not synced on its own: a mark lost to a power failure only means the change is
+        told again (at least once, under the same ``event_id``).
+        """
         if not outbox_ids:
             return
         params = {"ids": list(outbox_ids)}
         await self.db.write(
             lambda unit: unit.run(DELIVERED, {**params, "now": utcnow()}),
             what="outbox delivered",
+            durable=False,
         )
 
     async def failed(

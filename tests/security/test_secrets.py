@@ -132,7 +132,7 @@ async def run_everything(world: SecurityWorld) -> list[str]:
 @pytest.fixture
 def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)  # the root logger: every library's records
-    for name in ("httpx", "httpcore", "miniprogram_pay", "sqlalchemy", "aiosqlite", "asyncio"):
+    for name in ("httpx", "httpcore", "miniprogram_pay", "sqlalchemy", "asyncio"):
         caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 

@@ -4,7 +4,8 @@ thread), counted by the plugin's ``Database``.
 The background loops poll with reads now and then; the writes of a request are exact:
 a webhook is stored and applied under one commit, a payment is created and its answer
 recorded in two, and a change reaches the host with no read and no claim, only its
-"delivered" mark (batched with others).
+"delivered" mark (batched with others). Only the commits somebody is told of wait for the
+disk: the webhook's, the answers'; not the creation, not the marks.
 """
 
 from __future__ import annotations
@@ -62,9 +63,13 @@ async def test_a_webhook_is_one_write_and_its_delivery_one_more(db_url: str) -> 
             "/pay/webhooks/adyen", content=notification_body(item), headers=auth
         )
         assert r.text == "[accepted]"
-        assert _counts(w).writes - before.writes == 1  # stored and applied, one commit
+        after = _counts(w)
+        # Stored and applied, one commit, synced before [accepted] is sent.
+        assert (after.writes - before.writes, after.unsynced - before.unsynced) == (1, 0)
         await _told(w, "order-units", "Authorised")
-        assert _counts(w).writes - before.writes == 2  # and the delivered mark
+        after = _counts(w)
+        # And the delivered mark, which need not wait for the disk.
+        assert (after.writes - before.writes, after.unsynced - before.unsynced) == (2, 1)
         assert (await w.status("order-units"))["state"] == "Authorised"
 
 
@@ -74,9 +79,12 @@ async def test_a_payment_is_two_writes_and_its_delivery_one_more(db_url: str) ->
         before = _counts(w)
         r = await w.pay_order(headers, "order-units")
         assert r.status_code == 200, r.text
-        assert _counts(w).writes - before.writes == 2  # created; Adyen's answer recorded
+        after = _counts(w)
+        # Created (not synced on its own); Adyen's answer recorded (synced: it is told).
+        assert (after.writes - before.writes, after.unsynced - before.unsynced) == (2, 1)
         await _told(w, "order-units", "Pending")
-        assert _counts(w).writes - before.writes == 3
+        after = _counts(w)
+        assert (after.writes - before.writes, after.unsynced - before.unsynced) == (3, 2)
 
 
 async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str) -> None:
@@ -92,6 +100,7 @@ async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str
         assert r.status_code == 200 and r.json()["state"] == "Authorised", r.text
         after = _counts(w)
         assert (after.reads - before.reads, after.writes - before.writes) == (1, 1)
+        assert after.unsynced == before.unsynced  # the answer is told: its commit is synced
         before = _counts(w)
         assert (await w.status("order-units"))["state"] == "Authorised"
         after = _counts(w)

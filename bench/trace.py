@@ -1,0 +1,125 @@
+"""Where a request's wall-clock time goes: ``BENCH_TRACE=<file>`` in the plugin's environment.
+
+``bench/plugin_app.py`` installs this when the variable is set (never in a measured run).
+It wraps, in the serving process only:
+
+- each HTTP request (path, start, end);
+- each unit of work: when it was submitted, when its thread started and ended it, and
+  when the awaiting coroutine resumed (so queueing, the unit's own run and commit, and
+  the hop back are told apart);
+- each call to the sandbox (Adyen and WeChat), and how long the event loop was busy
+  (the serving thread's CPU) during the request.
+
+On shutdown it writes one JSON object per request to the file;
+``python -m bench.profile --workload flow`` summarises it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["install", "traced"]
+
+_current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "bench_trace", default=None
+)
+_records: list[dict[str, Any]] = []
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+def traced(app: ASGIApp) -> ASGIApp:
+    """The app, each of its HTTP requests recorded with what ran inside it."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        record: dict[str, Any] = {
+            "path": scope["path"], "start": _now(), "cpu0": time.thread_time(), "events": [],
+        }  # fmt: skip
+        token = _current.set(record)
+
+        async def answer(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                record["answered"] = _now()
+            await send(message)
+
+        try:
+            await app(scope, receive, answer)
+        finally:
+            record["end"] = _now()
+            record["loop_cpu"] = time.thread_time() - record.pop("cpu0")
+            _current.reset(token)
+            _records.append(record)
+
+    return wrapper
+
+
+def _event(kind: str, **fields: Any) -> None:
+    record = _current.get()
+    if record is not None:
+        record["events"].append({"kind": kind, **fields})
+
+
+def install(path: str) -> None:
+    """Patch the storage and the clients to record into the current request's trace."""
+    from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
+    from miniprogram_pay.storage import engine
+    from miniprogram_pay.wechat.client import WeChatClient
+
+    original_submit = engine._Lanes.submit
+
+    def submit(self: Any, work: Callable[[Any], Any]) -> Any:
+        marks: dict[str, float] = {"submitted": _now()}
+
+        def timed(session: Any) -> Any:
+            marks["thread_start"] = _now()
+            try:
+                return work(session)
+            finally:
+                marks["thread_end"] = _now()
+
+        future = original_submit(self, timed)
+        record = _current.get()
+        if record is not None:
+            lane = self._name.rsplit("-", 1)[-1]
+
+            def resumed(_: Any) -> None:
+                marks["resumed"] = _now()
+                record["events"].append({"kind": lane, **marks})
+
+            future.add_done_callback(resumed)
+        return future
+
+    engine._Lanes.submit = submit  # type: ignore[method-assign]
+
+    def wrap_call(cls: Any, name: str, kind: str) -> None:
+        original = getattr(cls, name)
+
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = _now()
+            try:
+                return await original(self, *args, **kwargs)
+            finally:
+                _event(kind, start=start, end=_now())
+
+        setattr(cls, name, call)
+
+    wrap_call(AdyenCheckoutClient, "_attempt", "adyen")
+    wrap_call(WeChatClient, "_call", "wechat")
+
+    def write() -> None:
+        Path(path).write_text("\n".join(json.dumps(r) for r in _records))
+
+    atexit.register(write)
