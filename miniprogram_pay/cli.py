@@ -343,6 +343,7 @@ def _demo_with_database(args: argparse.Namespace, out: Printer, database_url: st
 # The figures the demo prints after its payment: (metric, labels to show, what it is).
 DEMO_FIGURES = (
     ("miniprogram_pay_payments", ("state",), "payments"),
+    ("miniprogram_pay_refunds", ("state",), "refunds"),
     ("miniprogram_pay_webhooks_received_total", ("outcome", "reason"), "webhooks"),
     ("miniprogram_pay_upstream_calls_total", ("service", "endpoint", "outcome"), "calls"),
     ("miniprogram_pay_hook_calls_total", ("outcome",), "hook calls"),

@@ -9,6 +9,7 @@ does not know is a 400 naming the values it takes. The reads are
 Example::
 
     GET /admin/payments?state=Pending&createdFrom=2026-12-01&limit=20
+    GET /admin/payments?hasRefunds=true        (those with a refund)
     GET /admin/payments?cursor=1234            (the next page)
     GET /admin/payments/order-1001             (everything about one payment)
 """
@@ -38,6 +39,7 @@ from miniprogram_pay.http.routes import (
     history_entry,
     merged,
     outbox_entry,
+    refunds_body,
 )
 from miniprogram_pay.storage.admin import (
     InboxRecord,
@@ -56,6 +58,8 @@ PAYMENT_FILTERS = {
     "createdBefore": "Created before (ISO 8601 date or date-time; UTC unless an offset).",
     "referencePrefix": "The reference starts with it (case-sensitive).",
     "hasConflicts": "true: only payments with conflicting events; false: only without.",
+    "hasRefunds": "true: only payments with a refund (any state, the Customer Area's too); "
+    "false: only without.",
 }
 PAGE_QUERY = {
     "limit": "Rows per page, 1-200 (default 50).",
@@ -75,6 +79,7 @@ async def admin_payments(request: Request) -> Response:
         created_before=query.moment("createdBefore"),
         reference_prefix=query.prefix("referencePrefix"),
         has_conflicts=query.boolean("hasConflicts"),
+        has_refunds=query.boolean("hasRefunds"),
     )
     page = await plugin.admin.payments(where, before_id=query.cursor(), limit=query.limit())
     return _json(
@@ -207,6 +212,7 @@ def story_answer(story: PaymentStory) -> schemas.PaymentStoryAnswer:
         events=events,
         webhooks=[notification_entry(n) for n in story.webhooks],
         deliveries=[outbox_entry(row) for row in story.deliveries],
+        refunds=refunds_body(p, story.refunds),
     )
 
 
@@ -238,7 +244,8 @@ admin_routes = [
     _admin_get(
         "/admin/payments",
         admin_payments,
-        summary="Payments, newest first, by state, creation date, reference prefix, conflicts",
+        summary="Payments, newest first, by state, creation date, reference prefix, conflicts, "
+        "refunds",
         answer=schemas.PaymentsAnswer,
         errors=LIST_ERRORS,
         query={**PAYMENT_FILTERS, **PAGE_QUERY},
@@ -246,7 +253,8 @@ admin_routes = [
     _admin_get(
         "/admin/payments/{reference:path}",
         admin_payment_story,
-        summary="One payment's whole story: transitions, events, webhook items, deliveries",
+        summary="One payment's whole story: transitions, events, webhook items, refunds, "
+        "deliveries",
         answer=schemas.PaymentStoryAnswer,
         errors=merged(STORAGE, ADMIN, {400: ("invalid_reference",), 404: ("payment_not_found",)}),
     ),

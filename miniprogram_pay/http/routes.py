@@ -24,9 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from miniprogram_pay.adyen.webhooks import check_basic_auth, parse_notification_body, verify_batch
-from miniprogram_pay.domain.ledger import refund_ledger
 from miniprogram_pay.domain.orders import Step
-from miniprogram_pay.domain.refunds import RefundView
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import (
     AuthenticationError,
@@ -46,6 +44,7 @@ from miniprogram_pay.observability.metrics import WebhookOutcome, WebhookReason
 from miniprogram_pay.services import recovery
 from miniprogram_pay.services.payments import DetailsInput, PaidAttempt, PaymentInput, mask
 from miniprogram_pay.services.readiness import check_readiness
+from miniprogram_pay.services.refunds import can_refund, ledger_of
 from miniprogram_pay.storage.orders import AttemptStatus, OrderStatus
 from miniprogram_pay.storage.records import (
     EventRecord,
@@ -519,21 +518,7 @@ def refund_entry(refund: Refund) -> schemas.RefundEntry:
 def refunds_body(payment: PaymentRecord, refunds: list[Refund]) -> schemas.RefundsBody:
     """The ledger of ``payment``'s refunds; nothing is refundable unless it is Authorised."""
     currency = payment.amount.currency
-    ledger = refund_ledger(
-        payment.amount,
-        [
-            RefundView(
-                r.state,
-                r.amount.currency if r.amount else currency,
-                r.amount.value if r.amount else None,
-                external=r.external,
-                psp_reference=r.psp_reference,
-                disputed=r.disputed,
-            )
-            for r in refunds
-        ],
-    )
-    refundable = payment.state is PaymentState.AUTHORISED and payment.psp_reference is not None
+    ledger = ledger_of(payment, refunds)
 
     def money(value: int) -> schemas.MoneyBody:
         return schemas.MoneyBody.of(value, currency)
@@ -542,7 +527,7 @@ def refunds_body(payment: PaymentRecord, refunds: list[Refund]) -> schemas.Refun
         refunded=money(ledger.refunded_value),
         pending=money(ledger.pending_value),
         returned=money(ledger.returned_value),
-        refundable=money(ledger.refundable_value if refundable else 0),
+        refundable=money(ledger.refundable_value if can_refund(payment) else 0),
         disputed=ledger.disputed,
         items=[refund_entry(r) for r in refunds],
     )

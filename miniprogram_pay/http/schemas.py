@@ -717,10 +717,15 @@ class PaymentStoryAnswer(_Model):
     transitions: list[HistoryEntry]
     events: list[StoryEvent]
     webhooks: list[StoredNotification] = Field(
-        description="Webhook items naming the payment's reference or pspReference."
+        description="Webhook items naming the payment's reference or pspReference, and its "
+        "refunds' (REFUND & co. naming a refund's pspReference or reference)."
     )
     deliveries: list[OutboxEntry] = Field(
-        description="The payment's state changes for on_state_change, and their delivery."
+        description="The payment's and its refunds' changes for on_state_change, and their "
+        "delivery."
+    )
+    refunds: RefundsBody = Field(
+        description="The refund ledger and each refund with its history, as the status has it."
     )
 
 

@@ -1,8 +1,9 @@
 """``PrometheusMetrics``: the package's metrics in a prometheus-client registry (an extra).
 
 Events (webhooks, calls to Adyen and WeChat, hook calls, loop passes) are counters
-and histograms recorded as they happen. What the database knows (payments by
-state, inbox and outbox by status, stale payments, the oldest backlog) is read
+and histograms recorded as they happen. What the database knows (payments and
+refunds by state, inbox and outbox by status, stale payments, the oldest backlog,
+the oldest refund waiting for its outcome) is read
 from storage when the plugin's ``GET /metrics`` is scraped (``update``), and
 served from that snapshot by a collector of its own.
 
@@ -34,6 +35,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from miniprogram_pay._version import __version__
+from miniprogram_pay.domain.refunds import RefundState
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.observability.metrics import (
     CallOutcome,
@@ -41,7 +43,12 @@ from miniprogram_pay.observability.metrics import (
     WebhookOutcome,
     WebhookReason,
 )
-from miniprogram_pay.storage.admin import INBOX_STATUSES, OUTBOX_STATUSES, StoredCounts
+from miniprogram_pay.storage.admin import (
+    INBOX_STATUSES,
+    OUTBOX_STATUSES,
+    PENDING_REFUND_STATES,
+    StoredCounts,
+)
 
 __all__ = ["MULTIPROCESS_VARIABLE", "NAMESPACE", "PrometheusMetrics"]
 
@@ -252,7 +259,21 @@ class StoredCountsCollector(Collector):
             OUTBOX_STATUSES,
             counts.outbox,
         )
-        # Refunds by state join here once refunds are stored.
+        yield _by(
+            "refunds",
+            "Refunds by state (Requested, Received: outcome not known yet).",
+            "state",
+            [s.value for s in RefundState],
+            counts.refunds,
+        )
+        oldest = GaugeMetricFamily(
+            f"{NAMESPACE}_refunds_oldest_pending_seconds",
+            "Time since the oldest refund in Requested or Received last moved; 0 when none.",
+            labels=["state"],
+        )
+        for state in PENDING_REFUND_STATES:
+            oldest.add_metric([state], counts.oldest_pending_refund_seconds.get(state, 0.0))
+        yield oldest
         yield GaugeMetricFamily(
             f"{NAMESPACE}_stale_payments",
             "Payments still Created or Pending STALE_AFTER_SECONDS after their last change.",

@@ -18,27 +18,36 @@ Adyen answers what it answered the first time, so there is never a second refund
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.config import Settings
-from miniprogram_pay.domain.ledger import MAX_REFUNDS_PER_PAYMENT
+from miniprogram_pay.domain.ledger import MAX_REFUNDS_PER_PAYMENT, RefundLedger, refund_ledger
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.refunds import (
     RefundEvent,
     RefundReason,
     RefundState,
+    RefundView,
     parse_refund_reason,
     refund_received_event,
     refund_rejected_event,
 )
+from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import AdyenError, InvalidRefundError, MiniProgramPayError
 from miniprogram_pay.services.payments import ChangeHandOff, NoHandOff
-from miniprogram_pay.storage.records import Refund
+from miniprogram_pay.storage.records import PaymentRecord, Refund
 from miniprogram_pay.storage.refunds import RefundAsk
 from miniprogram_pay.storage.stores import Storage
 
-__all__ = ["MAX_CALLER_KEY_CHARS", "RefundService", "check_caller_key"]
+__all__ = [
+    "MAX_CALLER_KEY_CHARS",
+    "RefundService",
+    "can_refund",
+    "check_caller_key",
+    "ledger_of",
+]
 
 logger = logging.getLogger("miniprogram_pay.refunds")
 
@@ -60,6 +69,30 @@ def check_caller_key(key: str | None) -> str | None:
             code="invalid_idempotency_key",
         )
     return key
+
+
+def ledger_of(payment: PaymentRecord, refunds: Sequence[Refund]) -> RefundLedger:
+    """The refund ledger of ``payment`` from its stored refunds (docs/refunds.md, the ledger)."""
+    currency = payment.amount.currency
+    return refund_ledger(
+        payment.amount,
+        [
+            RefundView(
+                r.state,
+                r.amount.currency if r.amount else currency,
+                r.amount.value if r.amount else None,
+                external=r.external,
+                psp_reference=r.psp_reference,
+                disputed=r.disputed,
+            )
+            for r in refunds
+        ],
+    )
+
+
+def can_refund(payment: PaymentRecord) -> bool:
+    """Whether ``payment`` can take a refund at all: Authorised, and known to Adyen."""
+    return payment.state is PaymentState.AUTHORISED and payment.psp_reference is not None
 
 
 def _ask(

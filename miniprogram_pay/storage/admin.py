@@ -5,7 +5,7 @@ hop, one snapshot). Pages are keyset pages on the row id, newest first
 (``before_id`` is the last id of the previous page), so a page costs the same at row
 10 and at row 10 million and never skips or repeats a row that was there when the
 first page was read. A list's statement depends on which filters are given: each
-such shape is built and compiled once (there are a few dozen at most). ``counts``
+such shape is built and compiled once (a few hundred at most; a few dozen in use). ``counts``
 is what the metrics and the back office read at a glance.
 
 Example::
@@ -22,25 +22,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import bindparam, func, not_, or_, select
+from sqlalchemy import bindparam, exists, func, not_, select
 from sqlalchemy.sql.expression import Executable
 
 from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.refunds import RefundState
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage import inbox, outbox, payments
-from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, payment_record, stored_payment
+from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, stored_payment
 from miniprogram_pay.storage.engine import Database
-from miniprogram_pay.storage.records import (
-    EventRecord,
-    OutboxRecord,
-    PaymentRecord,
-    TransitionRecord,
-)
+from miniprogram_pay.storage.records import OutboxRecord
 from miniprogram_pay.storage.sql import Sql, Unit, among, like_prefix
+from miniprogram_pay.storage.story import (
+    INBOX_COLUMNS,
+    InboxRecord,
+    PaymentStory,
+    inbox_record,
+    read_story,
+)
 from miniprogram_pay.storage.tables import (
     NotificationRow,
     OutboxRow,
     PaymentRow,
+    RefundRow,
     aware,
     table,
     utcnow,
@@ -64,19 +68,13 @@ OUTBOX_STATUSES = ("delivered", "parked", "pending")
 # Items not applied yet: new (received) or waiting for a retry (failed).
 INBOX_WAITING = ("received", "failed")
 MAX_PAGE_ROWS = 200
-# A story lists at most this many webhook items and outbox rows (a payment has a handful).
-MAX_STORY_ROWS = 500
 
 P = table(PaymentRow)
 N = table(NotificationRow)
 OB = table(OutboxRow)
-INBOX_FIELDS = (
-    "id", "status", "detail", "psp_reference", "merchant_reference", "event_code", "success",
-    "amount_value", "amount_currency", "deliveries", "attempts", "received_at",
-    "next_attempt_at", "applied_at",
-)  # fmt: skip
-INBOX_COLUMNS = [N.c[name] for name in INBOX_FIELDS]
-
+R = table(RefundRow)
+# Refunds whose outcome is not known yet: how long the oldest has waited is worth an alert.
+PENDING_REFUND_STATES = (RefundState.REQUESTED.value, RefundState.RECEIVED.value)
 Item = TypeVar("Item")
 
 
@@ -97,7 +95,8 @@ class PaymentFilter:
     created_before: datetime | None = None  # exclusive
     reference_prefix: str | None = None
     has_conflicts: bool | None = None
-    # Refunds are not stored yet: a "has refunds" filter joins their table once it exists.
+    has_refunds: bool | None = None
+    """True: at least one refund, in any state (ours or made in the Customer Area)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,43 +115,6 @@ class PaymentSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class InboxRecord:
-    """A webhook item as operators see it."""
-
-    id: int
-    status: str
-    detail: str | None
-    psp_reference: str
-    merchant_reference: str
-    event_code: str
-    success: bool
-    # As Adyen sent them: a webhook may name any currency, or a zero amount.
-    amount_value: int | None
-    amount_currency: str | None
-    deliveries: int
-    attempts: int
-    received_at: datetime
-    next_attempt_at: datetime
-    applied_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentStory:
-    """Everything stored about one payment, read in one snapshot.
-
-    One payment is one attempt at Adyen today; ``transitions`` and ``events`` are
-    that attempt's. Webhook items are those naming the payment's reference or its
-    ``pspReference``; ``deliveries`` are its state changes for the host's hook.
-    """
-
-    payment: PaymentRecord
-    transitions: list[TransitionRecord]
-    events: list[EventRecord]
-    webhooks: list[InboxRecord]
-    deliveries: list[OutboxRecord]
-
-
-@dataclass(frozen=True, slots=True)
 class StoredCounts:
     """The database's counts at one moment, for metrics and the back office's health panel."""
 
@@ -164,6 +126,10 @@ class StoredCounts:
     oldest_waiting_inbox_seconds: float | None
     oldest_pending_outbox_seconds: float | None
     at: datetime = field(default_factory=utcnow)
+    refunds: dict[str, int] = field(default_factory=dict)
+    """Refunds by state (an external refund none of whose webhooks implied one is left out)."""
+    oldest_pending_refund_seconds: dict[str, float] = field(default_factory=dict)
+    """For Requested and Received: how long the oldest refund there has not moved."""
 
     @property
     def inbox_backlog(self) -> int:
@@ -214,7 +180,16 @@ def _payments_page(given: frozenset[str]) -> Any:
         stmt = stmt.where(P.c.conflicts > bindparam("conflicted"))
     elif "unconflicted" in given:
         stmt = stmt.where(not_(P.c.conflicts > bindparam("unconflicted")))
+    # Refunds are numbered from 1: "a refund numbered above 0" is "a refund" (one index probe).
+    if "refunded" in given:
+        stmt = stmt.where(_has_refund("refunded"))
+    elif "unrefunded" in given:
+        stmt = stmt.where(not_(_has_refund("unrefunded")))
     return _newest_first(stmt, P.c.id, given)
+
+
+def _has_refund(param: str) -> Any:
+    return exists().where(R.c.payment_id == P.c.id, R.c.number > bindparam(param))
 
 
 def _filtered_page(
@@ -240,35 +215,18 @@ INBOX_PAGE = _Shapes(
 OUTBOX_PAGE = _Shapes(_filtered_page(outbox.COLUMNS, status=OB.c.status, reference=OB.c.reference))
 
 
-def _of_payment() -> Any:
-    return select(P.c.id).where(P.c.reference == bindparam("reference")).scalar_subquery()
-
-
-def _psp_of_payment() -> Any:
-    psp = select(P.c.psp_reference).where(P.c.reference == bindparam("reference"))
-    return psp.scalar_subquery()
-
-
-# A story's statements all name the payment by reference: on PostgreSQL they go out at once.
-STORY_WEBHOOKS = Sql(
-    select(*INBOX_COLUMNS)
-    .where(
-        or_(
-            N.c.merchant_reference == bindparam("reference"), N.c.psp_reference == _psp_of_payment()
-        )
-    )
-    .order_by(N.c.id)
-    .limit(MAX_STORY_ROWS)
-)
-STORY_DELIVERIES = Sql(
-    select(*outbox.COLUMNS)
-    .where(OB.c.payment_id == _of_payment())
-    .order_by(OB.c.id)
-    .limit(MAX_STORY_ROWS)
-)
 CONFLICTED = Sql(select(func.count()).select_from(P).where(P.c.conflicts > 0))
 OLDEST_WAITING = Sql(select(func.min(N.c.received_at)).where(among(N.c.status, INBOX_WAITING)))
 OLDEST_PENDING = Sql(select(func.min(OB.c.created_at)).where(OB.c.status == "pending"))
+REFUNDS_BY_STATE = Sql(
+    select(R.c.state, func.count()).where(R.c.state.is_not(None)).group_by(R.c.state)
+)
+# On the (state, updated_at) index: one probe per state.
+OLDEST_PENDING_REFUNDS = Sql(
+    select(R.c.state, func.min(R.c.updated_at))
+    .where(among(R.c.state, PENDING_REFUND_STATES))
+    .group_by(R.c.state)
+)
 
 
 # -- the reads ---------------------------------------------------------------------------
@@ -295,31 +253,14 @@ class AdminReads:
             params["prefix"] = like_prefix(where.reference_prefix)
         if where.has_conflicts is not None:
             params["conflicted" if where.has_conflicts else "unconflicted"] = 0
+        if where.has_refunds is not None:
+            params["refunded" if where.has_refunds else "unrefunded"] = 0
         rows = await self.db.read(lambda unit: PAYMENTS_PAGE.run(unit, params))
         return _paged(rows, limit, _summary)
 
     async def story(self, reference: str) -> PaymentStory | None:
         """The payment ``reference`` and everything that happened to it."""
-
-        def work(unit: Unit) -> PaymentStory | None:
-            params = {"reference": reference}
-            found = unit.run(payments.BY_REFERENCE, params)
-            history = unit.run(payments.HISTORY_OF, params)
-            events = unit.run(payments.EVENTS_OF, params)
-            webhooks = unit.run(STORY_WEBHOOKS, params)
-            deliveries = unit.run(STORY_DELIVERIES, params)
-            rows = found.all()
-            if not rows:
-                return None
-            return PaymentStory(
-                payment=payment_record(stored_payment(rows[0])),
-                transitions=payments.history_records(history.all()),
-                events=payments.event_records(events.all()),
-                webhooks=[_inbox_record(row) for row in webhooks.all()],
-                deliveries=[outbox.outbox_record(row) for row in deliveries.all()],
-            )
-
-        return await self.db.read(work)
+        return await self.db.read(lambda unit: read_story(unit, reference))
 
     async def notifications(
         self,
@@ -332,7 +273,7 @@ class AdminReads:
         """Webhook items, newest first (all, or those in ``status`` / for ``reference``)."""
         params = _page_params(before_id, limit, status=status, reference=reference)
         rows = await self.db.read(lambda unit: INBOX_PAGE.run(unit, params))
-        return _paged(rows, limit, _inbox_record)
+        return _paged(rows, limit, inbox_record)
 
     async def outbox(
         self,
@@ -348,7 +289,8 @@ class AdminReads:
         return _paged(rows, limit, outbox.outbox_record)
 
     async def counts(self, *, stale_after_seconds: int) -> StoredCounts:
-        """Payments by state, inbox and outbox by status, stale payments, oldest backlog."""
+        """Payments and refunds by state, inbox and outbox by status, stale payments, and
+        the oldest backlog."""
         now = utcnow()
         cutoff = {"cutoff": now - timedelta(seconds=stale_after_seconds)}
 
@@ -361,8 +303,10 @@ class AdminReads:
                 unit.run(CONFLICTED),
                 unit.run(OLDEST_WAITING),
                 unit.run(OLDEST_PENDING),
+                unit.run(REFUNDS_BY_STATE),
+                unit.run(OLDEST_PENDING_REFUNDS),
             ]
-            by_state, by_inbox, by_outbox, stale, conflicted, waiting, pending = (
+            (by_state, by_inbox, by_outbox, stale, conflicted, waiting, pending, refunds, old) = (
                 part.all() for part in parts
             )
             return StoredCounts(
@@ -374,6 +318,10 @@ class AdminReads:
                 oldest_waiting_inbox_seconds=_age(aware(waiting[0][0]), now),
                 oldest_pending_outbox_seconds=_age(aware(pending[0][0]), now),
                 at=now,
+                refunds=_grouped(refunds),
+                oldest_pending_refund_seconds={
+                    str(state): _age(aware(moment), now) or 0.0 for state, moment in old
+                },
             )
 
         return await self.db.read(work)
@@ -422,11 +370,3 @@ def _summary(row: Sequence[Any]) -> PaymentSummary:
         created_at=aware(stored.created_at),
         updated_at=aware(stored.updated_at),
     )
-
-
-def _inbox_record(row: Sequence[Any]) -> InboxRecord:
-    values = dict(zip(INBOX_FIELDS, row, strict=True))
-    for moment in ("received_at", "next_attempt_at", "applied_at"):
-        values[moment] = aware(values[moment])
-    values["success"] = bool(values["success"])
-    return InboxRecord(**values)

@@ -116,6 +116,8 @@ REFUSED = [
     ({"state": "Paid"}, "invalid_filter", "state", STATES),
     ({"state": "pending"}, "invalid_filter", "state", STATES),  # states are spelled as listed
     ({"hasConflicts": "yes"}, "invalid_filter", "hasConflicts", ["true", "false"]),
+    ({"hasRefunds": "1"}, "invalid_filter", "hasRefunds", ["true", "false"]),
+    ({"hasRefunds": "True"}, "invalid_filter", "hasRefunds", ["true", "false"]),
     ({"createdFrom": "yesterday"}, "invalid_filter", "createdFrom", None),
     ({"createdBefore": "2026-13-01"}, "invalid_filter", "createdBefore", None),
     ({"referencePrefix": "a%"}, "invalid_filter", "referencePrefix", None),
@@ -145,7 +147,7 @@ async def test_a_filter_value_the_list_does_not_know_is_refused_with_the_allowed
 
 
 async def test_an_unknown_or_repeated_parameter_is_refused(shop: World) -> None:
-    unknown = await shop.client.get("/pay/admin/payments?hasRefund=true", headers=ADMIN)
+    unknown = await shop.client.get("/pay/admin/payments?refunded=true", headers=ADMIN)
     assert unknown.status_code == 400
     error = unknown.json()["error"]
     assert error["code"] == "invalid_filter" and "parameter" not in error
@@ -155,6 +157,7 @@ async def test_an_unknown_or_repeated_parameter_is_refused(shop: World) -> None:
         "createdBefore",
         "referencePrefix",
         "hasConflicts",
+        "hasRefunds",
         "cursor",
         "limit",
     ]
@@ -219,6 +222,41 @@ async def test_one_payment_tells_its_whole_story(shop: World) -> None:
     ]
     times = [e["at"] for e in story["events"]]
     assert times == sorted(times)
+
+
+async def test_payments_by_refunds_and_a_story_with_its_refunds(db_url: str) -> None:
+    async with world(db_url) as w:
+        for reference in ("rf-1", "rf-2", "rf-3"):
+            await pay(w, reference)
+        await w.settle()
+        await w.pay.refund("rf-2", 300, reason="return")
+        await w.pay.refund("rf-2")  # the rest
+        await w.settle()
+        with_refunds = await get(w, "/pay/admin/payments", hasRefunds="true")
+        assert [p["reference"] for p in with_refunds["payments"]] == ["rf-2"]
+        without = await get(w, "/pay/admin/payments", hasRefunds="false", limit="1")
+        assert [p["reference"] for p in without["payments"]] == ["rf-3"]
+        rest = await get(w, "/pay/admin/payments", hasRefunds="false", cursor=without["nextCursor"])
+        assert [p["reference"] for p in rest["payments"]] == ["rf-1"]
+        assert (await get(w, "/pay/admin/payments", hasRefunds=""))["payments"] != []
+
+        story = await get(w, "/pay/admin/payments/rf-2")
+        status = await w.status("rf-2")
+    refunds = story["refunds"]
+    assert refunds == status["refunds"]  # the same ledger and items as the status answer
+    assert refunds["refunded"] == {"currency": "CNY", "value": 1130}
+    assert refunds["refundable"]["value"] == 0
+    assert [(i["reference"], i["amount"]["value"], i["state"]) for i in refunds["items"]] == [
+        ("rf-2-refund-1", 300, "Refunded"),
+        ("rf-2-refund-2", 830, "Refunded"),
+    ]
+    refund_items = [n for n in story["webhooks"] if n["eventCode"] == "REFUND"]
+    assert sorted(n["merchantReference"] for n in refund_items) == [
+        "rf-2-refund-1",
+        "rf-2-refund-2",
+    ]
+    told = [d["refund"]["state"] for d in story["deliveries"] if d["kind"] == "refund"]
+    assert sorted(told) == sorted(["Requested", "Received", "Refunded"] * 2)
 
 
 async def test_a_payment_nobody_made_has_no_story(shop: World) -> None:
