@@ -2,9 +2,10 @@
 
 ``GET /admin/office`` lists payments (the admin API's filters, its pages) beside
 the inbox and outbox at a glance; ``/admin/office/payments/{reference}`` is one
-payment's time line with its state diagram; ``/admin/office/requeue`` asks to
-confirm, then requeues parked items. Every page needs a signed-in session
-(``auth.py``); without ``ADMIN_API_KEY`` configured there is no back office (404).
+payment's time line with its state diagram and its refunds; ``/admin/office/requeue``
+asks to confirm, then requeues parked items; ``/admin/office/refund`` does the same
+for a refund (``refunds.py``). Every page needs a signed-in session (``auth.py``);
+without ``ADMIN_API_KEY`` configured there is no back office (404).
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from miniprogram_pay.domain import TRANSITIONS, PaymentState
-from miniprogram_pay.errors import InvalidQueryError, NotFoundError, NotInstalledError
+from miniprogram_pay.errors import (
+    InvalidQueryError,
+    MiniProgramPayError,
+    NotFoundError,
+    NotInstalledError,
+)
 from miniprogram_pay.http import schemas
 from miniprogram_pay.http.bodies import read_body
 from miniprogram_pay.http.context import Plugin
 from miniprogram_pay.http.queries import PAGING, Query
 from miniprogram_pay.http.routes import _is_admin, _plugin
 from miniprogram_pay.office.auth import COOKIE, SESSION_SECONDS, OfficeSessions, same_site
+from miniprogram_pay.office.refunds import RefundPages, refund_outcome, refunds_panel
 from miniprogram_pay.office.timeline import path_taken, timeline
 from miniprogram_pay.pages import SECURITY_HEADERS, Pages, state_diagram
 from miniprogram_pay.pages.rendering import MISSING_JINJA2
@@ -37,7 +44,7 @@ PACKAGE = "miniprogram_pay.office"
 OFFICE_PATH = "/admin/office"
 STATIC_PATH = OFFICE_PATH + "/static"
 STATES = tuple(state.value for state in PaymentState)
-FILTERS = ("state", "createdFrom", "createdBefore", "referencePrefix", "hasConflicts")
+FILTERS = ("state", "createdFrom", "createdBefore", "referencePrefix", "hasConflicts", "hasRefunds")
 KINDS = {"outbox": "state changes for on_state_change", "inbox": "webhook items"}
 MAX_FORM_BYTES = 16_384
 PAGE_ROWS = 25
@@ -59,13 +66,14 @@ class Office:
             Route(OFFICE_PATH + "/payments/{reference:path}", self.payment, methods=["GET"]),
             Route(OFFICE_PATH + "/requeue", self.confirm_requeue, methods=["GET"]),
             Route(OFFICE_PATH + "/requeue", self.requeue, methods=["POST"]),
+            *RefundPages(self, OFFICE_PATH).routes(),
             self.pages.static_route(STATIC_PATH),
         ]
 
     # -- pages -----------------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
-        plugin, csrf = self._visitor(request)
+        plugin, csrf = self.visitor(request)
         if csrf is None:
             return _to_login(request)
         error: InvalidQueryError | None = None
@@ -80,7 +88,7 @@ class Office:
         older = None
         if page.next_before_id is not None:
             older = _base(request) + "?" + urlencode({**shown, "cursor": page.next_before_id})
-        return self._render(
+        return self.render(
             request,
             "office_home.html",
             {
@@ -99,16 +107,31 @@ class Office:
         )
 
     async def payment(self, request: Request) -> Response:
-        plugin, csrf = self._visitor(request)
+        plugin, csrf = self.visitor(request)
         if csrf is None:
             return _to_login(request)
         reference = schemas.path_reference(request.path_params["reference"])
+        number = request.query_params.get("refund", "")
+        shown = int(number) if number.isascii() and number.isdigit() and len(number) < 4 else None
+        return await self.payment_page(request, plugin, csrf, reference, refund_number=shown)
+
+    async def payment_page(
+        self,
+        request: Request,
+        plugin: Plugin,
+        csrf: str,
+        reference: str,
+        *,
+        refund_number: int | None = None,
+        refusal: MiniProgramPayError | None = None,
+    ) -> Response:
+        """One payment's page; with the outcome of a refund asked for on it, if any."""
         story = await plugin.admin.story(reference)
         if story is None:
             context = {"csrf": csrf, "reference": reference}
-            return self._render(request, "office_missing.html", context, status_code=404)
+            return self.render(request, "office_missing.html", context, status_code=404)
         moves = path_taken(story)
-        return self._render(
+        return self.render(
             request,
             "office_payment.html",
             {
@@ -120,16 +143,19 @@ class Office:
                 "taken": [f"{source}>{to}" for source, to in moves if source],
                 "parked": [d for d in story.deliveries if d.status == "parked"],
                 "parked_webhooks": [n for n in story.webhooks if n.status == "parked"],
+                "refunds": refunds_panel(story),
+                "outcome": refund_outcome(story, refund_number, refusal),
             },
+            status_code=refusal.status if refusal is not None else 200,
         )
 
     async def confirm_requeue(self, request: Request) -> Response:
-        plugin, csrf = self._visitor(request)
+        plugin, csrf = self.visitor(request)
         if csrf is None:
             return _to_login(request)
         kind, ids = _requeue_query(request.query_params.get("kind"), request.query_params)
         rows = await _parked(plugin, kind, ids)
-        return self._render(
+        return self.render(
             request,
             "office_confirm.html",
             {"csrf": csrf, "kind": kind, "what": KINDS[kind], "rows": rows, "ids": ids},
@@ -138,9 +164,9 @@ class Office:
     # -- actions ---------------------------------------------------------------------------
 
     async def requeue(self, request: Request) -> Response:
-        allowed = await self._action(request)
+        allowed = await self.action(request)
         if allowed is None:
-            return self._refused(request)
+            return self.refused(request)
         plugin, form = allowed
         kind, ids = _requeue_query(form.get("kind"), form)
         if kind == "outbox":
@@ -160,7 +186,7 @@ class Office:
 
     async def login_page(self, request: Request) -> Response:
         self._sessions(_plugin(request))
-        return self._render(request, "office_login.html", {"csrf": None, "failed": False})
+        return self.render(request, "office_login.html", {"csrf": None, "failed": False})
 
     async def login(self, request: Request) -> Response:
         plugin = _plugin(request)
@@ -169,7 +195,7 @@ class Office:
         given = form.get("key", "")
         if not same_site(request) or not given or not sessions.key_matches(given):
             context = {"csrf": None, "failed": True}
-            return self._render(request, "office_login.html", context, status_code=401)
+            return self.render(request, "office_login.html", context, status_code=401)
         token, _ = sessions.issue()
         answer = RedirectResponse(_base(request), 303)
         answer.set_cookie(
@@ -184,8 +210,8 @@ class Office:
         return answer
 
     async def logout(self, request: Request) -> Response:
-        if await self._action(request) is None:
-            return self._refused(request)
+        if await self.action(request) is None:
+            return self.refused(request)
         answer = RedirectResponse(_base(request) + "/login", 303)
         answer.delete_cookie(COOKIE, path=_base(request))
         return answer
@@ -198,7 +224,7 @@ class Office:
             raise NotFoundError("not found", code="not_found")
         return OfficeSessions(key)
 
-    def _visitor(self, request: Request) -> tuple[Plugin, str | None]:
+    def visitor(self, request: Request) -> tuple[Plugin, str | None]:
         """The plugin, and the visitor's CSRF secret (``""`` by admin header; None: nobody)."""
         plugin = _plugin(request)
         sessions = self._sessions(plugin)
@@ -207,7 +233,7 @@ class Office:
         session = sessions.read(request.cookies.get(COOKIE))
         return plugin, None if session is None else session.csrf
 
-    async def _action(self, request: Request) -> tuple[Plugin, dict[str, str]] | None:
+    async def action(self, request: Request) -> tuple[Plugin, dict[str, str]] | None:
         """A POST's form, if it comes from a signed-in person on this site; else None."""
         plugin = _plugin(request)
         sessions = self._sessions(plugin)
@@ -218,11 +244,11 @@ class Office:
             return None
         return plugin, form
 
-    def _refused(self, request: Request) -> Response:
+    def refused(self, request: Request) -> Response:
         """A forged, stale or signed-out form: nothing done, and a way back."""
-        return self._render(request, "office_refused.html", {"csrf": None}, status_code=403)
+        return self.render(request, "office_refused.html", {"csrf": None}, status_code=403)
 
-    def _render(
+    def render(
         self,
         request: Request,
         name: str,
@@ -258,6 +284,7 @@ def _filter(query: Query) -> tuple[PaymentFilter, dict[str, str]]:
         created_before=query.moment("createdBefore"),
         reference_prefix=query.prefix("referencePrefix"),
         has_conflicts=query.boolean("hasConflicts"),
+        has_refunds=query.boolean("hasRefunds"),
     )
     shown = {name: value for name in FILTERS if (value := query.text(name)) is not None}
     return where, shown

@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
 from miniprogram_pay.config import Settings
-from miniprogram_pay.domain.ledger import MAX_REFUNDS_PER_PAYMENT, RefundLedger, refund_ledger
+from miniprogram_pay.domain.ledger import (
+    MAX_REFUNDS_PER_PAYMENT,
+    RefundablePayment,
+    RefundLedger,
+    admit_refund,
+    refund_ledger,
+)
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.refunds import (
     RefundEvent,
@@ -47,6 +53,7 @@ __all__ = [
     "can_refund",
     "check_caller_key",
     "ledger_of",
+    "refund_views",
 ]
 
 logger = logging.getLogger("miniprogram_pay.refunds")
@@ -71,23 +78,25 @@ def check_caller_key(key: str | None) -> str | None:
     return key
 
 
+def refund_views(payment: PaymentRecord, refunds: Sequence[Refund]) -> list[RefundView]:
+    """``payment``'s stored refunds as the ledger and the admission rule see them."""
+    currency = payment.amount.currency
+    return [
+        RefundView(
+            r.state,
+            r.amount.currency if r.amount else currency,
+            r.amount.value if r.amount else None,
+            external=r.external,
+            psp_reference=r.psp_reference,
+            disputed=r.disputed,
+        )
+        for r in refunds
+    ]
+
+
 def ledger_of(payment: PaymentRecord, refunds: Sequence[Refund]) -> RefundLedger:
     """The refund ledger of ``payment`` from its stored refunds (docs/refunds.md, the ledger)."""
-    currency = payment.amount.currency
-    return refund_ledger(
-        payment.amount,
-        [
-            RefundView(
-                r.state,
-                r.amount.currency if r.amount else currency,
-                r.amount.value if r.amount else None,
-                external=r.external,
-                psp_reference=r.psp_reference,
-                disputed=r.disputed,
-            )
-            for r in refunds
-        ],
-    )
+    return refund_ledger(payment.amount, refund_views(payment, refunds))
 
 
 def can_refund(payment: PaymentRecord) -> bool:
@@ -158,6 +167,27 @@ class RefundService:
         elif refund.state is not RefundState.REQUESTED or refund.external:
             return refund  # Adyen answered this one already
         return await self._ask_adyen(reference, refund)
+
+    def preview(
+        self,
+        payment: PaymentRecord,
+        authorised_at: datetime | None,
+        refunds: Sequence[Refund],
+        value: int | None = None,
+    ) -> Amount:
+        """What ``refund`` would refund of ``payment`` now, or the refusal it would raise.
+
+        The same rule ``refund`` applies under the payment's lock, applied to a read
+        of it: for a confirmation to show. Only ``refund`` decides.
+        """
+        return admit_refund(
+            RefundablePayment(payment.state, payment.amount, payment.psp_reference, authorised_at),
+            refund_views(payment, refunds),
+            value,
+            now=datetime.now(UTC),
+            window=self.window,
+            limit=self.limit,
+        )
 
     async def refund_duplicates(self) -> int:
         """Refund in full each attempt authorised although its order was paid by another
