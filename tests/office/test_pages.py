@@ -213,3 +213,71 @@ async def test_every_control_shows_its_focus_and_every_text_is_readable(
     await page.goto(servers.api_url + "/admin/office")
     await page.click("#payments tbody tr a >> nth=0")
     assert await page.evaluate(CONTRAST) == []
+
+
+async def refund_states(servers: SandboxedServers, reference: str) -> list[str]:
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(
+            f"{servers.api_url}/payments/{reference}",
+            headers={"X-Admin-Key": servers.admin_api_key},
+        )
+    return [item["state"] for item in answer.json()["refunds"]["items"]]
+
+
+async def test_refund_part_of_a_payment_after_confirming(
+    page: Page, servers: SandboxedServers
+) -> None:
+    reference = await shop(servers, "authorised", "refund")
+    await sign_in_with_the_keyboard(page, servers)
+    await page.click(f"text={reference}")
+    await expect(page.locator("#ledger-refundable")).to_have_text("CNY 11.30")
+    # With the keyboard: the amount in yuan, a reason, then Enter.
+    await page.locator("#r-amount").focus()
+    await page.keyboard.type("3.76")
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#r-reason")).to_be_focused()
+    await page.select_option("#r-reason", "RETURN")
+    await page.locator("#r-amount").press("Enter")
+
+    await expect(page.locator("#confirm-title")).to_have_text(f"Refund CNY 3.76 of {reference}?")
+    await expect(page.locator("#refund-amount")).to_have_text("CNY 3.76")
+    await expect(page.locator("#refund-left")).to_have_text("CNY 7.54")
+    await expect(page.locator("#refund-reason")).to_have_text("RETURN")
+    assert await page.evaluate(CONTRAST) == []
+    await screenshot(page, "office-refund-confirm")
+    await page.locator("#confirm").focus()
+    assert (await page.evaluate(FOCUS))["outline"]
+    await page.keyboard.press("Enter")
+
+    await expect(page.locator("#refund-outcome")).to_contain_text(
+        f"Refund {reference}-refund-1 of CNY 3.76"
+    )
+    for _ in range(300):
+        if await refund_states(servers, reference) == ["Refunded"]:
+            break
+        await asyncio.sleep(0.05)
+    await page.reload()
+    await expect(page.locator("#ledger-refunded")).to_have_text("CNY 3.76")
+    await expect(page.locator("#ledger-refundable")).to_have_text("CNY 7.54")
+    await expect(page.locator("#refunds tbody tr")).to_have_count(1)
+    await expect(page.locator("#refunds tbody tr")).to_contain_text("Refunded")
+    refund_lane = page.locator('#timeline [data-lane="refund"]')
+    for move in ("(new) → Requested", "Requested → Received", "Received → Refunded"):
+        await expect(refund_lane.filter(has_text=move)).to_have_count(1)
+    await expect(
+        page.locator('#timeline [data-lane="webhook"]').filter(has_text="Webhook REFUND")
+    ).to_have_count(1)
+    await expect(
+        page.locator('#timeline [data-lane="delivery"]').filter(has_text="Refunded) delivered")
+    ).to_have_count(1)
+    times = await page.locator("#timeline time").evaluate_all(
+        "(els) => els.map((e) => e.getAttribute('datetime'))"
+    )
+    assert times == sorted(times)
+    assert await page.evaluate(CONTRAST) == []
+    await screenshot(page, "office-refunds")
+
+    await page.goto(servers.api_url + "/admin/office?hasRefunds=true")
+    await expect(page.locator("#f-refunds")).to_have_value("true")
+    await expect(page.locator("#payments tbody tr")).to_have_count(1)
+    await expect(page.locator("#payments tbody tr")).to_contain_text(reference)
