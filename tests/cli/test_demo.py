@@ -134,6 +134,8 @@ def test_demo_prints_the_metrics_its_payment_moved(
     out = default_demo.stdout
     metrics = out[out.index("/pay/metrics (the non-zero series)") :]
     assert re.search(r"payments\s+Authorised 1\n", metrics)
+    assert re.search(r"refunds\s+Refunded 2\n", metrics)  # the two parts, and no other state
+    assert not re.search(r"refunds\s+(Requested|Received|Refused|Failed|Reversed) ", metrics)
     # The AUTHORISATION, then one REFUND webhook for each of the two refunds.
     assert re.search(r"webhooks\s+stored 3\n", metrics)
     for call in (

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from miniprogram_pay import MiniProgramPay, StateChange, create_app
+from miniprogram_pay import AdyenError, MiniProgramPay, RefundState, StateChange, create_app
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY
 from tests.observability.helpers import moved, parse, scrape, value
 from tests.world import (
@@ -30,6 +30,7 @@ from tests.world import (
 )
 
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
+STATE_NAMES = [state.value for state in RefundState]
 
 
 async def pay_through(w: World, reference: str) -> None:
@@ -251,3 +252,54 @@ async def test_without_prometheus_client_the_route_says_what_to_install(
     assert answer.status_code == 501
     assert answer.json()["error"]["code"] == "not_installed"
     assert "pip install 'miniprogram-pay[metrics]'" in answer.json()["error"]["message"]
+
+
+async def test_refunds_by_state_and_refund_webhooks_show(db_url: str) -> None:
+    async with world(db_url, adyen_max_retries=0) as w:
+        await pay_through(w, "order-refunds")
+        psp = (await w.status("order-refunds"))["pspReference"]
+        before = await scrape(w.client)
+        assert value(before, "refunds", {"state": "Refunded"}) == 0
+        assert value(before, "refunds_oldest_pending_seconds", {"state": "Requested"}) == 0
+        first = await w.pay.refund("order-refunds", 300)
+        await w.settle()  # the sandbox's REFUND webhook: Refunded
+        # The refund fails later; Adyen sends that twice, and someone forges one.
+        auth = basic_auth(w.config.webhook_username, w.config.webhook_password)
+        failed = notification_body(
+            notification_item(
+                psp_reference=first.psp_reference or "",
+                merchant_reference=first.reference or "",
+                value=300,
+                event_code="REFUND_FAILED",
+                originalReference=psp,
+                key_hex=DEFAULT_HMAC_KEY,
+            )
+        )
+        forged = notification_body(
+            notification_item(event_code="REFUND", originalReference=psp, signature="AAAA")
+        )
+        for body, status in ((failed, 200), (failed, 200), (forged, 401)):
+            answer = await w.client.post("/pay/webhooks/adyen", content=body, headers=auth)
+            assert answer.status_code == status, answer.text
+        # Adyen is down for the next one (it never makes it): it stays Requested.
+        w.sandbox.inject_fault("503", target="refunds", processed=False)
+        with pytest.raises(AdyenError):
+            await w.pay.refund("order-refunds", 200)
+        await w.pay.drain()
+        after = await scrape(w.client)
+
+    def grew(name: str, **labels: str) -> float:
+        return moved(before, after, name, labels)
+
+    # The REFUND and the REFUND_FAILED, once each; the second REFUND_FAILED; the forgery.
+    assert grew("webhooks_received_total", outcome="stored", reason="") == 2
+    assert grew("webhooks_received_total", outcome="duplicate", reason="") == 1
+    assert grew("webhooks_received_total", outcome="rejected", reason="hmac") == 1
+    assert grew("webhook_apply_lag_seconds_count") == 2
+    refunds = {"service": "adyen", "endpoint": "/payments/{pspReference}/refunds"}
+    assert grew("upstream_calls_total", **refunds, outcome="ok") == 1
+    assert grew("upstream_calls_total", **refunds, outcome="server_error") == 1
+    states = {state: value(after, "refunds", {"state": state}) for state in STATE_NAMES}
+    assert states == {**dict.fromkeys(STATE_NAMES, 0.0), "Failed": 1.0, "Requested": 1.0}
+    assert value(after, "refunds_oldest_pending_seconds", {"state": "Requested"}) > 0
+    assert value(after, "refunds_oldest_pending_seconds", {"state": "Received"}) == 0

@@ -244,7 +244,7 @@ async def test_refund_part_of_a_payment_after_confirming(
     await expect(page.locator("#refund-left")).to_have_text("CNY 7.54")
     await expect(page.locator("#refund-reason")).to_have_text("RETURN")
     assert await page.evaluate(CONTRAST) == []
-    await screenshot(page, "office-refund-confirm")
+    await screenshot(page, "office-refund-confirm", docs="office-refund-confirm.png")
     await page.locator("#confirm").focus()
     assert (await page.evaluate(FOCUS))["outline"]
     await page.keyboard.press("Enter")
