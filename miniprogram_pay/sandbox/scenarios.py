@@ -145,6 +145,14 @@ _SCENARIO_LIST = (
         webhooks_on_ok=(_auth_failed("Refused"), _AUTH_OK),
     ),
     Scenario(
+        "webhook-twice-out-of-order",
+        "AUTHORISATION success=false, then success=true, each delivered twice at once, all"
+        " before details answers Authorised.",
+        webhooks_on_ok=(_auth_failed("Refused"), _AUTH_OK),
+        copies=2,
+        webhooks_before_details=True,
+    ),
+    Scenario(
         "success-then-failure",
         "Details Authorised; AUTHORISATION success=true, then success=false.",
         webhooks_on_ok=(_AUTH_OK, _auth_failed("Refused")),

@@ -51,6 +51,7 @@ EXPECTED: dict[str, PaymentState] = {
     "webhook-before-details": A,
     "duplicate-webhooks": A,
     "failure-then-success": A,  # a later success upgrades a failure
+    "webhook-twice-out-of-order": A,  # duplicates change nothing, the success upgrades
     "success-then-failure": A,  # a failure never downgrades; it is recorded as a conflict
     "wrong-amount": P,  # a webhook for another amount moves nothing
     "rotated-key": A,

@@ -31,6 +31,7 @@ RULE: dict[str, tuple[str, list[str]]] = {
     "webhook-before-details": ("Authorised", []),
     "duplicate-webhooks": ("Authorised", []),
     "failure-then-success": ("Authorised", []),
+    "webhook-twice-out-of-order": ("Authorised", []),
     "success-then-failure": ("Authorised", ["failure_after_authorisation"]),
     "wrong-amount": ("Pending", ["amount_mismatch"]),  # another amount authorises nothing
     "rotated-key": ("Authorised", []),

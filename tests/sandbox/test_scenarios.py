@@ -29,6 +29,10 @@ EXPECTED: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "webhook-before-details": ("Authorised", [("AUTHORISATION", "true")]),
     "duplicate-webhooks": ("Authorised", [("AUTHORISATION", "true")] * 3),
     "failure-then-success": ("Pending", [("AUTHORISATION", "false"), ("AUTHORISATION", "true")]),
+    "webhook-twice-out-of-order": (
+        "Authorised",
+        [("AUTHORISATION", "false")] * 2 + [("AUTHORISATION", "true")] * 2,
+    ),
     "success-then-failure": (
         "Authorised",
         [("AUTHORISATION", "true"), ("AUTHORISATION", "false")],
