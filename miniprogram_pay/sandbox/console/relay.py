@@ -20,12 +20,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["CONSOLE_HEADER", "Relay", "RelayError", "RelayRecord", "mask_secrets"]
+__all__ = ["CONSOLE_HEADER", "Origin", "Relay", "RelayError", "RelayRecord", "mask_secrets"]
 
 CONSOLE_HEADER = "X-Sandbox-Console"
 METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -34,9 +34,14 @@ _DROPPED_HEADERS = frozenset(
     {"host", "cookie", "content-length", "connection", "transfer-encoding", "origin", "referer"}
 )
 USER_AGENT = "miniprogram-pay sandbox console (wx.request)"
+BACK_OFFICE_AGENT = "miniprogram-pay sandbox console (back office)"
 TIMEOUT_SECONDS = 30.0  # wx.request's default is 60 s; a local host answers far sooner
 KEPT_RECORDS = 2000
 MASKED_FIELDS = ("token", "sessionKey", "session_key")
+
+
+# Who sent it: the shopper's Mini Program, or the merchant's back office (the console's refunds).
+Origin = Literal["shopper", "merchant"]
 
 
 class RelayError(ValueError):
@@ -86,6 +91,7 @@ class RelayRecord:
     error: str | None = None
     answered_at: str | None = None
     milliseconds: float | None = None
+    origin: Origin = "shopper"
 
     @property
     def path(self) -> str:
@@ -106,6 +112,7 @@ class RelayRecord:
             "error": self.error,
             "answeredAt": self.answered_at,
             "milliseconds": self.milliseconds,
+            "origin": self.origin,
         }
 
 
@@ -161,18 +168,29 @@ class Relay:
     def of_run(self, run: str) -> list[RelayRecord]:
         return [record for record in self.records if record.run == run]
 
-    async def send(self, request: WxRequest) -> dict[str, Any]:
-        """What ``wx.request`` hands its ``success`` (or ``fail``) callback."""
+    async def send(
+        self,
+        request: WxRequest,
+        *,
+        origin: Origin = "shopper",
+        secret_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """What ``wx.request`` hands its ``success`` (or ``fail``) callback.
+
+        ``secret_headers`` (the merchant's admin key) are sent and never recorded.
+        """
         record = RelayRecord(
             self._next_id, request.run, _now(), request.method, request.url, request.header,
-            request.data,
+            request.data, origin=origin,
         )  # fmt: skip
         self._next_id += 1
         self.records.append(record)
         started = time.monotonic()
+        payload = self._payload(request, origin)
+        payload["headers"].update(secret_headers or {})
         try:
             response = await self._http().request(
-                request.method, request.url, timeout=TIMEOUT_SECONDS, **self._payload(request)
+                request.method, request.url, timeout=TIMEOUT_SECONDS, **payload
             )
         except httpx.HTTPError as exc:
             record.error = f"request:fail {type(exc).__name__}"
@@ -189,15 +207,17 @@ class Relay:
             "errMsg": "request:ok",
         }
 
-    def _payload(self, request: WxRequest) -> dict[str, Any]:
+    def _payload(self, request: WxRequest, origin: Origin) -> dict[str, Any]:
         headers = {
             name: value
             for name, value in request.header.items()
             if name.lower() not in _DROPPED_HEADERS
         }
-        headers["User-Agent"] = USER_AGENT
-        # What WeChat's client sends with every wx.request of a Mini Program in development.
-        headers["Referer"] = f"https://servicewechat.com/{self._app_id}/devtools/page-frame.html"
+        headers["User-Agent"] = USER_AGENT if origin == "shopper" else BACK_OFFICE_AGENT
+        if origin == "shopper":
+            # What WeChat's client sends with every wx.request of a Mini Program in development.
+            referer = f"https://servicewechat.com/{self._app_id}/devtools/page-frame.html"
+            headers["Referer"] = referer
         payload: dict[str, Any] = {"headers": headers}
         if request.data is None:
             return payload

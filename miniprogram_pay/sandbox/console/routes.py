@@ -2,8 +2,10 @@
 
 ``GET /`` is the page; ``/_sandbox/console/pay.js`` the Mini Program client
 module as a browser script; ``POST /_sandbox/console/relay`` the page's
-``wx.request``; ``GET /_sandbox/console/timeline`` one payment's timeline with
-the host's view of it. The PSP controls on the page use the control API.
+``wx.request``; ``POST /_sandbox/console/refund`` the merchant's refund through
+the host's admin API; ``GET /_sandbox/console/timeline`` one order's timeline
+(every attempt) with the host's view of it. The PSP controls on the page use
+the control API.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from miniprogram_pay.domain import TRANSITIONS, PaymentState
+from miniprogram_pay.domain import TRANSITIONS, PaymentState, RefundReason
 from miniprogram_pay.pages import SECURITY_HEADERS, Pages, state_diagram
 from miniprogram_pay.pages.rendering import MISSING_JINJA2
 from miniprogram_pay.sandbox.console import timeline
+from miniprogram_pay.sandbox.console.refunds import RefundOrderError, parse_refund_order
 from miniprogram_pay.sandbox.console.relay import CONSOLE_HEADER, Relay, RelayError, parse_request
 from miniprogram_pay.sandbox.faults import FAULT_KINDS
 from miniprogram_pay.sandbox.responses import json_response
@@ -43,6 +46,8 @@ STATIC_NAME = "sandbox-static"
 ADMIN_KEY_HEADER = "X-Merchant-Admin-Key"
 WEBHOOK_PATH = "/webhooks/adyen"
 FALLBACK_API_URL = "http://127.0.0.1:8000/pay"
+NO_ADMIN_KEY = "no admin key: give the host's X-Admin-Key to see its view and refund"
+REFUND_REASONS = tuple(reason.value for reason in RefundReason)
 # The faults the page offers for "the next call to Adyen".
 PAGE_FAULTS = tuple(kind for kind in FAULT_KINDS if kind in ("timeout", "500", "503"))
 _MODULE_HEAD = "// The Mini Program client module, loaded as a Mini Program loads it: CommonJS.\n"
@@ -112,6 +117,7 @@ class Console:
                 name="console-client-module",
             ),
             Route("/_sandbox/console/relay", self.relay_request, methods=["POST"]),
+            Route("/_sandbox/console/refund", self.refund, methods=["POST"]),
             Route("/_sandbox/console/timeline", self.timeline, methods=["GET"]),
             self.pages.static_route("/_sandbox/static"),
         ]
@@ -133,6 +139,7 @@ class Console:
                     (s, refund_scenario_steps(s)) for s in REFUND_SCENARIOS.values()
                 ],
                 "default_refund_scenario": DEFAULT_REFUND_SCENARIO,
+                "refund_reasons": REFUND_REASONS,
                 "faults": PAGE_FAULTS,
                 "diagram": self.diagram,
             },
@@ -152,6 +159,27 @@ class Console:
             return json_response({"error": "the body must be JSON"}, 400)
         return json_response(await self.relay.send(wx_request))
 
+    async def refund(self, request: Request) -> Response:
+        """The back office's refund: the scenario set for the payment's attempts, then the host."""
+        try:
+            _from_console(request)
+            body = json.loads(await request.body() or b"null")
+            api = _http_url(body.get("api") if isinstance(body, dict) else None, "api")
+            order = parse_refund_order(body)
+        except (BadConsoleRequest, RefundOrderError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        except ValueError:
+            return json_response({"error": "the body must be JSON"}, 400)
+        key = self._admin_key(request)
+        if not key:
+            return json_response({"error": NO_ADMIN_KEY}, 400)
+        for payment in self._attempts(None, order.reference):
+            self.sandbox.set_refund_scenario(payment.merchant_reference, order.scenario)
+        answer = await self.relay.send(
+            order.request(api), origin="merchant", secret_headers={"X-Admin-Key": key}
+        )
+        return json_response({k: v for k, v in answer.items() if k != "header"})
+
     async def timeline(self, request: Request) -> Response:
         query = request.query_params
         try:
@@ -160,13 +188,17 @@ class Console:
         except BadConsoleRequest as exc:
             return json_response({"error": str(exc)}, 400)
         reference, run = query.get("reference") or "", query.get("run") or ""
-        payment = self._payment(query.get("pspReference"), reference)
+        attempts = self._attempts(query.get("pspReference"), reference)
+        payment = attempts[-1] if attempts else None
         psp = payment.psp_reference if payment is not None else None
+        psps = {p.psp_reference for p in attempts}
+        references = {p.merchant_reference for p in attempts} | ({reference} - {""})
         host, host_error = await self._host_view(request, api, reference)
         answer = {
             "reference": reference,
             "pspReference": psp,
             "sandbox": payment.to_dict() if payment is not None else None,
+            "attempts": [p.merchant_reference for p in attempts],
             "host": host,
             "hostError": host_error,
             **_state_marks(host),
@@ -176,12 +208,16 @@ class Console:
                 for entry in timeline.build(
                     api_base=api,
                     relayed=self.relay.of_run(run),
-                    payment=payment,
-                    calls=self.sandbox.calls.about(psp_reference=psp, merchant_reference=reference),
+                    payments=attempts,
+                    calls=[
+                        call
+                        for call in self.sandbox.calls.calls
+                        if call.psp_reference in psps or call.merchant_reference in references
+                    ],
                     deliveries=[
                         d
                         for d in self.sandbox.deliveries
-                        if psp is not None and psp in (d.psp_reference, d.original_reference)
+                        if psps & {d.psp_reference, d.original_reference}
                     ],
                     host=host,
                 )
@@ -189,11 +225,22 @@ class Console:
         }
         return json_response({**answer, "version": _version(answer)})
 
-    def _payment(self, psp_reference: str | None, reference: str) -> SandboxPayment | None:
-        if psp_reference and psp_reference in self.sandbox.payments:
-            return self.sandbox.payments[psp_reference]
-        mine = [p for p in self.sandbox.payments.values() if p.merchant_reference == reference]
-        return mine[-1] if mine else None
+    def _attempts(self, psp_reference: str | None, reference: str) -> list[SandboxPayment]:
+        """The order's payments at Adyen, oldest first: its own reference's and its attempts'
+        (their merchantOrderReference), else the one named by ``psp_reference``."""
+        order = {reference} - {""}
+        named = self.sandbox.payments.get(psp_reference or "")
+        if named is not None:
+            order |= {named.merchant_reference, named.order_reference or named.merchant_reference}
+        mine = [
+            p
+            for p in self.sandbox.payments.values()
+            if p.merchant_reference in order or (p.order_reference or "") in order
+        ]
+        return mine if mine or named is None else [named]
+
+    def _admin_key(self, request: Request) -> str | None:
+        return request.headers.get(ADMIN_KEY_HEADER) or self.sandbox.config.merchant_admin_key
 
     async def _host_view(
         self, request: Request, api: str, reference: str
@@ -201,9 +248,9 @@ class Console:
         """The host's ``GET /payments/{reference}`` for an admin: its database's word."""
         if not reference:
             return None, None
-        key = request.headers.get(ADMIN_KEY_HEADER) or self.sandbox.config.merchant_admin_key
+        key = self._admin_key(request)
         if not key:
-            return None, "no admin key: give the host's X-Admin-Key to see its view"
+            return None, NO_ADMIN_KEY
         url = f"{api}/payments/{quote(reference, safe='')}"
         status, body = await self.relay.get_json(url, {"X-Admin-Key": key})
         if status == 200 and isinstance(body, dict):

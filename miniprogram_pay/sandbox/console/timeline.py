@@ -1,10 +1,12 @@
-"""One payment's story from both sides, in time order (pure).
+"""One order's story from both sides, in time order (pure).
 
-The sandbox knows what the shopper's Mini Program sent the host (the console's
-relay), what the host asked Adyen, which webhooks Adyen sent and how the host
-answered each attempt, and the refunds made at Adyen. The host's own view, its
+The sandbox knows what the shopper's Mini Program and the merchant's back office
+sent the host (the console's relay), what the host asked Adyen for each of the
+order's attempts, which webhooks Adyen sent and how the host answered each
+delivery attempt, and the refunds made at Adyen. The host's own view, its
 ``GET /payments/{reference}`` for an admin, adds what it recorded, the states
-its payment went through and the conflicts it found. ``build`` merges them.
+its payment went through (each attempt's, when the order has several) and the
+conflicts it found. ``build`` merges them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from miniprogram_pay.sandbox.webhooks import WebhookDelivery
 
 __all__ = ["Entry", "Lane", "Tone", "build", "host_path"]
 
-Lane = Literal["shopper", "adyen", "webhook", "host", "state", "conflict", "refund"]
+Lane = Literal["shopper", "merchant", "adyen", "webhook", "host", "state", "conflict", "refund"]
 Tone = Literal["ok", "warn", "bad", "wait", "info"]
 # Among entries stamped the same instant: cause before effect.
 _LANE_ORDER: dict[str, int] = {
     lane: n
-    for n, lane in enumerate(("shopper", "adyen", "refund", "webhook", "host", "state", "conflict"))
+    for n, lane in enumerate(
+        ("shopper", "merchant", "adyen", "refund", "webhook", "host", "state", "conflict")
+    )
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -97,29 +101,48 @@ def _relay_detail(record: RelayRecord) -> str:
     return ", ".join(parts)
 
 
-def _shopper_entries(records: Iterable[RelayRecord], api_base: str) -> list[Entry]:
+def _refund_answer_detail(record: RelayRecord) -> str:
+    """The host's answer to a back-office refund: the refund and what is left."""
+    answer = record.answer if isinstance(record.answer, dict) else {}
+    refund, refunds = answer.get("refund"), answer.get("refunds")
+    if not isinstance(refund, dict) or not isinstance(refunds, dict):
+        return _relay_detail(record)
+    left = refunds.get("refundable") or {}
+    return (
+        f"refund {refund.get('reference')} of {_money(refund.get('amount') or {})}"
+        f" {refund.get('state')}; refundable {_money(left)}"
+    )
+
+
+_SENDERS = {"shopper": "Mini Program", "merchant": "back office"}
+
+
+def _relay_entries(records: Iterable[RelayRecord], api_base: str) -> list[Entry]:
     entries = []
     for record in records:
         status = "..." if record.status_code is None and not record.error else record.status_code
-        title = f"Mini Program -> host: {record.method} {host_path(record, api_base)} -> {status}"
+        path = host_path(record, api_base)
+        title = f"{_SENDERS[record.origin]} -> host: {record.method} {path} -> {status}"
         tone = "bad" if record.error else _status_tone(record.status_code)
-        entries.append(Entry(record.at, "shopper", title, _relay_detail(record), tone))
+        detail = _refund_answer_detail(record) if record.origin == "merchant" else None
+        entries.append(
+            Entry(record.at, record.origin, title, detail or _relay_detail(record), tone)
+        )
     return entries
 
 
-def _wechat_entries(payment: SandboxPayment | None) -> list[Entry]:
-    if payment is None or payment.wechat_at is None or payment.wechat_outcome is None:
-        return []
-    ok = payment.wechat_outcome == "requestPayment:ok"
-    return [
-        Entry(
-            payment.wechat_at,
-            "shopper",
-            f"wx.requestPayment -> {payment.wechat_outcome}",
-            "the shopper answered the WeChat pay sheet",
-            "ok" if ok else "warn",
-        )
-    ]
+def _wechat_entries(payments: Sequence[SandboxPayment]) -> list[Entry]:
+    entries = []
+    for payment in payments:
+        if payment.wechat_at is None or payment.wechat_outcome is None:
+            continue
+        ok = payment.wechat_outcome == "requestPayment:ok"
+        detail = "the shopper answered the WeChat pay sheet"
+        if len(payments) > 1:
+            detail += f" for attempt {payment.merchant_reference}"
+        title = f"wx.requestPayment -> {payment.wechat_outcome}"
+        entries.append(Entry(payment.wechat_at, "shopper", title, detail, "ok" if ok else "warn"))
+    return entries
 
 
 _PATHS = {"payments": "/payments", "details": "/payments/details", "refunds": "/refunds"}
@@ -182,21 +205,35 @@ def _refund_entries(refunds: Sequence[SandboxRefund]) -> list[Entry]:
 _SHOWN_ELSEWHERE = ("transition", "conflict")
 
 
-def _host_entries(status: dict[str, Any]) -> list[Entry]:
+def _attempt_entries(attempt: dict[str, Any], label: str) -> list[Entry]:
+    """One attempt's recorded events and state changes; ``label`` names it among several."""
     entries = []
-    for event in status.get("events", []):
+    for event in attempt.get("events", []):
         if event.get("outcome") in _SHOWN_ELSEWHERE:
             continue
         flag = event.get("success")
         success = "" if flag is None else f" success={str(flag).lower()}"
         title = f"host recorded {event.get('source')} {event.get('event')}{success}"
-        detail = f"{event.get('outcome')}: the state did not move"
+        detail = f"{label}{event.get('outcome')}: the state did not move"
         entries.append(Entry(str(event.get("at")), "host", title, detail))
-    for change in status.get("history", []):
+    for change in attempt.get("history", []):
         before = change.get("from") or "(new)"
         title = f"state {before} -> {change.get('to')}"
-        detail = f"by {change.get('source')} {change.get('event')}"
+        detail = f"{label}by {change.get('source')} {change.get('event')}"
         entries.append(Entry(str(change.get("at")), "state", title, detail, "ok"))
+    return entries
+
+
+def _host_entries(status: dict[str, Any]) -> list[Entry]:
+    attempts = status.get("attempts") or []
+    if len(attempts) > 1:  # the order's own history is its deciding attempt's: show each
+        entries = [
+            entry
+            for attempt in attempts
+            for entry in _attempt_entries(attempt, f"attempt {attempt.get('reference')}, ")
+        ]
+    else:
+        entries = _attempt_entries(status, "")
     for conflict in status.get("conflicts", []):
         title = f"conflict: {conflict.get('kind')}"
         detail = f"{conflict.get('source')} {conflict.get('event')}; the state did not move"
@@ -230,7 +267,7 @@ def build(
     *,
     api_base: str,
     relayed: Iterable[RelayRecord],
-    payment: SandboxPayment | None,
+    payments: Sequence[SandboxPayment],
     calls: Iterable[AdyenCall],
     deliveries: Iterable[WebhookDelivery],
     host: dict[str, Any] | None,
@@ -242,10 +279,10 @@ def build(
     exact order within a lane (both sorts are stable).
     """
     entries = [
-        *_shopper_entries(relayed, api_base),
-        *_wechat_entries(payment),
+        *_relay_entries(relayed, api_base),
+        *_wechat_entries(payments),
         *_call_entries(calls),
-        *_refund_entries(payment.refunds if payment is not None else ()),
+        *_refund_entries([refund for payment in payments for refund in payment.refunds]),
         *_webhook_entries(deliveries),
         *_host_entries(host or {}),
     ]

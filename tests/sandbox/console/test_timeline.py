@@ -2,75 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from miniprogram_pay.sandbox import SandboxConfig
 from miniprogram_pay.sandbox.calls import AdyenCall
 from miniprogram_pay.sandbox.console import timeline
 from miniprogram_pay.sandbox.console.relay import RelayRecord
-from tests.world import ADMIN_KEY, MERCHANT_BASE, World, world
-
-CONSOLE = {"X-Sandbox-Console": "1"}
-API = f"{MERCHANT_BASE}/pay"
-
-
-@dataclasses.dataclass
-class Console:
-    world: World
-    client: httpx.AsyncClient  # on the sandbox app, as the page's fetch()
-
-    async def relay(self, path: str, method: str = "GET", **extra: Any) -> dict[str, Any]:
-        body = {"run": "run-1", "url": API + path, "method": method, **extra}
-        answer = await self.client.post("/_sandbox/console/relay", json=body, headers=CONSOLE)
-        assert answer.status_code == 200, answer.text
-        result: dict[str, Any] = answer.json()
-        return result
-
-    async def play(self, reference: str, outcome: str = "ok") -> dict[str, Any]:
-        """What the page does for one payment: the client module's requests, through the relay."""
-        session = await self.relay("/session", "POST", data={"code": "alice.1"})
-        auth = {"Authorization": f"Bearer {session['data']['token']}"}
-        order = {"reference": reference, "amount": {"currency": "CNY", "value": 1130}}
-        payment = await self.relay(
-            "/payments",
-            "POST",
-            header=auth,
-            data={**order, "paymentMethod": {"type": "wechatpayMiniProgram"}},
-        )
-        params = payment["data"]["redirect"]["data"]
-        paid = await self.client.post("/_sandbox/wechat/pay", json={**params, "outcome": outcome})
-        details = {"reference": reference, "details": {"paymentStatus": paid.json()["errMsg"]}}
-        await self.relay("/payments/details", "POST", header=auth, data=details)
-        await self.world.settle()
-        return payment
-
-    async def timeline(self, reference: str, **headers: str) -> httpx.Response:
-        query = {"run": "run-1", "reference": reference, "api": API}
-        return await self.client.get(
-            "/_sandbox/console/timeline", params=query, headers={**CONSOLE, **headers}
-        )
-
-
-def config(**overrides: Any) -> SandboxConfig:
-    values: dict[str, Any] = {
-        "webhook_url": f"{MERCHANT_BASE}/pay/webhooks/adyen",
-        "merchant_admin_key": ADMIN_KEY,
-        **overrides,
-    }
-    return SandboxConfig(**values)
-
-
-@pytest.fixture
-async def console(sqlite_url: str) -> AsyncIterator[Console]:
-    async with world(sqlite_url, config=config()) as w:
-        transport = httpx.ASGITransport(app=w.sandbox_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sandbox.test") as c:
-            yield Console(w, c)
+from tests.sandbox.console.helpers import API, CONSOLE, Console, config
+from tests.world import ADMIN_KEY, world
 
 
 async def test_a_paid_payment_from_both_sides_in_order(console: Console) -> None:
@@ -199,7 +139,7 @@ def test_entries_sort_by_instant_whatever_the_clock_wrote() -> None:
         _record("2026-01-01T10:00:00.900+00:00", id=2, **elsewhere),
     ]
     entries = timeline.build(
-        api_base=API, relayed=relayed, payment=None, calls=(), deliveries=(), host=host
+        api_base=API, relayed=relayed, payments=(), calls=(), deliveries=(), host=host
     )
     assert [(e.lane, e.title) for e in entries] == [
         ("shopper", "Mini Program -> host: POST /payments -> 200"),
@@ -215,7 +155,7 @@ def test_entries_of_one_instant_go_cause_to_effect() -> None:
     conflict = {"kind": "amount_mismatch", "source": "webhook", "event": "AUTHORISATION"}
     host = {"conflicts": [{**conflict, "at": at}]}
     entries = timeline.build(
-        api_base=API, relayed=[_record(at)], payment=None, calls=[call], deliveries=(), host=host
+        api_base=API, relayed=[_record(at)], payments=(), calls=[call], deliveries=(), host=host
     )
     assert [e.lane for e in entries] == ["shopper", "adyen", "conflict"]
     assert entries[1].title == "host -> Adyen: POST /payments/details -> no answer yet"
@@ -232,7 +172,7 @@ def test_a_relay_error_and_an_error_answer_say_what_happened() -> None:
         answer={"error": {"code": "reference_conflict", "message": "taken"}},
     )
     entries = timeline.build(
-        api_base=API, relayed=[failed, refused], payment=None, calls=(), deliveries=(), host=None
+        api_base=API, relayed=[failed, refused], payments=(), calls=(), deliveries=(), host=None
     )
     assert [(e.detail, e.tone) for e in entries] == [
         ("request:fail ConnectError", "bad"),
@@ -247,7 +187,7 @@ def test_repeats_in_a_row_are_one_entry() -> None:
 
     relayed = [*map(poll, range(4)), _record("2026-01-01T10:00:05+00:00", id=9), poll(6)]
     entries = timeline.build(
-        api_base=API, relayed=relayed, payment=None, calls=(), deliveries=(), host=None
+        api_base=API, relayed=relayed, payments=(), calls=(), deliveries=(), host=None
     )
     assert [(e.at[17:19], e.title) for e in entries] == [
         ("00", "Mini Program -> host: GET /payments/o-1 -> 200 (x4)"),  # the first one's time

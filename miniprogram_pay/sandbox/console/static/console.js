@@ -1,10 +1,12 @@
 // The sandbox console: the shopper's Mini Program (client/pay.js with the console's wx), Adyen's
-// controls (the sandbox's control API) and the live timeline (polled, redrawn when it changes).
+// controls (the sandbox's control API), the merchant's refunds (through the host's admin API, sent by
+// the sandbox) and the live timeline (polled, redrawn when it changes).
 (function () {
   'use strict';
 
   const { h, json, every, clock, diagram } = window.Pages;
-  const { pay, messageFor } = window.MiniProgramPay;
+  // canRetry: the client module's "try again" (an order paid by several attempts), when it has one.
+  const { pay, messageFor, canRetry } = window.MiniProgramPay;
   const { createWx, randomHex } = window.ConsoleWx;
   const $ = (id) => document.getElementById(id);
   const body = document.body.dataset;
@@ -17,8 +19,11 @@
 
   const current = {
     run: '',
-    reference: '',
+    reference: '', // the order's
+    attempt: '', // the attempt's own reference, as POST /payments answered it
     pspReference: null,
+    refundScenario: body.defaultRefundScenario,
+    refundable: null, // what the host says is left to refund
     amount: null, // the host's amount once /payments answered
     settled: false,
     version: null,
@@ -53,18 +58,13 @@
   function newOrder() {
     if (current.stopPolling) current.stopPolling();
     Object.assign(current, { run: randomHex(8), reference: `console-${randomHex(3)}`, pspReference: null });
-    Object.assign(current, { amount: null, settled: false, version: null, stopPolling: null });
+    Object.assign(current, { amount: null, version: null, stopPolling: null, refundable: null });
     $('reference').value = current.reference;
     $('refund-amount').value = '';
     for (const button of document.querySelectorAll('.scenario')) {
-      button.disabled = false;
       button.setAttribute('aria-pressed', String(button.dataset.scenario === body.defaultScenario));
     }
-    $('checkout').classList.remove('hidden');
-    $('result').classList.add('hidden');
-    $('sheet').classList.add('hidden');
-    $('pay').disabled = false;
-    $('step').textContent = 'Ready';
+    showCheckout();
     $('entries').replaceChildren();
     $('live').textContent = '';
     $('psp-target').textContent = 'No payment yet: a scenario chosen now applies to the order\'s reference.';
@@ -73,6 +73,24 @@
     setControls(null);
     showOrder();
     startPolling(); // faults and choices show before the payment exists
+  }
+
+  /** The checkout screen, ready to pay (the order's first attempt, or its next one). */
+  function showCheckout() {
+    current.settled = false;
+    current.attempt = '';
+    for (const button of document.querySelectorAll('.scenario')) button.disabled = false;
+    $('checkout').classList.remove('hidden');
+    $('result').classList.add('hidden');
+    $('sheet').classList.add('hidden');
+    $('pay').disabled = false;
+    $('step').textContent = 'Ready';
+  }
+
+  /** The shopper pays the same order again: the client module's retry, a new attempt at the host. */
+  function payAgain() {
+    showCheckout();
+    return startPayment();
   }
 
   function orderBody() {
@@ -91,11 +109,14 @@
   function onAnswer(url, res) {
     // The host's answer to POST /payments names the payment (a resolver may choose its reference).
     const data = res.data || {};
+    // An order paid in several attempts: `reference` is the attempt's, `orderReference` the order's.
     if (url.endsWith('/payments') && res.statusCode === 200 && data.reference) {
-      current.reference = data.reference;
+      current.reference = data.orderReference || data.reference;
+      current.attempt = data.reference;
       current.pspReference = data.pspReference || null;
       current.amount = data.amount || null;
-      $('psp-target').textContent = `Payment ${data.reference}, pspReference ${data.pspReference}`;
+      const attempt = data.attempt ? `, attempt ${data.attempt}` : '';
+      $('psp-target').textContent = `Payment ${data.reference}${attempt}, pspReference ${data.pspReference}`;
     }
   }
 
@@ -114,7 +135,7 @@
     });
   }
 
-  function showResult(state, message, errMsg) {
+  function showResult(state, message, errMsg, result) {
     $('checkout').classList.add('hidden');
     $('result').classList.remove('hidden');
     $('result').dataset.state = state;
@@ -122,6 +143,8 @@
     $('result-message').textContent = message;
     $('result-state').textContent = state;
     $('result-errmsg').textContent = errMsg || '';
+    $('result-attempt').textContent = result && result.attempt ? `attempt ${result.attempt} (${result.reference})` : '';
+    $('pay-again').classList.toggle('hidden', !(result && canRetry && canRetry(result)));
   }
 
   async function startPayment() {
@@ -150,7 +173,7 @@
         poll: CLIENT_POLL,
         onStep: (step) => ($('step').textContent = STEPS[step] || step),
       });
-      showResult(result.state, messageFor(result), result.clientErrMsg);
+      showResult(result.state, messageFor(result), result.clientErrMsg, result);
     } catch (error) {
       showResult('Error', error.message, error.code);
     }
@@ -172,8 +195,9 @@
   }
 
   async function chooseScenario(button) {
-    // Before POST /payments answers, the order's reference; after, the host's.
-    const reference = current.pspReference ? current.reference : $('reference').value.trim();
+    // Before POST /payments answers, the order's reference (its next attempts run it too); after,
+    // the attempt's, as the host named it.
+    const reference = current.attempt || $('reference').value.trim();
     const scenario = button.dataset.scenario;
     const answer = await control('/_sandbox/scenarios', { reference, scenario }, `scenario ${scenario} for ${reference}`);
     if (answer.status < 400) {
@@ -190,22 +214,63 @@
     return control(`/_sandbox/payments/${current.pspReference}/release`, {}, 'held webhooks on their way');
   }
 
-  function refund(button) {
-    const scenario = button.dataset.refundScenario;
-    const value = Number($('refund-amount').value);
-    const amount = { currency: (current.amount || orderAmount()).currency, value };
-    return control(
-      `/_sandbox/payments/${current.pspReference}/refunds`,
-      { amount, scenario },
-      `refund of ${money(amount)} made at Adyen (${scenario})`,
-    );
+  function chooseRefundScenario(button) {
+    current.refundScenario = button.dataset.refundScenario;
+    for (const other of document.querySelectorAll('.refund-scenario')) other.setAttribute('aria-pressed', String(other === button));
+  }
+
+  /** The amount field, or null: everything left. */
+  function refundAmount() {
+    const value = $('refund-amount').value.trim();
+    return value ? { currency: (current.amount || orderAmount()).currency, value: Number(value) } : null;
+  }
+
+  function adminHeaders() {
+    const key = $('admin-key').value;
+    return Object.assign({}, CONSOLE, key ? { 'X-Merchant-Admin-Key': key } : {});
+  }
+
+  /** The merchant's back office refunds: the sandbox sends it to the host's admin refund endpoint. */
+  async function refundThroughHost() {
+    const scenario = current.refundScenario;
+    const payload = {
+      run: current.run,
+      api: $('api').value.trim().replace(/\/$/, ''),
+      reference: current.reference,
+      scenario,
+      amount: refundAmount(),
+      reason: $('refund-reason').value || null,
+      idempotencyKey: `console-${randomHex(8)}`,
+    };
+    const answer = await json(`${base}/_sandbox/console/refund`, { method: 'POST', body: payload, headers: adminHeaders() });
+    current.version = null;
+    const res = answer.body || {};
+    if (answer.status >= 400) return say(res.error || `answered ${answer.status}`, 'bad');
+    if (res.errMsg !== 'request:ok') return say(`the host did not answer: ${res.errMsg}`, 'bad');
+    const data = res.data || {};
+    if (res.statusCode !== 201) {
+      const error = data.error || {};
+      return say(`the host refused the refund (${res.statusCode} ${error.code}): ${error.message}`, 'bad');
+    }
+    const left = money(data.refunds.refundable);
+    say(`the host asked Adyen for refund ${data.refund.reference} (${money(data.refund.amount)}, ${scenario}); refundable ${left}`, 'ok');
+  }
+
+  /** A refund made by hand at Adyen: the host hears of it by webhook only. */
+  function refundAtAdyen() {
+    const scenario = current.refundScenario;
+    const left = current.refundable ? current.refundable.value : null;
+    const amount = refundAmount() || (left ? { currency: current.refundable.currency, value: left } : null);
+    const done = `refund of ${amount ? money(amount) : 'the whole payment'} made at Adyen (${scenario})`;
+    return control(`/_sandbox/payments/${current.pspReference}/refunds`, { amount, scenario }, done);
   }
 
   function setControls(sandboxPayment) {
     const known = Boolean(sandboxPayment);
     $('release').disabled = !(known && sandboxPayment.heldWebhooks > 0);
-    for (const button of document.querySelectorAll('.refund')) button.disabled = !(known && sandboxPayment.paymentStatus);
-    if (known && !$('refund-amount').value) $('refund-amount').value = String(sandboxPayment.refundableValue);
+    const paid = known && Boolean(sandboxPayment.paymentStatus);
+    $('refund-host').disabled = !paid;
+    $('refund-adyen').disabled = !paid;
   }
 
   // -- the timeline ----------------------------------------------------------------------------
@@ -220,6 +285,22 @@
     $('host-conflicts').textContent = conflicts.length ? conflicts.join(', ') : host ? 'none' : '-';
     $('host-conflicts').classList.toggle('tone-bad', conflicts.length > 0);
     $('host-error').textContent = error || '';
+    const attempts = (host && host.attempts) || [];
+    $('host-attempts').replaceChildren(
+      ...(attempts.length
+        ? attempts.map((a) => h('span', { class: 'item', data: { state: a.state } }, `${a.number} ${a.reference} ${a.state}${a.kept ? ' (kept)' : ''}`))
+        : [host ? '1' : '-']),
+    );
+    const ledger = host && host.refunds;
+    const items = (ledger && ledger.items) || [];
+    $('host-refunds').replaceChildren(
+      ...(items.length
+        ? items.map((r) => h('span', { class: 'item', data: { state: r.state } }, `${r.reference || r.pspReference}: ${money(r.amount)} ${r.state}`))
+        : [host ? 'none' : '-']),
+    );
+    current.refundable = ledger ? ledger.refundable : null;
+    $('host-refundable').textContent = ledger ? money(ledger.refundable) : '-';
+    $('refund-amount').placeholder = ledger ? `everything left (${money(ledger.refundable)})` : 'everything left';
   }
 
   function showFaults(faults) {
@@ -241,9 +322,7 @@
   async function refresh() {
     const query = new URLSearchParams({ run: current.run, reference: current.reference, api: $('api').value.trim() });
     if (current.pspReference) query.set('pspReference', current.pspReference);
-    const key = $('admin-key').value;
-    const headers = Object.assign({}, CONSOLE, key ? { 'X-Merchant-Admin-Key': key } : {});
-    const answer = await json(`${base}/_sandbox/console/timeline?${query}`, { headers });
+    const answer = await json(`${base}/_sandbox/console/timeline?${query}`, { headers: adminHeaders() });
     if (answer.status !== 200) {
       $('live').textContent = (answer.body && answer.body.error) || `timeline answered ${answer.status}`;
       return;
@@ -269,13 +348,16 @@
 
   $('pay').addEventListener('click', startPayment);
   $('new-order').addEventListener('click', newOrder);
+  $('pay-again').addEventListener('click', payAgain);
   for (const id of ['reference', 'amount', 'currency']) $(id).addEventListener('input', showOrder);
   for (const button of document.querySelectorAll('#sheet button')) {
     button.addEventListener('click', () => current.chooseOutcome && current.chooseOutcome(button.dataset.outcome));
   }
   for (const button of document.querySelectorAll('.scenario')) button.addEventListener('click', () => chooseScenario(button));
   for (const button of document.querySelectorAll('.fault')) button.addEventListener('click', () => injectFault(button));
-  for (const button of document.querySelectorAll('.refund')) button.addEventListener('click', () => refund(button));
+  for (const button of document.querySelectorAll('.refund-scenario')) button.addEventListener('click', () => chooseRefundScenario(button));
+  $('refund-host').addEventListener('click', refundThroughHost);
+  $('refund-adyen').addEventListener('click', refundAtAdyen);
   $('release').addEventListener('click', release);
   newOrder();
 })();
