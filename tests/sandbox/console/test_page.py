@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from miniprogram_pay.sandbox.console.routes import client_module_source
 from miniprogram_pay.sandbox.server import SandboxedServers
 from tests.browser import BROWSER_TESTS, screenshot
 
@@ -89,7 +90,7 @@ async def test_pay_is_authorised(page: Page, servers: SandboxedServers) -> None:
     await expect(page.locator("#payment-diagram .edge.taken")).to_have_count(
         2
     )  # Created, Pending, A.
-    await screenshot(page, "console-authorised", docs="sandbox-console.png")
+    await screenshot(page, "console-authorised")
     stored = await admin_status(servers, reference)
     assert (stored["state"], stored["conflicts"]) == ("Authorised", [])
     await expect(page.locator("#host-psp")).to_have_text(stored["pspReference"])
@@ -135,11 +136,14 @@ async def test_a_refund_in_part_at_adyen_shows_on_the_timeline(
     reference = await open_console(page, servers)
     await pay(page, "#sheet-pay")
     await expect_current_state(page, "Authorised")
-    refund = page.locator('[data-refund-scenario="refunded"]')
+    refund = page.locator("#refund-adyen")
     await expect(refund).to_be_enabled()
-    await expect(page.locator("#refund-amount")).to_have_value(
-        "1130"
-    )  # all that is left, by default
+    await expect(page.locator('[data-refund-scenario="refunded"]')).to_have_attribute(
+        "aria-pressed", "true"
+    )  # the default
+    await expect(page.locator("#refund-amount")).to_have_attribute(
+        "placeholder", "everything left (CNY 11.30)"
+    )
     await page.fill("#refund-amount", "500")
     await refund.click()
     await expect_entry(page, "refund", "refund CNY 5.00 at Adyen (Customer Area)")
@@ -158,3 +162,117 @@ async def test_a_refund_in_part_at_adyen_shows_on_the_timeline(
         sandbox_payment = (await client.get(url)).json()
     assert sandbox_payment["refundableValue"] == 630
     assert re.fullmatch(r"\d{16}", sandbox_payment["refunds"][0]["pspReference"])
+
+
+async def refund_through_the_host(page: Page, scenario: str, amount: str, reason: str) -> None:
+    """The back office's refund, as the developer asks for it on the page."""
+    chosen = page.locator(f'[data-refund-scenario="{scenario}"]')
+    await chosen.click()
+    await expect(chosen).to_have_attribute("aria-pressed", "true")
+    await page.fill("#refund-amount", amount)
+    await page.select_option("#refund-reason", reason)
+    await page.click("#refund-host")
+
+
+async def test_a_refund_in_part_through_the_host(page: Page, servers: SandboxedServers) -> None:
+    reference = await open_console(page, servers)
+    await pay(page, "#sheet-pay")
+    await expect_current_state(page, "Authorised")
+    await expect(page.locator("#refund-host")).to_be_enabled()
+    await refund_through_the_host(page, "refunded", "500", "RETURN")
+    await expect(page.locator("#psp-message")).to_contain_text(
+        f"refund {reference}-refund-1 (CNY 5.00, refunded); refundable CNY 6.30"
+    )
+    path = f"/admin/payments/{reference}/refunds"
+    await expect_entry(page, "merchant", f"back office -> host: POST {path} -> 201")
+    await expect_entry(page, "adyen", "host -> Adyen: POST /refunds -> 201")
+    await expect_entry(page, "refund", "refund CNY 5.00 at Adyen (POST /refunds)")
+    await expect_entry(page, "webhook", "REFUND success=true -> 200")
+    await expect_entry(page, "host", "refund Received -> Refunded")
+    await expect(page.locator("#host-refunds")).to_have_text(
+        f"{reference}-refund-1: CNY 5.00 Refunded"
+    )
+    await expect(page.locator("#host-refundable")).to_have_text("CNY 6.30")
+    await expect_current_state(page, "Authorised")
+    await page.evaluate("window.scrollTo(0, 0)")  # the docs show the page's top
+    await screenshot(page, "console-refund-host", docs="sandbox-console.png")
+    stored = await admin_status(servers, reference)
+    [item] = stored["refunds"]["items"]
+    assert (item["external"], item["state"], item["reason"]) == (False, "Refunded", "RETURN")
+    assert item["amount"] == {"currency": "CNY", "value": 500}
+    assert stored["refunds"]["refundable"] == {"currency": "CNY", "value": 630}
+    assert stored["refunds"]["refunded"] == {"currency": "CNY", "value": 500}
+
+
+async def test_a_refund_refused_by_adyen(page: Page, servers: SandboxedServers) -> None:
+    reference = await open_console(page, servers)
+    await pay(page, "#sheet-pay")
+    await expect_current_state(page, "Authorised")
+    await refund_through_the_host(page, "refused", "", "CUSTOMER REQUEST")  # everything left
+    await expect_entry(page, "webhook", "REFUND success=false -> 200")
+    await expect_entry(page, "host", "refund Received -> Refused")
+    await expect(page.locator("#host-refunds")).to_have_text(
+        f"{reference}-refund-1: CNY 11.30 Refused"
+    )
+    await expect(page.locator("#host-refundable")).to_have_text("CNY 11.30")  # all back
+    await screenshot(page, "console-refund-refused")
+    stored = await admin_status(servers, reference)
+    [item] = stored["refunds"]["items"]
+    assert (item["state"], item["amount"]["value"]) == ("Refused", 1130)
+    assert stored["refunds"]["refundable"] == {"currency": "CNY", "value": 1130}
+
+
+async def test_webhook_twice_and_out_of_order(page: Page, servers: SandboxedServers) -> None:
+    """AUTHORISATION false, then true, each delivered twice at once: the success decides."""
+    reference = await open_console(page, servers)
+    await page.click('[data-scenario="webhook-twice-out-of-order"]')
+    await pay(page, "#sheet-pay")
+    await expect(page.locator("#result-state")).to_have_text("Authorised")
+    for text in ("success=false -> 200", "success=false (copy 2) -> 200"):
+        await expect_entry(page, "webhook", f"AUTHORISATION {text}")
+    for text in ("success=true -> 200", "success=true (copy 2) -> 200"):
+        await expect_entry(page, "webhook", f"AUTHORISATION {text}")
+    await expect_entry(page, "state", "Pending -> Refused")
+    await expect_entry(page, "state", "Refused -> Authorised")
+    await expect_current_state(page, "Authorised")
+    await expect(page.locator("#host-conflicts")).to_have_text("none")
+    await screenshot(page, "console-webhook-twice-out-of-order")
+    stored = await admin_status(servers, reference)
+    assert (stored["state"], stored["conflicts"]) == ("Authorised", [])
+    assert [change["to"] for change in stored["history"]] == [
+        "Created", "Pending", "Refused", "Authorised"
+    ]  # fmt: skip
+    # Each notification once: its copy is the same event, acknowledged and not applied again.
+    webhooks = [e["success"] for e in stored["events"] if e["source"] == "webhook"]
+    assert webhooks == [False, True]
+
+
+@pytest.mark.skipif(
+    "canRetry" not in client_module_source(),
+    reason="the Mini Program client module has no retry yet (orders paid in several attempts)",
+)
+async def test_cancel_then_pay_again(page: Page, servers: SandboxedServers) -> None:
+    reference = await open_console(page, servers)
+    await pay(page, "#sheet-cancel")
+    await expect(page.locator("#result-state")).to_have_text("Refused")
+    again = page.locator("#pay-again")
+    await expect(again).to_be_visible()
+    await again.click()
+    await pay(page, "#sheet-pay")
+    await expect(page.locator("#result-state")).to_have_text("Authorised")
+    await expect(page.locator("#result-attempt")).to_have_text(f"attempt 2 ({reference}-2)")
+    await expect(again).to_be_hidden()
+    attempts = page.locator("#host-attempts .item")
+    await expect(attempts).to_have_text(
+        [f"1 {reference} Refused", f"2 {reference}-2 Authorised (kept)"]
+    )
+    await expect_entry(page, "shopper", "wx.requestPayment -> requestPayment:fail cancel")
+    await expect_entry(page, "shopper", "wx.requestPayment -> requestPayment:ok")
+    await expect_current_state(page, "Authorised")
+    await screenshot(page, "console-pay-again")
+    stored = await admin_status(servers, reference)
+    assert stored["state"] == "Authorised"
+    assert [(a["reference"], a["state"], a["kept"]) for a in stored["attempts"]] == [
+        (reference, "Refused", False),
+        (f"{reference}-2", "Authorised", True),
+    ]
