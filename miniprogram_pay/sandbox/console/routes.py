@@ -226,18 +226,17 @@ class Console:
         return json_response({**answer, "version": _version(answer)})
 
     def _attempts(self, psp_reference: str | None, reference: str) -> list[SandboxPayment]:
-        """The order's payments at Adyen, oldest first: its own reference's and its attempts'
-        (their merchantOrderReference), else the one named by ``psp_reference``."""
-        order = {reference} - {""}
+        """The order's payments at Adyen, oldest first: ``reference`` names the order or one of
+        its attempts (linked by their merchantOrderReference), as ``psp_reference`` may."""
+        payments = self.sandbox.payments.values()
         named = self.sandbox.payments.get(psp_reference or "")
-        if named is not None:
-            order |= {named.merchant_reference, named.order_reference or named.merchant_reference}
-        mine = [
-            p
-            for p in self.sandbox.payments.values()
-            if p.merchant_reference in order or (p.order_reference or "") in order
-        ]
-        return mine if mine or named is None else [named]
+        names = ({reference} - {""}) | ({named.merchant_reference} if named else set())
+        names |= {
+            p.order_reference
+            for p in payments
+            if p.order_reference and p.merchant_reference in names
+        }
+        return [p for p in payments if names & {p.merchant_reference, p.order_reference}]
 
     def _admin_key(self, request: Request) -> str | None:
         return request.headers.get(ADMIN_KEY_HEADER) or self.sandbox.config.merchant_admin_key

@@ -172,12 +172,18 @@ def _delivery_label(delivery: WebhookDelivery) -> str:
     return label
 
 
-def _webhook_entries(deliveries: Iterable[WebhookDelivery]) -> list[Entry]:
+def _webhook_entries(
+    deliveries: Iterable[WebhookDelivery], attempts: dict[str, str]
+) -> list[Entry]:
+    """``attempts``: the attempt's reference by pspReference, when the order has several."""
     entries = []
     for delivery in deliveries:
         label = _delivery_label(delivery)
         amount = _money(delivery.item.get("amount", {}))
-        about = f"refund {delivery.psp_reference}, " if delivery.original_reference else ""
+        payment = delivery.original_reference or delivery.psp_reference
+        about = f"for {attempts[payment]}, " if payment in attempts else ""
+        if delivery.original_reference:
+            about += f"refund {delivery.psp_reference}, "
         for attempt in delivery.attempts:
             answer = attempt.status_code if attempt.status_code is not None else attempt.error
             verdict = "accepted" if attempt.accepted else "not accepted"
@@ -263,6 +269,12 @@ def _host_refund_entries(status: dict[str, Any]) -> list[Entry]:
     return entries
 
 
+def _attempt_names(payments: Sequence[SandboxPayment]) -> dict[str, str]:
+    if len(payments) < 2:
+        return {}
+    return {payment.psp_reference: payment.merchant_reference for payment in payments}
+
+
 def build(
     *,
     api_base: str,
@@ -283,7 +295,7 @@ def build(
         *_wechat_entries(payments),
         *_call_entries(calls),
         *_refund_entries([refund for payment in payments for refund in payment.refunds]),
-        *_webhook_entries(deliveries),
+        *_webhook_entries(deliveries, _attempt_names(payments)),
         *_host_entries(host or {}),
     ]
     entries.sort(key=lambda e: _moment(e.at))

@@ -9,6 +9,7 @@ import httpx
 from miniprogram_pay.sandbox.calls import AdyenCall
 from miniprogram_pay.sandbox.console import timeline
 from miniprogram_pay.sandbox.console.relay import RelayRecord
+from miniprogram_pay.sandbox.validation import PaymentRequest
 from tests.sandbox.console.helpers import API, CONSOLE, Console, config
 from tests.world import ADMIN_KEY, world
 
@@ -200,3 +201,65 @@ def test_amounts_are_written_in_their_currency_s_minor_units() -> None:
     assert timeline._money({"currency": "CNY", "value": 1130}) == "CNY 11.30"
     assert timeline._money({"currency": "JPY", "value": 500}) == "JPY 500"
     assert timeline._money({"currency": "XXX", "value": 7}) == "XXX 7 (minor units)"
+
+
+# -- an order paid in several attempts ----------------------------------------------------
+
+
+def _attempt(number: int, reference: str, state: str, kept: bool) -> dict[str, Any]:
+    at = f"2026-01-01T00:00:0{number}+00:00"
+    return {
+        "reference": reference,
+        "number": number,
+        "kept": kept,
+        "state": state,
+        "history": [{"from": "Pending", "to": state, "source": "webhook", "event": "X", "at": at}],
+        "events": [],
+    }
+
+
+def test_each_attempt_s_moves_are_on_the_timeline() -> None:
+    attempts = [_attempt(1, "o-1", "Refused", False), _attempt(2, "o-1-2", "Authorised", True)]
+    host = {**attempts[1], "reference": "o-1", "attempts": attempts, "conflicts": []}
+    entries = timeline.build(
+        api_base=API, relayed=(), payments=(), calls=(), deliveries=(), host=host
+    )
+    assert [(e.title, e.detail) for e in entries] == [
+        ("state Pending -> Refused", "attempt o-1, by webhook X"),
+        ("state Pending -> Authorised", "attempt o-1-2, by webhook X"),
+    ]
+    alone = {**attempts[0], "attempts": attempts[:1], "conflicts": []}
+    [entry] = timeline.build(
+        api_base=API, relayed=(), payments=(), calls=(), deliveries=(), host=alone
+    )
+    assert entry.detail == "by webhook X"  # one attempt: no need to name it
+
+
+async def test_the_timeline_follows_every_attempt_of_the_order(console: Console) -> None:
+    """Attempts at Adyen carry the order's reference as merchantOrderReference."""
+    sandbox = console.world.sandbox
+    scenario = sandbox.scenario_for("o-7")
+    first, second = (
+        sandbox.create_payment(
+            PaymentRequest(
+                {"currency": "CNY", "value": 1130}, ref, "oShopper", "wxapp", "https://r", "o-7"
+            ),
+            scenario,
+        )
+        for ref in ("o-7", "o-7-2")
+    )
+    sandbox.create_payment(
+        PaymentRequest({"currency": "CNY", "value": 1}, "o-8", "oShopper", "wxapp", "https://r"),
+        scenario,
+    )
+    for payment in (first, second):
+        await sandbox.settle(payment, "requestPayment:ok")
+    await console.world.settle()
+    for name in ("o-7", "o-7-2"):  # by the order's reference, or by one attempt's
+        view = (await console.timeline(name)).json()
+        assert view["attempts"] == ["o-7", "o-7-2"]
+        assert view["pspReference"] == second.psp_reference
+        webhooks = [e["detail"] for e in view["entries"] if e["lane"] == "webhook"]
+        assert sorted(webhooks) == [  # each attempt's AUTHORISATION, none of o-8's
+            f"for {attempt}, CNY 11.30, attempt 1, accepted" for attempt in ("o-7", "o-7-2")
+        ]
