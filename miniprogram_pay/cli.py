@@ -527,7 +527,8 @@ async def _play_all(
             nonlocal done
             result = await shopper.pay(scenario, action=action, name=f"shopper{index}")
             done += 1
-            out.plain(f"  [{done:>2}/{len(plays)}] {scenario:<24}{action:<8}{result.state}")
+            name = f"{scenario:<{_scenario_width()}}"
+            out.plain(f"  [{done:>2}/{len(plays)}] {name}{action:<8}{result.state}")
             return result
 
         results = await asyncio.gather(
@@ -540,14 +541,23 @@ async def _play_all(
     return 0 if matched == len(results) else EXIT_FAILURE
 
 
+def _scenario_width() -> int:
+    """The scenario column: the longest name and two spaces."""
+    from miniprogram_pay.sandbox.scenarios import SCENARIOS
+
+    return max(len(name) for name in SCENARIOS) + 2
+
+
 def _print_table(out: Printer, results: Sequence[Any]) -> None:
+    width = _scenario_width()
     out.plain()
-    out.plain(f"{'scenario':<24}{'shopper':<9}{'expected':<12}{'actual':<12}conflicts")
+    out.plain(f"{'scenario':<{width}}{'shopper':<9}{'expected':<12}{'actual':<12}conflicts")
     for r in results:
         conflicts = ",".join(r.conflicts) or "-"
         verdict = "ok" if r.ok else "MISMATCH"
         out.plain(
-            f"{r.scenario:<24}{r.action:<9}{r.expected:<12}{r.state:<12}{conflicts:<30}{verdict}"
+            f"{r.scenario:<{width}}{r.action:<9}{r.expected:<12}{r.state:<12}{conflicts:<30}"
+            f"{verdict}"
         )
     out.plain()
 
