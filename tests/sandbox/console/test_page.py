@@ -40,6 +40,11 @@ async def open_console(page: Page, servers: SandboxedServers) -> str:
 async def pay(page: Page, button: str) -> None:
     """The shopper taps Pay, then ``button`` in WeChat's pay sheet."""
     await page.click("#pay")
+    await choose_in_sheet(page, button)
+
+
+async def choose_in_sheet(page: Page, button: str) -> None:
+    """The pay sheet is open (or opening): the shopper taps ``button`` in it."""
     sheet = page.locator("#sheet")
     await expect(sheet).to_be_visible()
     await expect(page.locator("#sheet-amount")).to_have_text("CNY 11.30")  # the host's amount
@@ -257,8 +262,8 @@ async def test_cancel_then_pay_again(page: Page, servers: SandboxedServers) -> N
     await expect(page.locator("#result-state")).to_have_text("Refused")
     again = page.locator("#pay-again")
     await expect(again).to_be_visible()
-    await again.click()
-    await pay(page, "#sheet-pay")
+    await again.click()  # the same order, paid again: the pay sheet opens for its next attempt
+    await choose_in_sheet(page, "#sheet-pay")
     await expect(page.locator("#result-state")).to_have_text("Authorised")
     await expect(page.locator("#result-attempt")).to_have_text(f"attempt 2 ({reference}-2)")
     await expect(again).to_be_hidden()
