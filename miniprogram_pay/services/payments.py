@@ -385,15 +385,18 @@ class PaymentService:
         """
         shape = payment_status_shape(request.payment_status)
         prefix = result_key_prefix(EventSource.DETAILS, shape)
+        released = self._details_calls.released
         payment, asked = await self._owned_payment(openid, request, prefix)
         if not _answered(payment):
             raise ConflictError(
                 "this payment has not been started at Adyen yet", code="payment_not_started"
             )
         # One call at a time per payment in this process: concurrent reports wait, then
-        # find the first one's answer recorded instead of asking Adyen again.
+        # find the first one's answer recorded instead of asking Adyen again. A report
+        # whose read came before another's call ended (it waited, or that call ended
+        # between its read and here) reads again: its read may predate that answer.
         async with self._details_calls.hold(payment.id) as waited:
-            if waited:
+            if waited or self._details_calls.released != released:
                 payment, asked = await self._owned_payment(openid, request, prefix)
             if not self._needs_details_call(payment, shape, asked=asked):
                 return payment
@@ -580,6 +583,9 @@ class _KeyedLock:
 
     def __init__(self) -> None:
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        # Counts releases of any key: a holder that read before a release may hold a
+        # stale read, whatever the key (a cheap, conservative test).
+        self.released = 0
 
     @contextlib.asynccontextmanager
     async def hold(self, key: int) -> AsyncIterator[bool]:
@@ -591,6 +597,7 @@ class _KeyedLock:
             async with lock:
                 yield waited
         finally:
+            self.released += 1
             users = self._locks[key][1] - 1
             if users:
                 self._locks[key] = (lock, users)
