@@ -127,50 +127,77 @@ def epoch_sql(url: str, column: str) -> str:
     return f"extract(epoch from {column})::float8"
 
 
+ORDER_COLUMNS = "id, reference, openid, amount_value, currency, duplicates, created_at, updated_at"
 PAYMENT_COLUMNS = (
     "reference, openid, amount_value, currency, state, psp_reference, idempotency_key,"
-    " details_attempts, conflicts, version, created_at, updated_at"
+    " details_attempts, conflicts, version, created_at, updated_at, order_id, attempt"
 )
 
 
 def bulk_payments(url: str, count: int, prefix: str, *, batch: int = 100_000) -> None:
-    """Insert ``count`` Pending payments and their Created transitions: executemany / COPY."""
+    """Insert ``count`` orders, each with one Pending attempt and its Created transition:
+    executemany on SQLite, COPY on PostgreSQL."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    sqlite = url.startswith("sqlite")
     with _connect(url) as conn:
-        if url.startswith("sqlite"):
+        if sqlite:
             conn.execute("BEGIN IMMEDIATE")
+        # Explicit order ids, so each attempt names its order without a lookup per row.
+        first = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM mpp_order").fetchone()[0]) + 1
+        if sqlite:
             for start in range(0, count, batch):
-                rows = (
-                    _payment_row(f"{prefix}{i:07d}", stamp)
-                    for i in range(start, min(count, start + batch))
+                numbers = range(start, min(count, start + batch))
+                conn.executemany(
+                    f"INSERT INTO mpp_order ({ORDER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                    (_order_row(first + i, f"{prefix}{i:07d}", stamp) for i in numbers),
                 )
                 conn.executemany(
-                    f"INSERT INTO mpp_payment ({PAYMENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    rows,
+                    f"INSERT INTO mpp_payment ({PAYMENT_COLUMNS})"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (_payment_row(f"{prefix}{i:07d}", stamp, first + i) for i in numbers),
                 )
         else:
             stamp += "+00"
-            with (
-                conn.cursor() as cur,
-                cur.copy(f"COPY mpp_payment ({PAYMENT_COLUMNS}) FROM STDIN") as copy,
-            ):
-                for i in range(count):
-                    copy.write_row(_payment_row(f"{prefix}{i:07d}", stamp))
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY mpp_order ({ORDER_COLUMNS}) FROM STDIN") as copy:
+                    for i in range(count):
+                        copy.write_row(_order_row(first + i, f"{prefix}{i:07d}", stamp))
+                with cur.copy(f"COPY mpp_payment ({PAYMENT_COLUMNS}) FROM STDIN") as copy:
+                    for i in range(count):
+                        copy.write_row(_payment_row(f"{prefix}{i:07d}", stamp, first + i))
+            # COPY with explicit ids leaves the sequence behind: the app's next order needs it.
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('mpp_order', 'id'),"
+                " (SELECT MAX(id) FROM mpp_order))"
+            )
         conn.execute(
             "INSERT INTO mpp_transition (payment_id, from_state, to_state, source, event_kind,"
             " event_key, at) SELECT id, NULL, 'Created', 'payments', 'Created', 'created',"
             " created_at FROM mpp_payment WHERE reference >= {0} AND reference < {0}".format(
-                "?" if url.startswith("sqlite") else "%s"
+                "?" if sqlite else "%s"
             ),
             (prefix, prefix + "~"),
         )
-        if url.startswith("sqlite"):
+        if sqlite:
             conn.execute("COMMIT")  # no ANALYZE: a merchant's SQLite file rarely gets one
         else:
             conn.execute("ANALYZE")  # autovacuum would do it shortly
 
 
-def _payment_row(reference: str, stamp: str) -> tuple[Any, ...]:
+def _order_row(order_id: int, reference: str, stamp: str) -> tuple[Any, ...]:
+    return (
+        order_id,
+        reference,
+        "o" + reference[-20:],
+        AMOUNT.value,
+        AMOUNT.currency,
+        0,
+        stamp,
+        stamp,
+    )
+
+
+def _payment_row(reference: str, stamp: str, order_id: int) -> tuple[Any, ...]:
     return (
         reference,
         "o" + reference[-20:],
@@ -184,4 +211,6 @@ def _payment_row(reference: str, stamp: str) -> tuple[Any, ...]:
         0,
         stamp,
         stamp,
+        order_id,
+        1,
     )
