@@ -994,7 +994,7 @@ def _scenario_names() -> list[str]:
     return list(SCENARIOS)
 
 
-STYLES = ("redirect", "action", "sdk")
+STYLES = ("sdk", "action", "redirect")
 STYLE_HELP = "where the sandbox puts the wx.requestPayment parameters (default: %(default)s)"
 
 
@@ -1053,7 +1053,7 @@ def _add_serve(commands: Any) -> None:
         default=None,
         help="your async state-change hook, e.g. myshop.payments:order_changed",
     )
-    serve.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
+    serve.add_argument("--style", choices=STYLES, default="sdk", help=STYLE_HELP)
     serve.add_argument(
         "--log-level",
         default="info",
@@ -1073,7 +1073,7 @@ def _add_demo(commands: Any) -> None:
     _add_scenario(demo, "the sandbox scenario to play")
     demo.add_argument("--all", action="store_true", help="play every scenario, print a table")
     _add_action(demo)
-    demo.add_argument("--style", choices=STYLES, default="action", help=STYLE_HELP)
+    demo.add_argument("--style", choices=STYLES, default="sdk", help=STYLE_HELP)
     demo.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     demo.add_argument(
         "--stay",
@@ -1132,7 +1132,7 @@ def _add_sandbox(commands: Any) -> None:
         "--style",
         dest="style",
         choices=STYLES,
-        default="action",
+        default="sdk",
         help=STYLE_HELP,
     )
     _add_scenario(sandbox, "the scenario of payments whose reference names none")

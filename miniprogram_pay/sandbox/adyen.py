@@ -32,35 +32,63 @@ from miniprogram_pay.sandbox.validation import (
     parse_refund,
 )
 
-__all__ = ["adyen_routes", "details_body", "payment_body", "refund_body"]
+__all__ = ["adyen_routes", "details_body", "names_payment_data", "payment_body", "refund_body"]
 
 Processed = tuple[Response, Fault | None]
 Process = Callable[[Any], Awaitable[Processed]]
 WX_PARAM_NAMES = ("appId", "timeStamp", "nonceStr", "package", "signType", "paySign")
 
 
-def payment_body(payment: SandboxPayment, style: ResponseStyle) -> dict[str, Any]:
-    """The /payments answer, with the wx.requestPayment parameters where ``style`` puts them."""
+# Adyen removed the top-level ``redirect`` (and ``paymentData``) of the /payments answer in v67.
+FIRST_VERSION_WITHOUT_TOP_LEVEL_REDIRECT = 67
+
+
+def names_payment_data(style: ResponseStyle, version: int) -> bool:
+    """Whether the /payments answer in ``style`` for API ``version`` carries paymentData.
+
+    A v67+ ``redirect`` action has no ``paymentData`` (the v71 schema forbids it):
+    ``/payments/details`` then cannot name the payment, and Adyen learns the
+    shopper's choice from WeChat (``/_sandbox/wechat/pay``) instead.
+    """
+    return style == "sdk" or (
+        style == "redirect" and version < FIRST_VERSION_WITHOUT_TOP_LEVEL_REDIRECT
+    )
+
+
+def payment_body(
+    payment: SandboxPayment, style: ResponseStyle, version: int = 71
+) -> dict[str, Any]:
+    """The /payments answer for API ``version``, the wx.requestPayment parameters where
+    ``style`` puts them.
+
+    ``sdk``: an sdk action with paymentData and ``sdkData``. ``action``: a redirect
+    action with ``data`` and no paymentData. ``redirect``: the seed document's pre-v67
+    shape (top-level paymentData and ``redirect.data``) for a version below 67; from
+    v67 on that shape no longer exists, and the answer is the ``action`` one.
+    """
     wx = {name: payment.wx_params[name] for name in WX_PARAM_NAMES}
-    action: dict[str, Any] = {
-        "paymentMethodType": PAYMENT_METHOD_TYPE,
-        "paymentData": payment.payment_data,
-        "type": "sdk" if style == "sdk" else "redirect",
-    }
     body: dict[str, Any] = {
         "resultCode": "Pending",
         "pspReference": payment.psp_reference,
         "merchantReference": payment.merchant_reference,
-        "action": action,
     }
-    if style == "redirect":
-        # The seed document's pre-v67 shape: top-level paymentData and redirect.data.
+    if style == "sdk":
+        body["action"] = {
+            "paymentMethodType": PAYMENT_METHOD_TYPE,
+            "paymentData": payment.payment_data,
+            "sdkData": wx,
+            "type": "sdk",
+        }
+    elif names_payment_data(style, version):
+        body["action"] = {
+            "paymentMethodType": PAYMENT_METHOD_TYPE,
+            "paymentData": payment.payment_data,
+            "type": "redirect",
+        }
         body["paymentData"] = payment.payment_data
         body["redirect"] = {"data": wx, "method": "GET"}
-    elif style == "sdk":
-        action["sdkData"] = wx
     else:
-        action["data"] = wx
+        body["action"] = {"paymentMethodType": PAYMENT_METHOD_TYPE, "data": wx, "type": "redirect"}
     return body
 
 
@@ -106,7 +134,10 @@ class AdyenSimulator:
         self.config = sandbox.config
 
     async def payments(self, request: Request) -> Response:
-        return await self._handle(request, "payments", self._create_payment)
+        version: int = request.path_params["version"]
+        return await self._handle(
+            request, "payments", lambda body: self._create_payment(body, version)
+        )
 
     async def details(self, request: Request) -> Response:
         return await self._handle(request, "details", self._submit_details)
@@ -211,7 +242,7 @@ class AdyenSimulator:
         store.finish(endpoint, key, response)
         return response, fault
 
-    async def _create_payment(self, body: Any) -> Processed:
+    async def _create_payment(self, body: Any, version: int) -> Processed:
         try:
             payment_request = parse_payment(body, self.config)
             scenario = self.sandbox.scenario_for(
@@ -222,7 +253,9 @@ class AdyenSimulator:
         except UnknownScenarioError as exc:
             return _invalid(RequestInvalid(str(exc)))
         payment = self.sandbox.create_payment(payment_request, scenario)
-        body_out = payment_body(payment, self.config.response_style)
+        style = self.config.response_style
+        payment.payment_data_sent = names_payment_data(style, version)
+        body_out = payment_body(payment, style, version)
         return json_response(body_out), self.sandbox.first_call_fault(payment)
 
     async def _submit_details(self, body: Any) -> Processed:
@@ -230,6 +263,11 @@ class AdyenSimulator:
             details_request = parse_details(body)
         except RequestInvalid as exc:
             return _invalid(exc)
+        if details_request.payment_data is None:
+            # Nothing else in a Mini Program's details names the payment (no
+            # redirectResult, no payload): its result comes by webhook.
+            message = "Required field 'paymentData' is not provided: no payment matches details."
+            return _invalid(RequestInvalid(message))
         payment = self.sandbox.payment_by_data(details_request.payment_data)
         if payment is None:
             return _invalid(RequestInvalid("Invalid payment data: no such payment."))
@@ -256,7 +294,7 @@ class AdyenSimulator:
 
 
 def adyen_routes(sandbox: Sandbox) -> list[Route]:
-    """Routes under ``/adyen/v{N}``: any API version answers the same (v71 shapes)."""
+    """Routes under ``/adyen/v{N}``: v71 shapes, and the seed's pre-v67 one below v67."""
     simulator = AdyenSimulator(sandbox)
     return [
         Route("/adyen/v{version:int}/payments", simulator.payments, methods=["POST"]),

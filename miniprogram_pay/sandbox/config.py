@@ -51,7 +51,7 @@ class SandboxConfig:
     wechat_app_id: str = "wxsandbox0000000001"
     wechat_app_secret: str = field(default="sandbox-app-secret", repr=False)
     paysign_key: str = field(default=DEFAULT_PAYSIGN_KEY, repr=False)
-    response_style: ResponseStyle = "action"
+    response_style: ResponseStyle = "sdk"
     live: bool = False
     default_scenario: str = "authorised"
     webhook_delay_seconds: float = 0.0

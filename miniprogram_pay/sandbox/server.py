@@ -123,7 +123,7 @@ def mirror_config(
     settings: Settings,
     *,
     webhook_url: str,
-    response_style: ResponseStyle = "action",
+    response_style: ResponseStyle = "sdk",
     webhook_delay_seconds: float = 0.0,
 ) -> SandboxConfig:
     """A sandbox that accepts exactly the credentials ``settings`` uses, and signs with its keys.
@@ -225,7 +225,7 @@ class SandboxedServers:
         sandbox_port: int = 0,
         environ: Mapping[str, str] | None = None,
         database_url: str | None = None,
-        response_style: ResponseStyle = "action",
+        response_style: ResponseStyle = "sdk",
         webhook_delay_seconds: float = 0.0,
         on_state_change: StateChangeHook | None = None,
         merchant: bool = True,

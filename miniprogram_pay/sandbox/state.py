@@ -117,6 +117,9 @@ class SandboxPayment:
     payment_data: str
     wx_params: dict[str, str]
     order_reference: str | None = None  # merchantOrderReference: the order this attempt pays
+    # The /payments answer named paymentData, so /payments/details can name the payment;
+    # without it the shopper's choice at WeChat settles the payment.
+    payment_data_sent: bool = True
     created_at: str = field(default_factory=_now)
     result_code: str = "Pending"
     refusal_reason: str | None = None

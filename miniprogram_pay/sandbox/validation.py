@@ -86,7 +86,7 @@ class RefundRequest:
 
 @dataclass(frozen=True, slots=True)
 class DetailsRequest:
-    payment_data: str
+    payment_data: str | None  # v71 makes it optional; without it nothing names the payment
     payment_status: str
 
 
@@ -120,11 +120,11 @@ def parse_refund(body: Any, config: SandboxConfig) -> RefundRequest:
 
 
 def parse_details(body: Any) -> DetailsRequest:
-    """Check a ``POST /payments/details`` body (paymentData + details.paymentStatus)."""
+    """Check a ``POST /payments/details`` body (details.paymentStatus, paymentData if any)."""
     body = _object(body)
     payment_data = body.get("paymentData")
-    if not isinstance(payment_data, str) or not payment_data:
-        raise RequestInvalid("Required field 'paymentData' is not provided.")
+    if payment_data is not None and (not isinstance(payment_data, str) or not payment_data):
+        raise RequestInvalid("Field 'paymentData' must be a non-empty string.")
     details = body.get("details")
     status = details.get("paymentStatus") if isinstance(details, dict) else None
     if not isinstance(status, str) or not status.startswith("requestPayment:"):

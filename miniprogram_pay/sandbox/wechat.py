@@ -104,9 +104,9 @@ class WeChatSimulator:
             return json_response(
                 {"error": f"send a JSON object; outcome one of {PAY_OUTCOMES}"}, 400
             )
-        return json_response({"errMsg": self._pay(body)})
+        return json_response({"errMsg": await self._pay(body)})
 
-    def _pay(self, body: dict[str, Any]) -> str:
+    async def _pay(self, body: dict[str, Any]) -> str:
         params = {name: str(body.get(name, "")) for name in _PAY_PARAMS}
         missing = [name for name, value in params.items() if not value]
         if missing:
@@ -125,6 +125,9 @@ class WeChatSimulator:
             err_msg = f"requestPayment:fail {body.get('reason') or 'insufficient balance'}"
         payment.wechat_outcome = err_msg
         payment.wechat_at = datetime.now(UTC).isoformat()
+        if not payment.payment_data_sent:
+            # WeChat tells Adyen; no /payments/details call could name this payment.
+            await self.sandbox.settle(payment, err_msg)
         return err_msg
 
 

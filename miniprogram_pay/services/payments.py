@@ -408,7 +408,20 @@ class PaymentService:
         # /payments/details needs only the details then.
         body = details_request_body(status, payment.payment_data)
         key = _details_key(payment.idempotency_key, status)
-        answer = await self.adyen.submit_details(body, idempotency_key=key)
+        try:
+            answer = await self.adyen.submit_details(body, idempotency_key=key)
+        except AdyenError as exc:
+            if payment.payment_data is not None or exc.code != "adyen_rejected":
+                raise
+            # Without paymentData the details may name no payment at Adyen, which then
+            # refuses the call; the shopper's choice reaches Adyen through WeChat, and
+            # the webhook settles the payment. The shopper gets the payment as it is.
+            logger.info(
+                "details for %s (no paymentData) not taken by Adyen (%s); the webhook decides",
+                payment.reference,
+                exc.error_code or exc.http_status,
+            )
+            return payment
         applied = await self._apply_result(
             payment.reference,
             EventSource.DETAILS,

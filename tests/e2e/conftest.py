@@ -17,13 +17,13 @@ from miniprogram_pay.sandbox.server import SandboxedServers
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxedServers]:
     """Sandbox in its default shape: wx parameters in ``action.data``, immediate webhooks."""
-    yield from _serve(tmp_path_factory.mktemp("e2e"), style="action", delay=0.0)
+    yield from _serve(tmp_path_factory.mktemp("e2e"), style="sdk", delay=0.0)
 
 
 @pytest.fixture(scope="module")
 def slow_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxedServers]:
-    """The pre-v67 ``redirect`` shape and webhooks that lag behind the details answer."""
-    yield from _serve(tmp_path_factory.mktemp("e2e-slow"), style="redirect", delay=0.3)
+    """A v71 redirect action (no paymentData: the webhook alone settles), webhooks late."""
+    yield from _serve(tmp_path_factory.mktemp("e2e-slow"), style="action", delay=0.3)
 
 
 def _serve(directory: Path, *, style: str, delay: float) -> Iterator[SandboxedServers]:

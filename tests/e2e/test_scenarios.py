@@ -117,7 +117,7 @@ async def test_scenario_ends_where_the_rule_says(
 @pytest.mark.parametrize(
     "scenario", ["authorised", "pending-then-webhook", "failure-then-success", "offer-closed"]
 )
-async def test_late_webhooks_and_the_redirect_shape(
+async def test_late_webhooks_settle_a_payment_without_payment_data(
     scenario: str, slow_servers: SandboxedServers, client: httpx.AsyncClient
 ) -> None:
     result = await shopper_for(client, slow_servers).pay(scenario, name=f"slow-{scenario}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from miniprogram_pay.sandbox import SandboxConfig
@@ -81,9 +82,7 @@ async def test_outcomes(
 
 
 async def test_details_by_payment_data_alone(db_url: str) -> None:
-    config = SandboxConfig(
-        webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen", response_style="redirect"
-    )
+    config = SandboxConfig(webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen", response_style="sdk")
     async with host_world(db_url, config=config) as w:
         headers = await w.login()
         paid = await w.pay_order(headers, "order-pd")
@@ -185,3 +184,50 @@ async def test_adyen_failing_on_details_keeps_the_state(db_url: str) -> None:
         assert (await w.status("order-down"))["state"] == "Pending"
         r = await w.details(headers, "order-down")  # the shopper's retry goes through
         assert r.json()["state"] == "Authorised"
+
+
+async def test_without_payment_data_details_answer_the_payment_and_the_webhook_settles(
+    db_url: str,
+) -> None:
+    """A v71 redirect action names no paymentData: Adyen cannot match the details call,
+    the shopper's choice reaches it through WeChat, and its webhook settles the payment."""
+    config = SandboxConfig(
+        webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen", response_style="action"
+    )
+    async with host_world(db_url, config=config) as w:
+        headers = await w.login()
+        started = await w.pay_order(headers, "order-v71")
+        assert started.json()["paymentData"] is None
+        (payment,) = w.sandbox.payments.values()
+        control = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=w.sandbox_app), base_url="http://sandbox.test"
+        )
+        async with control:
+            wx = await control.post(
+                "/_sandbox/wechat/pay",
+                json={**started.json()["redirect"]["data"], "outcome": "ok"},
+            )
+        assert wx.json()["errMsg"] == "requestPayment:ok"
+        r = await w.details(headers, "order-v71")
+        assert r.status_code == 200, r.text
+        # The details call changed nothing; the answer is the payment as it is now.
+        assert r.json()["state"] in ("Pending", "Authorised")
+        assert payment.details_calls == 0
+        await w.settle()
+        final = await w.status("order-v71")
+        assert final["state"] == "Authorised"
+        assert [e["source"] for e in final["events"]] == ["payments", "webhook"]
+
+
+async def test_without_payment_data_an_adyen_outage_on_details_is_still_an_error(
+    db_url: str,
+) -> None:
+    config = SandboxConfig(
+        webhook_url=f"{MERCHANT_BASE}/pay/webhooks/adyen", response_style="action"
+    )
+    async with host_world(db_url, config=config, adyen_max_retries=0) as w:
+        headers = await start_payment(w, "order-v71-down")
+        w.sandbox.inject_fault("503", target="details", processed=False)
+        r = await w.details(headers, "order-v71-down")
+        assert (r.status_code, error_code(r)) == (503, "adyen_unavailable")
+        assert (await w.status("order-v71-down"))["state"] == "Pending"

@@ -159,12 +159,19 @@ class Harness:
         return await self.client.post(f"{ADYEN}/payments", json=payload, headers=headers)
 
     async def post_details(
-        self, payment_data: str, status: str = "requestPayment:ok", *, key: str | None = None
+        self,
+        payment_data: str | None,
+        status: str = "requestPayment:ok",
+        *,
+        key: str | None = None,
     ) -> httpx.Response:
+        """``payment_data`` None sends the details alone, as after a v71 redirect action."""
         headers = {"X-API-Key": self.sandbox.config.api_key}
         if key is not None:
             headers["Idempotency-Key"] = key
-        body = {"paymentData": payment_data, "details": {"paymentStatus": status}}
+        body: dict[str, Any] = {"details": {"paymentStatus": status}}
+        if payment_data is not None:
+            body["paymentData"] = payment_data
         return await self.client.post(f"{ADYEN}/payments/details", json=body, headers=headers)
 
     async def post_refund(

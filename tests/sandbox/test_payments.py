@@ -103,7 +103,7 @@ async def test_a_body_that_is_not_json_is_a_400(harness: Harness) -> None:
     assert response.json()["errorCode"] == "000"
 
 
-async def test_success_is_pending_with_signed_wx_params_in_action_data(harness: Harness) -> None:
+async def test_success_is_pending_with_signed_wx_params_in_sdk_data(harness: Harness) -> None:
     response = await harness.post_payment(reference="order-42")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -112,10 +112,10 @@ async def test_success_is_pending_with_signed_wx_params_in_action_data(harness: 
     assert body["merchantReference"] == "order-42"
     assert re.fullmatch(r"[1-9]\d{15}", body["pspReference"])
     action = body["action"]
-    assert action["type"] == "redirect"
+    assert action["type"] == "sdk"
     assert action["paymentMethodType"] == "wechatpayMiniProgram"
     assert action["paymentData"]
-    params = action["data"]
+    params = action["sdkData"]
     assert set(params) == {"appId", "timeStamp", "nonceStr", "package", "signType", "paySign"}
     assert params["appId"] == "wxsandbox0000000001"
     assert params["signType"] == "MD5"
@@ -135,8 +135,16 @@ async def test_paysign_verifies_with_wechats_md5_algorithm(
     assert verify_pay_sign(params, key)
 
 
-async def test_redirect_style_is_the_seed_shape(harness_factory: Callable[..., Harness]) -> None:
-    body = (await harness_factory(response_style="redirect").post_payment()).json()
+async def test_redirect_style_below_v67_is_the_seed_shape(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = harness_factory(response_style="redirect")
+    response = await harness.client.post(
+        "http://sandbox.test/adyen/v66/payments",
+        json=payment_request(),
+        headers={"X-API-Key": "sandbox-api-key"},
+    )
+    body = response.json()
     assert body["paymentData"] == body["action"]["paymentData"]
     assert body["action"] == {
         "paymentMethodType": "wechatpayMiniProgram",
@@ -145,6 +153,19 @@ async def test_redirect_style_is_the_seed_shape(harness_factory: Callable[..., H
     }
     assert body["redirect"]["method"] == "GET"
     assert body["redirect"]["data"]["package"].startswith("prepay_id=wx")
+    details = await harness.post_details(body["paymentData"])
+    assert details.json()["resultCode"] == "Authorised"
+
+
+@pytest.mark.parametrize("style", ["redirect", "action"])
+async def test_from_v67_a_redirect_action_carries_no_payment_data(
+    harness_factory: Callable[..., Harness], style: str
+) -> None:
+    body = (await harness_factory(response_style=style).post_payment()).json()
+    assert set(body) == {"resultCode", "pspReference", "merchantReference", "action"}
+    assert set(body["action"]) == {"type", "paymentMethodType", "data"}
+    assert body["action"]["type"] == "redirect"
+    assert body["action"]["data"]["package"].startswith("prepay_id=wx")
 
 
 async def test_sdk_style_puts_the_params_in_sdk_data(
@@ -154,6 +175,41 @@ async def test_sdk_style_puts_the_params_in_sdk_data(
     assert body["action"]["type"] == "sdk"
     assert set(body["action"]) == {"type", "paymentMethodType", "paymentData", "sdkData"}
     assert "redirect" not in body and "paymentData" not in body
+
+
+async def test_without_payment_data_the_shoppers_choice_at_wechat_settles_the_payment(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = harness_factory(response_style="action")
+    created = (await harness.post_payment(reference="order-wx")).json()
+    payment = harness.sandbox.payments[created["pspReference"]]
+    assert not payment.payment_data_sent
+    details = await harness.post_details(None)
+    assert details.status_code == 422
+    assert "paymentData" in details.json()["message"]
+    assert not payment.settled and payment.details_calls == 0
+    paid = await harness.client.post(
+        "/_sandbox/wechat/pay", json={**created["action"]["data"], "outcome": "ok"}
+    )
+    assert paid.json() == {"errMsg": "requestPayment:ok"}
+    assert payment.settled and payment.authorised
+    await harness.sandbox.drain(2)
+    assert [(r.item["eventCode"], r.item["success"]) for r in harness.receiver.received] == [
+        ("AUTHORISATION", "true")
+    ]
+
+
+async def test_with_payment_data_the_details_call_settles_the_payment(harness: Harness) -> None:
+    created = (await harness.post_payment(reference="order-sdk")).json()
+    payment = harness.sandbox.payments[created["pspReference"]]
+    paid = await harness.client.post(
+        "/_sandbox/wechat/pay", json={**created["action"]["sdkData"], "outcome": "ok"}
+    )
+    assert paid.json() == {"errMsg": "requestPayment:ok"}
+    assert not payment.settled  # Adyen hears it from the details call
+    details = await harness.post_details(created["action"]["paymentData"])
+    assert details.json()["resultCode"] == "Authorised"
+    assert payment.settled
 
 
 @pytest.mark.parametrize("version", [67, 71, 72])
@@ -226,16 +282,25 @@ async def test_keys_are_scoped_per_endpoint(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("style", ["redirect", "action", "sdk"])
-async def test_answers_that_v71_describes_are_valid_against_its_schema(
+async def test_every_answer_is_valid_against_the_v71_schema(
     harness_factory: Callable[..., Harness], style: str
 ) -> None:
-    """The details answers and the errors in every style, and the sdk style's /payments answer."""
+    """The /payments and details answers and the errors, in every style."""
     harness = harness_factory(response_style=style)
     created = (await harness.post_payment(key="k")).json()
-    if style == "sdk":
-        assert schema_errors("PaymentResponse", created) == []
-    details = await harness.post_details(created["action"]["paymentData"])
-    assert schema_errors("PaymentDetailsResponse", details.json()) == []
+    assert schema_errors("PaymentResponse", created) == []
+    payment_data = created["action"].get("paymentData")
+    details = await harness.post_details(payment_data)
+    if payment_data is None:
+        assert details.status_code == 422
+        assert schema_errors("ServiceError", details.json()) == []
+        await harness.client.post(
+            "/_sandbox/wechat/pay", json={**wx_params(created), "outcome": "ok"}
+        )
+        payment = harness.sandbox.payments[created["pspReference"]]
+        assert payment.result_code == "Authorised"
+    else:
+        assert schema_errors("PaymentDetailsResponse", details.json()) == []
     refused = await harness.post_payment(payment_request(reference=""), key="bad")
     assert refused.status_code == 422
     assert schema_errors("ServiceError", refused.json()) == []

@@ -44,7 +44,7 @@ def test_defaults() -> None:
     config = SandboxConfig()
     assert len(config.hmac_keys[0]) == 64
     assert len(config.paysign_key) == 32
-    assert config.response_style == "action"
+    assert config.response_style == "sdk"
     assert config.webhook_url is None
 
 
