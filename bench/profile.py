@@ -42,6 +42,8 @@ def heaviest(raw: Path, top: int = 40) -> list[tuple[int, str]]:
     counts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue  # a stack py-spy could not finish writing
         for frame in set(stack.split(";")):
             counts[frame.split(" (")[0]] += int(n)
     return [(n, name) for name, n in counts.most_common(top)]
@@ -54,15 +56,20 @@ async def main_async(args: argparse.Namespace) -> None:
         await seed.create_schema(url)
         refs = [f"pr-{i:06d}" for i in range(_needed(args.requests))]
         await seed.seed_pending(url, refs)
-        env = {"BENCH_DB_URL": url}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        trace = RESULTS / f"trace-webhook-{args.db}.jsonl"
+        env = {"BENCH_DB_URL": url, "BENCH_TRACE": str(trace)}
+        out = RESULTS / f"profile-{args.db}-c{args.c}"
         with Server(PLUGIN, env, health="/pay/health", name="plugin-profile") as server:
             assert server.proc is not None
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            out = RESULTS / f"profile-{args.db}-c{args.c}"
-            spies = [
-                _spy(server.proc.pid, args.seconds, out.with_suffix(".svg"), "flamegraph"),
-                _spy(server.proc.pid, args.seconds, out.with_suffix(".txt"), "raw"),
-            ]
+            spies = (
+                [
+                    _spy(server.proc.pid, args.seconds, out.with_suffix(".svg"), "flamegraph"),
+                    _spy(server.proc.pid, args.seconds, out.with_suffix(".txt"), "raw"),
+                ]
+                if args.spy
+                else []
+            )
             feed = WebhookFeed("/pay/webhooks/adyen", refs, seed_value=1)
             result = await run_load(
                 server.port, feed, concurrency=args.c, max_requests=args.requests,
@@ -70,9 +77,12 @@ async def main_async(args: argparse.Namespace) -> None:
             )  # fmt: skip
             print(summarize(result))
             await asyncio.gather(*(asyncio.to_thread(s.wait) for s in spies))
-        for n, name in heaviest(out.with_suffix(".txt")):
-            print(f"{n:6d}  {name}")
-        print(f"profile: {out}.svg {out}.txt")
+        if spies:
+            for n, name in heaviest(out.with_suffix(".txt")):
+                print(f"{n:6d}  {name}")
+            print(f"profile: {out}.svg {out}.txt")
+        for name, parts in summarise_trace(trace).items():
+            print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
     finally:
         dbs.close()
 
@@ -174,9 +184,7 @@ def main() -> None:
     parser.add_argument("--workload", default="webhook", choices=("webhook", "flow"))
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument(
-        "--no-spy", dest="spy", action="store_false", help="flow: trace only, no py-spy"
-    )
+    parser.add_argument("--no-spy", dest="spy", action="store_false", help="trace only, no py-spy")
     args = parser.parse_args()
     asyncio.run(flow_profile(args) if args.workload == "flow" else main_async(args))
 

@@ -207,3 +207,38 @@ async def test_a_failing_hook_is_retried_and_the_change_is_not_lost(db_url: str)
         assert [c.state for c in w.changes] == [PaymentState.PENDING, PaymentState.AUTHORISED]
         await w.pay.drain()
         assert len([c for c in calls if c.state is PaymentState.AUTHORISED]) == 2
+
+
+async def test_a_report_whose_read_predates_anothers_answer_asks_adyen_no_second_time(
+    db_url: str,
+) -> None:
+    """Report A reads the payment (no answer yet), then report B asks Adyen, records the
+    answer and releases the payment's lock before A takes it: A must read again instead
+    of acting on its stale read and asking Adyen for the same shape once more."""
+    async with host_world(db_url) as w:
+        headers = await start_payment(w, "order-stale")
+        payments = w.pay.storage.payments
+        real = payments.for_details
+        a_has_read, b_is_done = asyncio.Event(), asyncio.Event()
+        reads = 0
+
+        async def paused_first_read(**kwargs: object) -> object:
+            nonlocal reads
+            reads += 1
+            found = await real(**kwargs)  # type: ignore[arg-type]
+            if reads == 1:  # A: hold its read until B has asked Adyen and let go
+                a_has_read.set()
+                await b_is_done.wait()
+            return found
+
+        payments.for_details = paused_first_read  # type: ignore[method-assign]
+        a = asyncio.create_task(w.details(headers, "order-stale"))
+        await a_has_read.wait()
+        b = await w.details(headers, "order-stale")
+        b_is_done.set()
+        answer_a = await a
+        assert (b.status_code, answer_a.status_code) == (200, 200)
+        assert answer_a.json()["state"] == b.json()["state"] == "Authorised"
+        details_calls = [c for c in w.sandbox.calls.calls if c.endpoint == "details"]
+        assert len(details_calls) == 1
+        assert reads == 3  # A, B, and A again under the lock
