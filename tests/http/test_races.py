@@ -231,7 +231,7 @@ async def test_a_report_whose_read_predates_anothers_answer_asks_adyen_no_second
                 await b_is_done.wait()
             return found
 
-        payments.for_details = paused_first_read  # type: ignore[method-assign]
+        payments.for_details = paused_first_read  # type: ignore[method-assign,assignment]
         a = asyncio.create_task(w.details(headers, "order-stale"))
         await a_has_read.wait()
         b = await w.details(headers, "order-stale")
