@@ -24,7 +24,7 @@ from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, StoredPayment, paym
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.payments import event_records, history_records, upsert
 from miniprogram_pay.storage.records import EventRecord, PaymentRecord, Refund, TransitionRecord
-from miniprogram_pay.storage.refund_rows import read_refunds
+from miniprogram_pay.storage.refund_rows import refund_reads, refunds_by_payment
 from miniprogram_pay.storage.sql import Sql, Unit, bind_all
 from miniprogram_pay.storage.tables import (
     OrderRow,
@@ -70,13 +70,6 @@ NEW_ORDER = Sql(
 LOCK_ORDER = Sql(
     select(*ORDER_COLUMNS).where(OR.c.reference == bindparam("reference")).with_for_update()
 )
-ORDER_BY_REFERENCE = Sql(select(*ORDER_COLUMNS).where(OR.c.reference == bindparam("reference")))
-ORDER_OF_ATTEMPT = Sql(
-    select(*ORDER_COLUMNS).where(
-        OR.c.id
-        == select(P.c.order_id).where(P.c.reference == bindparam("reference")).scalar_subquery()
-    )
-)
 ATTEMPTS = Sql(
     select(*PAYMENT_COLUMNS).where(P.c.order_id == bindparam("order_id")).order_by(P.c.attempt)
 )
@@ -120,7 +113,28 @@ CREATED = Sql(
         )
     )
 )
-_OF_ORDER = select(P.c.id).where(P.c.order_id == bindparam("order_id"))
+# The order a status read is for: the order ``reference`` names, else the order of the
+# attempt it names (an order's own reference wins). Every statement of the read finds it
+# by itself, so none waits for another's result: on PostgreSQL they go out together.
+_IS_ORDERS = OR.c.reference == bindparam("reference")
+_READ_ORDER = (
+    select(OR.c.id)
+    .where(
+        _IS_ORDERS
+        | (
+            OR.c.id
+            == select(P.c.order_id).where(P.c.reference == bindparam("reference")).scalar_subquery()
+        )
+    )
+    .order_by(_IS_ORDERS.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_OF_ORDER = select(P.c.id).where(P.c.order_id == _READ_ORDER)
+READ_ORDER = Sql(select(*ORDER_COLUMNS).where(OR.c.id == _READ_ORDER))
+ATTEMPTS_OF_READ = Sql(
+    select(*PAYMENT_COLUMNS).where(P.c.order_id == _READ_ORDER).order_by(P.c.attempt)
+)
 HISTORY = Sql(
     select(T.c.payment_id, T.c.from_state, T.c.to_state, T.c.source, T.c.event_kind,
            T.c.event_key, T.c.at)
@@ -133,6 +147,7 @@ EVENTS = Sql(
     .where(E.c.payment_id.in_(_OF_ORDER))
     .order_by(E.c.id)
 )  # fmt: skip
+REFUNDS, REFUND_HISTORIES = refund_reads(_OF_ORDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,23 +292,30 @@ class OrderStore:
         """The order ``reference`` (or the order of the attempt ``reference``), whole."""
 
         def work(unit: Unit) -> OrderStatus | None:
-            found = unit.run(ORDER_BY_REFERENCE, {"reference": reference}).all()
-            if not found:
-                found = unit.run(ORDER_OF_ATTEMPT, {"reference": reference}).all()
-            if not found:
+            params = {"reference": reference}
+            reads = [
+                unit.run(sql, params)
+                for sql in (
+                    READ_ORDER,
+                    ATTEMPTS_OF_READ,
+                    HISTORY,
+                    EVENTS,
+                    REFUNDS,
+                    REFUND_HISTORIES,
+                )
+            ]  # on PostgreSQL all six go out together: one wait for the server
+            order_rows, attempt_rows, history, events, refunds, refund_history = (
+                read.all() for read in reads
+            )
+            if not order_rows:
                 return None
-            order = _order(found[0])
-            params = {"order_id": order.id}
-            attempts, history, events = (
-                unit.run(ATTEMPTS, params),
-                unit.run(HISTORY, params),
-                unit.run(EVENTS, params),
-            )  # on PostgreSQL the three go out together
-            found_status = _status(order, _attempts(attempts.all()), history.all(), events.all())
-            for attempt in found_status.attempts:  # nearly always one, with few refunds
-                payment = attempt.payment
-                attempt.refunds.extend(read_refunds(unit, payment.id, payment.reference))
-            return found_status
+            attempts = _attempts(attempt_rows)
+            found = _status(_order(order_rows[0]), attempts, history, events)
+            references = {a.id: a.reference for a in attempts}
+            by_payment = refunds_by_payment(refunds, refund_history, references)
+            for attempt in found.attempts:
+                attempt.refunds.extend(by_payment.get(attempt.payment.id, ()))
+            return found
 
         return await self.db.read(work)
 

@@ -52,10 +52,12 @@ __all__ = [
     "outbox_values",
     "read_refunds",
     "refund_changes",
+    "refund_reads",
     "refund_record",
     "refund_reference",
     "refund_rows",
     "refund_view",
+    "refunds_by_payment",
 ]
 
 P = table(PaymentRow)
@@ -345,6 +347,36 @@ def _history(values: Sequence[Any]) -> RefundHistory:
 
 def refund_rows(unit: Unit, payment_id: int) -> list[StoredRefund]:
     return [StoredRefund(*row) for row in unit.run(REFUNDS_OF, {"id": payment_id}).all()]
+
+
+def refund_reads(payment_ids: Any) -> tuple[Sql, Sql]:
+    """The refunds of the payments ``payment_ids`` selects, and their histories: two
+    statements that need no result of another, so a unit sends them together."""
+    refund_ids = select(R.c.id).where(R.c.payment_id.in_(payment_ids))
+    return (
+        Sql(select(*REFUND_COLUMNS).where(R.c.payment_id.in_(payment_ids)).order_by(R.c.id)),
+        Sql(
+            select(*(RE.c[n] for n in HISTORY_FIELDS))
+            .where(RE.c.refund_id.in_(refund_ids))
+            .order_by(RE.c.id)
+        ),
+    )
+
+
+def refunds_by_payment(
+    refunds: Sequence[Sequence[Any]],
+    histories: Sequence[Sequence[Any]],
+    references: dict[int, str],
+) -> dict[int, list[Refund]]:
+    """``refund_reads``' rows as each payment's refunds, oldest first, with their history."""
+    by_refund: dict[int, list[RefundHistory]] = {}
+    for values in histories:
+        by_refund.setdefault(int(values[0]), []).append(_history(values))
+    found: dict[int, list[Refund]] = {}
+    for row in (StoredRefund(*values) for values in refunds):
+        record = refund_record(row, references[row.payment_id], by_refund.get(row.id, ()))
+        found.setdefault(row.payment_id, []).append(record)
+    return found
 
 
 def read_refunds(unit: Unit, payment_id: int, payment_reference: str) -> list[Refund]:

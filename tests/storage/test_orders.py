@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from sqlmodel import col, select
 
 from miniprogram_pay.domain.events import PaymentEvent, implied_state
+from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.orders import AttemptView, OrderView, Step, attempt_reference
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage import Database, Storage
+from miniprogram_pay.storage.refunds import RefundAsk
 from miniprogram_pay.storage.schema import upgrade
 from miniprogram_pay.storage.tables import OutboxRow
 from tests.rows import select_rows
@@ -85,6 +87,45 @@ async def test_concurrent_requests_start_one_attempt(storage: Storage) -> None:
         PaymentState.REFUSED,
         PaymentState.CREATED,
     ]
+
+
+async def test_the_status_read_finds_the_order_by_its_reference_or_an_attempts(
+    storage: Storage,
+) -> None:
+    """Each statement of the read finds the order on its own (on PostgreSQL they go out
+    together); the answer is the same whichever reference names it."""
+    references = await _attempts(storage, 2)
+    await storage.payments.apply(references[0], details("Refused"))
+    await storage.payments.apply(references[1], details("Authorised"))
+    await storage.refunds.begin(
+        references[1], RefundAsk(300, None, None, None), window=timedelta(days=1), limit=50
+    )
+    by_order = await storage.orders.status(ORDER)
+    by_attempt = await storage.orders.status(references[1])
+    assert by_order is not None and by_order == by_attempt
+    assert [a.payment.reference for a in by_order.attempts] == references
+    assert [[h.to_state for h in a.history] for a in by_order.attempts] == [
+        [PaymentState.CREATED, PaymentState.REFUSED],
+        [PaymentState.CREATED, PaymentState.AUTHORISED],
+    ]
+    assert [[r.amount for r in a.refunds] for a in by_order.attempts] == [[], [Amount(300, "CNY")]]
+    assert by_order.attempts[1].refunds[0].payment_reference == references[1]
+    assert await storage.orders.status("order-nobody") is None
+
+
+async def test_an_orders_own_reference_wins_over_another_orders_attempt(
+    storage: Storage,
+) -> None:
+    await _attempts(storage, 2)  # order-7's attempt 2 is named order-7-2
+    other = attempt_reference(ORDER, 2)
+    found = await storage.orders.pay(
+        reference=other, openid="o-1", amount=AMOUNT, idempotency_key="other", lifetime=HOUR
+    )
+    assert found.step is Step.START
+    status = await storage.orders.status(other)
+    assert status is not None and status.order.reference == other
+    # Its first attempt stepped over the taken reference; order-7 is not in the answer.
+    assert [a.payment.reference for a in status.attempts] == [attempt_reference(other, 2)]
 
 
 # -- the late double authorisation, in every order of its events ----------------------------
