@@ -64,8 +64,11 @@ class Shop:
         """Delivered at least once: the event_id makes a redelivery harmless."""
         if change.event_id in self.seen_events:
             return
-        if change.state is PaymentState.AUTHORISED:
-            self.orders[change.reference.removeprefix("shop-")].paid = True
+        # change.reference is the attempt (shop-A1001, then shop-A1001-2 after a retry);
+        # the order is the reference the resolver gave.
+        order = change.order_reference or change.reference
+        if change.kind == "payment" and change.order_state is PaymentState.AUTHORISED:
+            self.orders[order.removeprefix("shop-")].paid = True
         self.seen_events.add(change.event_id)
 
 

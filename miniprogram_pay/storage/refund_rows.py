@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.orders import AttemptView, OrderView
 from miniprogram_pay.domain.reconcile import Outcome
 from miniprogram_pay.domain.refunds import (
     RefundChange,
@@ -34,6 +35,7 @@ from miniprogram_pay.storage.changes import LOCK, StoredPayment, stored_payment
 from miniprogram_pay.storage.records import Refund, RefundHistory
 from miniprogram_pay.storage.sql import Sql, Unit, any_of, bind_all
 from miniprogram_pay.storage.tables import (
+    OrderRow,
     PaymentRow,
     RefundEventRow,
     RefundRow,
@@ -49,6 +51,7 @@ __all__ = [
     "event_values",
     "find_refund",
     "lock_payment",
+    "order_of",
     "outbox_values",
     "read_refunds",
     "refund_changes",
@@ -60,6 +63,7 @@ __all__ = [
     "refunds_by_payment",
 ]
 
+OR = table(OrderRow)
 P = table(PaymentRow)
 R = table(RefundRow)
 RE = table(RefundEventRow)
@@ -247,8 +251,12 @@ def outbox_values(
     source: RefundSource,
     now: datetime,
     lease_seconds: float | None,
+    order: OrderView,
 ) -> dict[str, Any]:
-    """The change owed to the host; a refund enters each state at most once (stable id)."""
+    """The change owed to the host; a refund enters each state at most once (stable id).
+
+    It names the order (``order``) the refunded attempt belongs to, and its state, so a
+    host keyed by order finds it whichever attempt was refunded (a duplicate, say)."""
     previous, state = moved
     change = RefundChange(
         reference=row.reference,
@@ -272,10 +280,9 @@ def outbox_values(
         next_attempt_at=now + timedelta(seconds=lease_seconds or 0.0),
         kind="refund",
         refund=json.dumps(change.to_json(), sort_keys=True),
-        # A refund moves no attempt and no order: the order's fields are the payment's.
-        order_reference=None,
+        order_reference=order.reference,
         attempt_number=payment.attempt,
-        order_state=None,
+        order_state=order.state.value,
         conflict=None,
     )
 
@@ -347,6 +354,36 @@ def _history(values: Sequence[Any]) -> RefundHistory:
 
 def refund_rows(unit: Unit, payment_id: int) -> list[StoredRefund]:
     return [StoredRefund(*row) for row in unit.run(REFUNDS_OF, {"id": payment_id}).all()]
+
+
+ORDER_OF = Sql(
+    select(OR.c.reference, P.c.attempt, P.c.reference, P.c.state, P.c.amount_value,
+           P.c.currency, P.c.created_at)
+    .select_from(OR.join(P, P.c.order_id == OR.c.id))
+    .where(OR.c.id == bindparam("order_id"))
+)  # fmt: skip
+
+
+def order_of(unit: Unit, payment: StoredPayment) -> OrderView:
+    """The order of the locked ``payment``, its own attempt as the unit holds it now.
+
+    The order is not locked: an attempt started meanwhile can only be one that does not
+    change the order's state here, since a refunded attempt was authorised, and an order
+    with an authorised attempt starts none.
+    """
+    attempts = []
+    reference = payment.reference
+    for order_reference, number, attempt_reference, state, value, currency, at in unit.run(
+        ORDER_OF, {"order_id": payment.order_id}
+    ).all():
+        reference = str(order_reference)
+        if int(number) == payment.attempt:
+            state = payment.state  # as this unit may have just moved it
+        attempts.append(
+            AttemptView(int(number), str(attempt_reference), PaymentState(state),
+                        Amount(int(value), str(currency)), aware(at))
+        )  # fmt: skip
+    return OrderView(reference, tuple(attempts))
 
 
 def refund_reads(payment_ids: Any) -> tuple[Sql, Sql]:

@@ -31,6 +31,7 @@ from sqlalchemy import bindparam, select
 
 from miniprogram_pay.domain.ledger import RefundablePayment, admit_refund
 from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.orders import OrderView
 from miniprogram_pay.domain.reconcile import Outcome
 from miniprogram_pay.domain.refunds import (
     RefundDecision,
@@ -67,6 +68,7 @@ from miniprogram_pay.storage.refund_rows import (
     event_values,
     find_refund,
     lock_payment,
+    order_of,
     outbox_values,
     read_refunds,
     refund_changes,
@@ -118,6 +120,7 @@ class RefundChanges:
     lease_seconds: float | None = None
     _outbox: list[dict[str, Any]] = field(default_factory=list)
     _event_ids: dict[tuple[int, RefundState], str] = field(default_factory=dict)
+    _orders: dict[int, OrderView] = field(default_factory=dict)  # by payment id
 
     def begin(
         self, payment: StoredPayment, ask: RefundAsk, *, window: timedelta, limit: int
@@ -186,7 +189,10 @@ class RefundChanges:
         moved: tuple[RefundState | None, RefundState],
         source: RefundSource,
     ) -> None:
-        values = outbox_values(payment, row, moved, source, self.now, self.lease_seconds)
+        order = self._orders.get(payment.id)
+        if order is None:
+            order = self._orders[payment.id] = order_of(self.unit, payment)
+        values = outbox_values(payment, row, moved, source, self.now, self.lease_seconds, order)
         self._outbox.append(values)
         self._event_ids[(row.id, moved[1])] = values["event_id"]
 

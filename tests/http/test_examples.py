@@ -128,6 +128,38 @@ async def test_example_takes_a_payment(
         await pay_order_a1001(client, control)
 
 
+async def test_an_example_order_refused_then_paid_on_retry_is_marked_paid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry is attempt 2 (shop-A1001-2): the host still finds its order A1001."""
+    async with example_running("examples.starlette_host", "app", tmp_path, monkeypatch) as (
+        client,
+        control,
+    ):
+        r = await client.post("/pay/session", json={"code": "alice.1"})
+        headers = {"Authorization": f"Bearer {r.json()['token']}"}
+        scenario = {"reference": "shop-A1001", "scenario": "retry-after-refusal"}
+        assert (await control.post("/_sandbox/scenarios", json=scenario)).status_code < 300
+        order = {"paymentMethod": {"type": "wechatpayMiniProgram"}, "orderId": "A1001"}
+        states: list[tuple[str, str]] = []
+        for _ in range(2):
+            payment = (await client.post("/pay/payments", json=order, headers=headers)).json()
+            wx = await control.post(
+                "/_sandbox/wechat/pay", json={**payment["redirect"]["data"], "outcome": "ok"}
+            )
+            report = {"paymentStatus": wx.json()["errMsg"]}
+            details = {"reference": payment["reference"], "details": report}
+            r = await client.post("/pay/payments/details", json=details, headers=headers)
+            states.append((payment["reference"], r.json()["state"]))
+        assert states == [("shop-A1001", "Refused"), ("shop-A1001-2", "Authorised")]
+        await control.post("/_sandbox/drain", json={"timeout_seconds": 5})
+        for _ in range(100):  # on_state_change runs in the plugin's worker
+            if (await client.get("/orders/A1001")).json()["paid"]:
+                break
+            await asyncio.sleep(0.05)
+        assert (await client.get("/orders/A1001")).json() == {"orderId": "A1001", "paid": True}
+
+
 def test_an_example_without_configuration_fails_naming_the_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

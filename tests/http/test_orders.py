@@ -183,6 +183,10 @@ async def test_an_order_paid_twice_keeps_one_attempt_and_reports_the_other(db_ur
         assert len(w.sandbox.payments[psp].refunds) == 1
         refund_told = [c for c in w.changes if c.kind == "refund" and c.refund is not None]
         assert {c.reference for c in refund_told} == {duplicate}
+        # A host keyed by order finds the duplicate's refund under the order it paid twice.
+        assert {(c.order_reference, c.payment_attempt, c.order_state) for c in refund_told} == {
+            (PAID_LATE, 2, "Authorised")
+        }
 
 
 async def _refunds_settled(w: Any) -> None:
