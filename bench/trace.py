@@ -75,10 +75,10 @@ def _event(kind: str, **fields: Any) -> None:
 def install(path: str) -> None:
     """Patch the storage and the clients to record into the current request's trace."""
     from miniprogram_pay.adyen.checkout import AdyenCheckoutClient
-    from miniprogram_pay.storage import engine
+    from miniprogram_pay.storage import lanes
     from miniprogram_pay.wechat.client import WeChatClient
 
-    original_submit = engine._Lanes.submit
+    original_submit = lanes.Lanes.submit
 
     def submit(self: Any, work: Callable[[Any], Any]) -> Any:
         marks: dict[str, float] = {"submitted": _now()}
@@ -102,7 +102,7 @@ def install(path: str) -> None:
             future.add_done_callback(resumed)
         return future
 
-    engine._Lanes.submit = submit  # type: ignore[method-assign]
+    lanes.Lanes.submit = submit  # type: ignore[method-assign]
 
     def wrap_call(cls: Any, name: str, kind: str) -> None:
         original = getattr(cls, name)

@@ -28,9 +28,9 @@ from sqlalchemy.sql.expression import Executable
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.refunds import RefundState
 from miniprogram_pay.domain.states import PaymentState
-from miniprogram_pay.storage import inbox, outbox, payments
-from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, stored_payment
+from miniprogram_pay.storage import inbox_rows, outbox, payments
 from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.payment_rows import PAYMENT_COLUMNS, stored_payment
 from miniprogram_pay.storage.records import OutboxRecord
 from miniprogram_pay.storage.sql import Sql, Unit, among, like_prefix
 from miniprogram_pay.storage.story import (
@@ -297,7 +297,7 @@ class AdminReads:
         def work(unit: Unit) -> StoredCounts:
             parts = [
                 unit.run(payments.COUNT_BY_STATE),
-                unit.run(inbox.COUNTS),
+                unit.run(inbox_rows.COUNTS),
                 unit.run(outbox.COUNTS),
                 unit.run(payments.COUNT_STALE, cutoff),
                 unit.run(CONFLICTED),

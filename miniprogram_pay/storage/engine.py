@@ -31,13 +31,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -46,6 +43,7 @@ from sqlalchemy.pool import NullPool
 
 from miniprogram_pay.errors import ConfigurationError, StorageError
 from miniprogram_pay.retrying import Backoff, retrying
+from miniprogram_pay.storage.lanes import Lanes
 from miniprogram_pay.storage.sql import CoreUnit, DriverUnit, StaleRowError, Unit
 
 __all__ = ["Database", "UnitCounts"]
@@ -121,8 +119,8 @@ class Database:
                 "Use sqlite+aiosqlite:///path.db or postgresql+psycopg://user@host/db."
             )
         self.writer_threads, self.reader_threads = writers, readers
-        self._writers = _Lanes("mpp-db-writer", writers, lambda: _Session(self, write=True))
-        self._readers = _Lanes("mpp-db-reader", readers, lambda: _Session(self, write=False))
+        self._writers = Lanes("mpp-db-writer", writers, lambda: _Session(self, write=True))
+        self._readers = Lanes("mpp-db-reader", readers, lambda: _Session(self, write=False))
 
     @property
     def is_sqlite(self) -> bool:
@@ -154,7 +152,12 @@ class Database:
         return await self._run(self._readers, work, READ_ATTEMPTS, "read", True)
 
     async def _run(
-        self, lanes: _Lanes, work: Callable[[Unit], T], attempts: int, what: str, durable: bool
+        self,
+        lanes: Lanes[_Session],
+        work: Callable[[Unit], T],
+        attempts: int,
+        what: str,
+        durable: bool,
     ) -> T:
         def job(session: _Session) -> T:
             return session.transact(work, durable=durable)
@@ -396,96 +399,6 @@ class _Session:
                 self._raw.close()
         except Exception:  # closing a connection the server already dropped
             logger.debug("closing a database connection failed", exc_info=True)
-
-
-# -- the threads ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Job(Generic[T]):
-    work: Callable[[_Session], T]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[T]
-
-
-class _Lanes:
-    """Threads that each own one connection and take jobs from one queue.
-
-    A job's outcome comes back to its event loop with ``call_soon_threadsafe``: one
-    hop there, one back. The threads start with the first job; ``close`` lets them
-    finish what is queued, closes their connections and joins them.
-    """
-
-    def __init__(self, name: str, size: int, open_session: Callable[[], _Session]) -> None:
-        self._name = name
-        self._size = size
-        self._open = open_session
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        self.sessions: list[_Session] = []
-
-    def submit(self, work: Callable[[_Session], T]) -> asyncio.Future[T]:
-        if self._closed:
-            raise StorageError("the database is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        if not self._threads:
-            self._start()
-        self._queue.put(_Job(work, loop, future))
-        return future
-
-    def _start(self) -> None:
-        with self._lock:
-            while len(self._threads) < self._size:
-                thread = threading.Thread(
-                    target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
-
-    def _serve(self) -> None:
-        session: _Session | None = None
-        while (job := self._queue.get()) is not None:
-            if job.future.cancelled():
-                continue  # its caller is gone; nothing of it has run
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                if session is None:
-                    session = self._open()
-                    self.sessions.append(session)
-                result = job.work(session)
-            except BaseException as exc:
-                error = exc
-                if session is not None and session.broken:
-                    session.close()
-                    session = None
-            # A closed event loop refuses the callback: nobody waits for this outcome.
-            with contextlib.suppress(RuntimeError):
-                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
-        if session is not None:
-            session.close()
-
-    def close(self) -> None:
-        """Blocking: let queued jobs run, then stop every thread."""
-        with self._lock:
-            self._closed = True
-            threads, self._threads = self._threads, []
-        for _ in threads:
-            self._queue.put(None)
-        for thread in threads:
-            thread.join()
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -10,13 +10,9 @@ the item's status read under lock, the event log's unique key.
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-
-from sqlalchemy import Boolean, and_, bindparam, case, func, null, or_, select, update
 
 from miniprogram_pay.domain.events import webhook_event
 from miniprogram_pay.domain.machine import PaymentMachine
@@ -24,7 +20,29 @@ from miniprogram_pay.domain.refunds import REFUND_EVENT_CODES, RefundMachine, re
 from miniprogram_pay.retrying import Backoff, no_jitter
 from miniprogram_pay.storage.changes import Change, PaymentChanges, with_outbox
 from miniprogram_pay.storage.engine import Database
-from miniprogram_pay.storage.payments import upsert
+from miniprogram_pay.storage.inbox_rows import (
+    CODE,
+    COUNTS,
+    DUE,
+    DUE_OR_LEASED,
+    FAILED,
+    IGNORED,
+    LISTING,
+    LISTING_BY_STATUS,
+    LOCK_ONE,
+    LOCK_WAITING,
+    MARK,
+    NOTE_FIELDS,
+    RAW,
+    REQUEUE,
+    WAITING,
+    chosen,
+    lock_order,
+    merchant_account,
+    original_reference,
+    stored_records,
+    upsert_rows,
+)
 from miniprogram_pay.storage.records import (
     IgnoredNotification,
     InboxItem,
@@ -37,141 +55,12 @@ from miniprogram_pay.storage.refunds import (
     lock_owners,
     lock_payments,
 )
-from miniprogram_pay.storage.sql import RowsSql, Sql, Unit, among, any_of, row_binds
-from miniprogram_pay.storage.tables import NotificationRow, aware, table, utcnow
+from miniprogram_pay.storage.sql import Unit
+from miniprogram_pay.storage.tables import aware, utcnow
 
 __all__ = ["InboxStore"]
 
-N = table(NotificationRow)
 MAX_BACKOFF_SECONDS = 600.0
-WAITING = ("received", "failed")
-STORE_COLUMNS = (
-    "dedup_key", "psp_reference", "merchant_reference", "event_code", "success",
-    "amount_value", "amount_currency", "reason", "raw", "status", "detail", "live",
-    "attempts", "deliveries", "received_at", "next_attempt_at",
-)  # fmt: skip
-# What applying an item needs of its row, as stored (a redelivery may differ in reason).
-NOTE_FIELDS = (
-    "id", "dedup_key", "merchant_reference", "event_code", "success", "psp_reference",
-    "amount_value", "amount_currency", "reason", "received_at", "raw",
-)  # fmt: skip
-NOTE_COLUMNS = [N.c[name] for name in NOTE_FIELDS]
-CODE, RAW = NOTE_FIELDS.index("event_code"), NOTE_FIELDS.index("raw")
-LISTED = [
-    N.c[n]
-    for n in (
-        "id",
-        "status",
-        "detail",
-        "merchant_reference",
-        "event_code",
-        "success",
-        "deliveries",
-        "attempts",
-    )
-]
-
-
-def _upsert(dialect: str, count: int) -> Any:
-    """Insert rows; a known key only counts another delivery, except an ``ignored`` item
-    that this delivery finds ours (the setting that ignored it was fixed since): it is
-    taken up again, as if new."""
-    stmt = upsert(dialect, N).values(row_binds(N, STORE_COLUMNS, count))
-    new = stmt.excluded
-    revive = and_(N.c.status == "ignored", new.status == "received")
-    return stmt.on_conflict_do_update(
-        index_elements=["dedup_key"],
-        set_={
-            "deliveries": N.c.deliveries + new.deliveries,
-            "status": case((revive, new.status), else_=N.c.status),
-            "detail": case((revive, null()), else_=N.c.detail),
-            "next_attempt_at": case((revive, new.next_attempt_at), else_=N.c.next_attempt_at),
-        },
-    ).returning(N.c.deliveries, N.c.status, *NOTE_COLUMNS)
-
-
-UPSERT = RowsSql(STORE_COLUMNS, _upsert)
-LOCK_WAITING = Sql(
-    lambda dialect: (
-        select(*NOTE_COLUMNS)
-        .where(any_of(N.c.id, "ids", dialect), among(N.c.status, WAITING))
-        .with_for_update(skip_locked=True)
-    )
-)
-MARK = Sql(
-    update(N)
-    .where(N.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("status"),
-        detail=bindparam("detail"),
-        applied_at=bindparam("at", type_=N.c.applied_at.type),
-        attempts=N.c.attempts + 1,
-    )
-)
-LOCK_ONE = Sql(select(N.c.status, N.c.attempts).where(N.c.id == bindparam("id")).with_for_update())
-FAILED = Sql(
-    update(N)
-    .where(N.c.id == bindparam("id"))
-    .values(
-        status=bindparam("status"),
-        detail=bindparam("detail"),
-        attempts=bindparam("attempts"),
-        next_attempt_at=bindparam("due", type_=N.c.next_attempt_at.type),
-    )
-)
-
-
-def _due(include_leased: bool) -> Any:
-    due = N.c.next_attempt_at <= bindparam("now", type_=N.c.next_attempt_at.type)
-    if include_leased:
-        due = or_(due, N.c.status == "received")
-    return (
-        select(N.c.id)
-        .where(among(N.c.status, WAITING), due)
-        .order_by(N.c.id)
-        .limit(bindparam("limit"))
-    )
-
-
-DUE = Sql(_due(include_leased=False))
-DUE_OR_LEASED = Sql(_due(include_leased=True))
-COUNTS = Sql(select(N.c.status, func.count()).group_by(N.c.status))
-LISTING = Sql(select(*LISTED).order_by(N.c.id.desc()).limit(bindparam("limit")))
-LISTING_BY_STATUS = Sql(
-    select(*LISTED)
-    .where(N.c.status == bindparam("status"))
-    .order_by(N.c.id.desc())
-    .limit(bindparam("limit"))
-)
-CHOSEN = bindparam("all", type_=Boolean)
-IGNORED = Sql(
-    lambda dialect: (
-        select(N.c.id, N.c.raw, N.c.live)
-        .where(N.c.status == "ignored", or_(CHOSEN, any_of(N.c.id, "ids", dialect)))
-        .order_by(N.c.id)
-        .limit(bindparam("limit"))
-    )
-)
-REQUEUE = Sql(
-    lambda dialect: (
-        update(N)
-        .where(
-            N.c.status == bindparam("requeued_from"), or_(CHOSEN, any_of(N.c.id, "ids", dialect))
-        )
-        .values(
-            status="received",
-            detail=None,
-            attempts=0,
-            next_attempt_at=bindparam("now", type_=N.c.next_attempt_at.type),
-        )
-        .returning(N.c.id)
-    )
-)
-
-
-def _chosen(ids: Sequence[int] | None) -> dict[str, Any]:
-    """All rows (``ids`` is None), or those of ``ids``."""
-    return {"all": ids is None, "ids": list(ids or ())}
 
 
 class InboxStore:
@@ -196,8 +85,8 @@ class InboxStore:
 
         def work(unit: Unit) -> list[StoredNotification]:
             now = utcnow()
-            rows = _upsert_rows(unit, items, now, now + timedelta(seconds=lease_seconds))
-            return _stored(items, {row[3]: row for row in rows})
+            rows = upsert_rows(unit, items, now, now + timedelta(seconds=lease_seconds))
+            return stored_records(items, {row[3]: row for row in rows})
 
         return await self.db.write(work, what="store webhooks")
 
@@ -214,15 +103,15 @@ class InboxStore:
         def work(unit: Unit) -> Intake:
             now = utcnow()
             changes = PaymentChanges(unit, self.machine, now, outbox_lease_seconds)
-            rows = _upsert_rows(unit, items, now, now, then_lock=changes)
+            rows = upsert_rows(unit, items, now, now, then_lock=changes)
             by_key = {row[3]: row for row in rows}
-            waiting = sorted((row[2:] for row in rows if row[1] == "received"), key=_lock_order)
+            waiting = sorted((row[2:] for row in rows if row[1] == "received"), key=lock_order)
             refunds = RefundChanges(unit, self.refund_machine, now, outbox_lease_seconds)
             applied = _apply_notes(unit, changes, refunds, waiting, now)
             after = {record.id: record.status for record in applied}
             stored = [
                 StoredNotification(s.id, s.dedup_key, s.new, after.get(s.id, s.status))
-                for s in _stored(items, by_key)
+                for s in stored_records(items, by_key)
             ]
             return Intake(stored=stored, applied=applied)
 
@@ -245,9 +134,9 @@ class InboxStore:
 
         def work(unit: Unit) -> list[NotificationRecord]:
             now = utcnow()
-            notes = sorted(unit.run(LOCK_WAITING, {"ids": ids}).all(), key=_lock_order)
+            notes = sorted(unit.run(LOCK_WAITING, {"ids": ids}).all(), key=lock_order)
             changes = PaymentChanges(unit, self.machine, now, outbox_lease_seconds)
-            owners = [_original_reference(n[RAW]) for n in notes if n[CODE] in REFUND_EVENT_CODES]
+            owners = [original_reference(n[RAW]) for n in notes if n[CODE] in REFUND_EVENT_CODES]
             changes.lock(
                 [n[2] for n in notes],
                 [f"webhook:{n[1]}" for n in notes],
@@ -329,10 +218,10 @@ class InboxStore:
         self, *, ids: Sequence[int] | None = None, limit: int = 1000
     ) -> list[IgnoredNotification]:
         """Ignored items (all, or those of ``ids``) with what deciding again needs."""
-        params = {**_chosen(ids), "limit": limit}
+        params = {**chosen(ids), "limit": limit}
         rows = await self.db.read(lambda unit: unit.run(IGNORED, params).all())
         return [
-            IgnoredNotification(id=int(i), merchant_account=_merchant_account(raw), live=live)
+            IgnoredNotification(id=int(i), merchant_account=merchant_account(raw), live=live)
             for i, raw, live in rows
         ]
 
@@ -343,7 +232,7 @@ class InboxStore:
         """
         if ids is not None and not ids:
             return []
-        params = {**_chosen(ids), "requeued_from": status}
+        params = {**chosen(ids), "requeued_from": status}
         rows = await self.db.write(
             lambda unit: unit.run(REQUEUE, {**params, "now": utcnow()}).all(),
             what="requeue webhooks",
@@ -352,56 +241,6 @@ class InboxStore:
 
 
 # -- inside a unit of work ---------------------------------------------------------------
-
-
-def _upsert_rows(
-    unit: Unit,
-    items: Sequence[InboxItem],
-    now: datetime,
-    due_at: datetime,
-    *,
-    then_lock: PaymentChanges | None = None,
-) -> list[tuple[Any, ...]]:
-    """Upsert the items' rows; each row as (deliveries, status, *NOTE_FIELDS).
-
-    An item twice in one batch is one row delivered twice (one statement may not touch
-    a row twice), and rows are written in one global order (by key), then payments are
-    locked (by reference): two batches with the same items in another order would
-    otherwise deadlock on PostgreSQL. ``then_lock`` sends the payment reads of the items
-    right after the upsert, before its answer is read.
-    """
-    counts = Counter(item.dedup_key for item in items)
-    unique = {item.dedup_key: item for item in reversed(items)}
-    rows = [_row(unique[key], counts[key], now, due_at) for key in sorted(unique)]
-    upserted = unit.run_rows(UPSERT, rows)
-    if then_lock is not None:
-        owners = [
-            _original_reference(i.raw_json)
-            for i in unique.values()
-            if i.event_code in REFUND_EVENT_CODES
-        ]
-        then_lock.lock(
-            [i.merchant_reference for i in unique.values()],
-            [f"webhook:{key}" for key in unique],
-            owners=[psp for psp in owners if psp],
-        )
-    return upserted.all()
-
-
-def _stored(
-    items: Sequence[InboxItem], rows: dict[str, tuple[Any, ...]]
-) -> list[StoredNotification]:
-    """One record per item, in order, from the upserted rows by key."""
-    counts = Counter(item.dedup_key for item in items)
-    stored: list[StoredNotification] = []
-    seen: set[str] = set()
-    for item in items:
-        deliveries, status, notification_id = rows[item.dedup_key][:3]
-        # Inserted now, not redelivered: the row holds exactly this batch's deliveries.
-        new = item.dedup_key not in seen and deliveries == counts[item.dedup_key]
-        seen.add(item.dedup_key)
-        stored.append(StoredNotification(int(notification_id), item.dedup_key, new, status))
-    return stored
 
 
 def _apply_notes(
@@ -464,7 +303,7 @@ def _apply_refund_notes(
 ) -> dict[int, NotificationRecord]:
     if not notes:
         return {}
-    originals = {int(n["id"]): _original_reference(n["raw"]) for n in notes}
+    originals = {int(n["id"]): original_reference(n["raw"]) for n in notes}
     owners = lock_owners(unit, [psp for psp in originals.values() if psp])
     # A refund made in the Customer Area may name its payment by merchantReference only.
     unnamed = [n["merchant_reference"] for n in notes if originals[int(n["id"])] not in owners]
@@ -505,46 +344,3 @@ def _apply_refund_notes(
         )
         for i, a in found.items()
     }
-
-
-def _row(item: InboxItem, deliveries: int, now: datetime, due_at: datetime) -> dict[str, Any]:
-    return {
-        "dedup_key": item.dedup_key,
-        "psp_reference": item.psp_reference,
-        "merchant_reference": item.merchant_reference,
-        "event_code": item.event_code,
-        "success": item.success,
-        "amount_value": item.amount_value,
-        "amount_currency": item.amount_currency,
-        "reason": item.reason,
-        "raw": item.raw_json,
-        "status": item.status,
-        "detail": item.detail,
-        "live": item.live,
-        "attempts": 0,
-        "deliveries": deliveries,
-        "received_at": now,
-        "next_attempt_at": due_at,
-    }
-
-
-def _lock_order(note: Sequence[Any]) -> tuple[str, int]:
-    """(merchant reference, id): the order batches apply items in, on every path."""
-    return (str(note[2]), int(note[0]))
-
-
-def _original_reference(raw: str) -> str | None:
-    """A webhook item's ``originalReference``: a refund's names the payment's pspReference."""
-    try:
-        original = json.loads(raw).get("originalReference")
-    except (ValueError, AttributeError):
-        return None
-    return original if isinstance(original, str) and original else None
-
-
-def _merchant_account(raw: str) -> str | None:
-    try:
-        account = json.loads(raw).get("merchantAccountCode")
-    except (ValueError, AttributeError):
-        return None
-    return account if isinstance(account, str) else None

@@ -20,8 +20,8 @@ from miniprogram_pay.domain.events import EventSource
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.orders import AttemptView, OrderView, Step, attempt_reference
 from miniprogram_pay.domain.states import PaymentState
-from miniprogram_pay.storage.changes import PAYMENT_COLUMNS, StoredPayment, payment_record
 from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.payment_rows import PAYMENT_COLUMNS, StoredPayment, payment_record
 from miniprogram_pay.storage.payments import event_records, history_records, upsert
 from miniprogram_pay.storage.records import EventRecord, PaymentRecord, Refund, TransitionRecord
 from miniprogram_pay.storage.refund_rows import refund_reads, refunds_by_payment

@@ -20,16 +20,14 @@ from miniprogram_pay.domain.machine import PaymentMachine
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import NotFoundError
-from miniprogram_pay.storage.changes import (
+from miniprogram_pay.storage.changes import Change, PaymentChanges, with_outbox
+from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.payment_rows import (
     PAYMENT_COLUMNS,
-    Change,
-    PaymentChanges,
     digest,
     payment_record,
     stored_payment,
-    with_outbox,
 )
-from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.records import (
     AppliedEvent,
     EventRecord,

@@ -31,7 +31,7 @@ from miniprogram_pay.domain.refunds import (
 )
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import NotFoundError
-from miniprogram_pay.storage.changes import LOCK, StoredPayment, stored_payment
+from miniprogram_pay.storage.payment_rows import LOCK, StoredPayment, stored_payment
 from miniprogram_pay.storage.records import Refund, RefundHistory
 from miniprogram_pay.storage.sql import Sql, Unit, any_of, bind_all
 from miniprogram_pay.storage.tables import (

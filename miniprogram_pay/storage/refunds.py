@@ -44,9 +44,9 @@ from miniprogram_pay.domain.refunds import (
 )
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import ConflictError
-from miniprogram_pay.storage.changes import LOCK, StoredPayment, stored_payment
 from miniprogram_pay.storage.engine import Database
 from miniprogram_pay.storage.outbox import write_changes
+from miniprogram_pay.storage.payment_rows import LOCK, StoredPayment, stored_payment
 from miniprogram_pay.storage.records import AppliedRefund, OutboxEvent, Refund
 from miniprogram_pay.storage.refund_rows import (
     CHANGEABLE,

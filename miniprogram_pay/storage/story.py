@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, or_, select
 
 from miniprogram_pay.domain.refunds import REFUND_EVENT_CODES
 from miniprogram_pay.storage import outbox, payments
-from miniprogram_pay.storage.changes import payment_record, stored_payment
+from miniprogram_pay.storage.payment_rows import payment_record, stored_payment
 from miniprogram_pay.storage.records import (
     EventRecord,
     OutboxRecord,
