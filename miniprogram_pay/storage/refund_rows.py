@@ -138,13 +138,6 @@ def _upsert(dialect: str, target: Any) -> Any:
 
 
 REFUNDS_OF = Sql(select(*REFUND_COLUMNS).where(R.c.payment_id == bindparam("id")).order_by(R.c.id))
-HISTORIES = Sql(
-    lambda dialect: (
-        select(*(RE.c[n] for n in HISTORY_FIELDS))
-        .where(any_of(RE.c.refund_id, "ids", dialect))
-        .order_by(RE.c.id)
-    )
-)
 FACTS_OF = Sql(
     select(*(RE.c[n] for n in FACT_FIELDS))
     .where(RE.c.refund_id == bindparam("id"))
@@ -416,15 +409,18 @@ def refunds_by_payment(
     return found
 
 
+# One payment's refunds and their histories: both sent before either is read.
+_ONE_PAYMENT = select(P.c.id).where(P.c.id == bindparam("id"))
+REFUNDS_OF_ONE, HISTORIES_OF_ONE = refund_reads(_ONE_PAYMENT)
+
+
 def read_refunds(unit: Unit, payment_id: int, payment_reference: str) -> list[Refund]:
-    """A payment's refunds, oldest first, each with its history."""
-    rows = refund_rows(unit, payment_id)
-    if not rows:
-        return []
-    histories: dict[int, list[RefundHistory]] = {}
-    for values in unit.run(HISTORIES, {"ids": [r.id for r in rows]}).all():
-        histories.setdefault(int(values[0]), []).append(_history(values))
-    return [refund_record(r, payment_reference, histories.get(r.id, ())) for r in rows]
+    """A payment's refunds, oldest first, each with its history (one wait on PostgreSQL)."""
+    refunds, histories = [
+        unit.run(sql, {"id": payment_id}) for sql in (REFUNDS_OF_ONE, HISTORIES_OF_ONE)
+    ]
+    found = refunds_by_payment(refunds.all(), histories.all(), {payment_id: payment_reference})
+    return found.get(payment_id, [])
 
 
 def lock_payment(unit: Unit, reference: str) -> StoredPayment:
