@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -385,7 +386,7 @@ class PaymentService:
         """
         shape = payment_status_shape(request.payment_status)
         prefix = result_key_prefix(EventSource.DETAILS, shape)
-        released = self._details_calls.released
+        seen = self._details_calls.released
         payment, asked = await self._owned_payment(openid, request, prefix)
         if not _answered(payment):
             raise ConflictError(
@@ -396,7 +397,7 @@ class PaymentService:
         # whose read came before another's call ended (it waited, or that call ended
         # between its read and here) reads again: its read may predate that answer.
         async with self._details_calls.hold(payment.id) as waited:
-            if waited or self._details_calls.released != released:
+            if waited or self._details_calls.released_since(payment.id, seen):
                 payment, asked = await self._owned_payment(openid, request, prefix)
             if not self._needs_details_call(payment, shape, asked=asked):
                 return payment
@@ -594,11 +595,26 @@ _Taken = tuple[StoredNotification, NotificationRecord | None]
 class _KeyedLock:
     """One ``asyncio.Lock`` per key, forgotten when nobody holds or waits for it."""
 
+    # How many recent releases are remembered by key; past that, any release counts.
+    RECENT = 1024
+
     def __init__(self) -> None:
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
-        # Counts releases of any key: a holder that read before a release may hold a
-        # stale read, whatever the key (a cheap, conservative test).
+        # Releases of any key, numbered; and the number of each key's latest release,
+        # for the ``RECENT`` keys released last.
         self.released = 0
+        self._recent: OrderedDict[int, int] = OrderedDict()
+
+    def released_since(self, key: int, seen: int) -> bool:
+        """Whether ``key`` was released after release number ``seen`` (``released`` then).
+
+        A holder that read before such a release may hold a stale read. Within the last
+        ``RECENT`` releases the key's own entry is still there; past them, the answer is
+        a conservative yes.
+        """
+        if self.released - seen >= self.RECENT:
+            return True
+        return self._recent.get(key, 0) > seen
 
     @contextlib.asynccontextmanager
     async def hold(self, key: int) -> AsyncIterator[bool]:
@@ -610,12 +626,19 @@ class _KeyedLock:
             async with lock:
                 yield waited
         finally:
-            self.released += 1
+            self._note_release(key)
             users = self._locks[key][1] - 1
             if users:
                 self._locks[key] = (lock, users)
             else:
                 del self._locks[key]
+
+    def _note_release(self, key: int) -> None:
+        self.released += 1
+        self._recent[key] = self.released
+        self._recent.move_to_end(key)
+        if len(self._recent) > self.RECENT:
+            self._recent.popitem(last=False)
 
 
 def ignore_reason(

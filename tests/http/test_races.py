@@ -242,3 +242,34 @@ async def test_a_report_whose_read_predates_anothers_answer_asks_adyen_no_second
         details_calls = [c for c in w.sandbox.calls.calls if c.endpoint == "details"]
         assert len(details_calls) == 1
         assert reads == 3  # A, B, and A again under the lock
+
+
+async def test_another_payments_answer_does_not_make_a_report_read_again(db_url: str) -> None:
+    """The read-again test is per payment: B's answer for its own payment, landing
+    between A's read and A's lock, costs A nothing."""
+    async with host_world(db_url) as w:
+        headers_a = await start_payment(w, "order-mine", "alice")
+        headers_b = await start_payment(w, "order-theirs", "bob")
+        payments = w.pay.storage.payments
+        real = payments.for_details
+        a_has_read, b_is_done = asyncio.Event(), asyncio.Event()
+        reads: list[object] = []
+
+        async def paused_first_read(**kwargs: object) -> object:
+            reads.append(kwargs["reference"])
+            found = await real(**kwargs)  # type: ignore[arg-type]
+            if len(reads) == 1:
+                a_has_read.set()
+                await b_is_done.wait()
+            return found
+
+        payments.for_details = paused_first_read  # type: ignore[method-assign,assignment]
+        a = asyncio.create_task(w.details(headers_a, "order-mine"))
+        await a_has_read.wait()
+        b = await w.details(headers_b, "order-theirs")
+        b_is_done.set()
+        answer_a = await a
+        assert (answer_a.json()["state"], b.json()["state"]) == ("Authorised", "Authorised")
+        assert reads == ["order-mine", "order-theirs"]  # A read once
+        details_calls = [c for c in w.sandbox.calls.calls if c.endpoint == "details"]
+        assert len(details_calls) == 2  # one per payment

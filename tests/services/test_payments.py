@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from miniprogram_pay.services.payments import payment_status_shape
+from miniprogram_pay.services.payments import _KeyedLock, payment_status_shape
 
 
 @pytest.mark.parametrize(
@@ -21,3 +21,20 @@ from miniprogram_pay.services.payments import payment_status_shape
 )
 def test_every_err_msg_is_one_of_three_shapes(err_msg: str, shape: str) -> None:
     assert payment_status_shape(err_msg) == shape
+
+
+async def test_a_keys_release_is_told_apart_from_other_keys_until_too_many_passed() -> None:
+    locks = _KeyedLock()
+    seen = locks.released
+    async with locks.hold(1):
+        pass
+    assert locks.released_since(1, seen) and not locks.released_since(2, seen)
+    later = locks.released
+    for key in range(3, 3 + _KeyedLock.RECENT - 1):
+        async with locks.hold(key):
+            pass
+    assert not locks.released_since(1, later)  # still within the window: told apart
+    async with locks.hold(9999):
+        pass
+    assert locks.released_since(1, later)  # the window passed: a conservative yes
+    assert locks._locks == {}  # nobody holds or waits: every lock forgotten
