@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,7 +32,14 @@ from miniprogram_pay.sandbox.validation import (
     parse_refund,
 )
 
-__all__ = ["adyen_routes", "details_body", "names_payment_data", "payment_body", "refund_body"]
+__all__ = [
+    "adyen_routes",
+    "answer_shape",
+    "details_body",
+    "names_payment_data",
+    "payment_body",
+    "refund_body",
+]
 
 Processed = tuple[Response, Fault | None]
 Process = Callable[[Any], Awaitable[Processed]]
@@ -41,54 +48,52 @@ WX_PARAM_NAMES = ("appId", "timeStamp", "nonceStr", "package", "signType", "payS
 
 # Adyen removed the top-level ``redirect`` (and ``paymentData``) of the /payments answer in v67.
 FIRST_VERSION_WITHOUT_TOP_LEVEL_REDIRECT = 67
+Shape = Literal["sdk", "seed", "redirect-action"]
+
+
+def answer_shape(style: ResponseStyle, version: int) -> Shape:
+    """The shape of the /payments answer in ``style`` for API ``version``.
+
+    ``sdk``: an sdk action with paymentData and ``sdkData``. ``seed``: the seed
+    document's pre-v67 shape (top-level paymentData and ``redirect.data``), which the
+    ``redirect`` style gives below v67 only. ``redirect-action``: a v67+ redirect action
+    with ``data`` and no paymentData (the v71 schema forbids it there).
+    """
+    if style == "sdk":
+        return "sdk"
+    if style == "redirect" and version < FIRST_VERSION_WITHOUT_TOP_LEVEL_REDIRECT:
+        return "seed"
+    return "redirect-action"
 
 
 def names_payment_data(style: ResponseStyle, version: int) -> bool:
-    """Whether the /payments answer in ``style`` for API ``version`` carries paymentData.
-
-    A v67+ ``redirect`` action has no ``paymentData`` (the v71 schema forbids it):
-    ``/payments/details`` then cannot name the payment, and Adyen learns the
-    shopper's choice from WeChat (``/_sandbox/wechat/pay``) instead.
-    """
-    return style == "sdk" or (
-        style == "redirect" and version < FIRST_VERSION_WITHOUT_TOP_LEVEL_REDIRECT
-    )
+    """Whether that answer carries paymentData. Without it ``/payments/details`` cannot
+    name the payment, and Adyen learns the shopper's choice from WeChat
+    (``/_sandbox/wechat/pay``) instead."""
+    return answer_shape(style, version) != "redirect-action"
 
 
 def payment_body(
     payment: SandboxPayment, style: ResponseStyle, version: int = 71
 ) -> dict[str, Any]:
-    """The /payments answer for API ``version``, the wx.requestPayment parameters where
-    ``style`` puts them.
-
-    ``sdk``: an sdk action with paymentData and ``sdkData``. ``action``: a redirect
-    action with ``data`` and no paymentData. ``redirect``: the seed document's pre-v67
-    shape (top-level paymentData and ``redirect.data``) for a version below 67; from
-    v67 on that shape no longer exists, and the answer is the ``action`` one.
-    """
+    """The /payments answer for API ``version``, shaped as ``answer_shape`` says."""
     wx = {name: payment.wx_params[name] for name in WX_PARAM_NAMES}
     body: dict[str, Any] = {
         "resultCode": "Pending",
         "pspReference": payment.psp_reference,
         "merchantReference": payment.merchant_reference,
     }
-    if style == "sdk":
-        body["action"] = {
-            "paymentMethodType": PAYMENT_METHOD_TYPE,
-            "paymentData": payment.payment_data,
-            "sdkData": wx,
-            "type": "sdk",
-        }
-    elif names_payment_data(style, version):
-        body["action"] = {
-            "paymentMethodType": PAYMENT_METHOD_TYPE,
-            "paymentData": payment.payment_data,
-            "type": "redirect",
-        }
+    action: dict[str, Any] = {"paymentMethodType": PAYMENT_METHOD_TYPE}
+    shape = answer_shape(style, version)
+    if shape == "sdk":
+        action.update(type="sdk", paymentData=payment.payment_data, sdkData=wx)
+    elif shape == "seed":
+        action.update(type="redirect", paymentData=payment.payment_data)
         body["paymentData"] = payment.payment_data
         body["redirect"] = {"data": wx, "method": "GET"}
     else:
-        body["action"] = {"paymentMethodType": PAYMENT_METHOD_TYPE, "data": wx, "type": "redirect"}
+        action.update(type="redirect", data=wx)
+    body["action"] = action
     return body
 
 

@@ -46,6 +46,7 @@ from miniprogram_pay.storage.payment_rows import (
     UPDATE_ORDER,
     UPDATE_PAYMENT,
     StoredPayment,
+    attempt_view,
     digest,
     payment_record,
     stored_payment,
@@ -57,9 +58,6 @@ from miniprogram_pay.storage.records import (
     TransitionRecord,
 )
 from miniprogram_pay.storage.sql import StaleRowError, Unit
-from miniprogram_pay.storage.tables import (
-    aware,
-)
 
 __all__ = ["Change", "PaymentChanges", "with_outbox"]
 
@@ -134,12 +132,10 @@ class PaymentChanges:
         self._reads = None
         self._orders = {int(i): _Order(int(i), ref, int(d)) for i, ref, d in orders.all()}
         self._payments = {p.reference: p for p in map(stored_payment, lock.all())}
-        for pid, order_id, number, reference, state, value, currency, at in attempts.all():
-            order = self._orders[int(order_id)]
-            order.ids[int(number)] = int(pid)
-            order.attempts[int(number)] = AttemptView(
-                int(number), reference, PaymentState(state), Amount(value, currency), aware(at)
-            )
+        for row in attempts.all():
+            order, attempt = self._orders[int(row[1])], attempt_view(row)
+            order.ids[attempt.number] = int(row[0])
+            order.attempts[attempt.number] = attempt
         self._logged = {(int(pid), str(key)) for pid, key in logged.all()}
 
     def apply(self, change: Change) -> AppliedEvent | None:

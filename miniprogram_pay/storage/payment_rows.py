@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, or_, select, update
 
 from miniprogram_pay.domain.money import Amount
+from miniprogram_pay.domain.orders import AttemptView
 from miniprogram_pay.domain.reconcile import ConflictKind
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage.records import PaymentRecord
@@ -29,11 +30,28 @@ from miniprogram_pay.storage.tables import (
 )
 
 __all__ = [
-    "ATTEMPTS", "CHANGEABLE", "COUNT_CONFLICT", "DUPLICATE", "DUPLICATE_KEY", "INSERT_EVENT",
-    "INSERT_TRANSITION", "LOCK", "LOCK_ORDERS", "LOCK_WITH_OWNERS", "LOGGED",
-    "PAYMENT_COLUMNS", "UPDATE_ORDER", "UPDATE_PAYMENT", "StoredPayment", "digest",
-    "loads_json", "payment_record", "stored_payment",
-]  # fmt: skip
+    "ATTEMPTS",
+    "ATTEMPT_COLUMNS",
+    "CHANGEABLE",
+    "COUNT_CONFLICT",
+    "DUPLICATE",
+    "DUPLICATE_KEY",
+    "INSERT_EVENT",
+    "INSERT_TRANSITION",
+    "LOCK",
+    "LOCK_ORDERS",
+    "LOCK_WITH_OWNERS",
+    "LOGGED",
+    "PAYMENT_COLUMNS",
+    "UPDATE_ORDER",
+    "UPDATE_PAYMENT",
+    "StoredPayment",
+    "attempt_view",
+    "digest",
+    "loads_json",
+    "payment_record",
+    "stored_payment",
+]
 
 OR = table(OrderRow)
 P = table(PaymentRow)
@@ -161,6 +179,18 @@ UPDATE_PAYMENT = Sql(
 
 def _orders_of(dialect: str) -> Any:
     return select(P.c.order_id).where(any_of(P.c.reference, "references", dialect))
+
+
+def attempt_view(row: Sequence[Any]) -> AttemptView:
+    """A row of ``ATTEMPT_COLUMNS`` as the order rules see the attempt."""
+    _, _, number, reference, state, value, currency, at = row
+    return AttemptView(
+        int(number),
+        str(reference),
+        PaymentState(state),
+        Amount(int(value), str(currency)),
+        aware(at),
+    )
 
 
 def stored_payment(row: Sequence[Any]) -> StoredPayment:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from miniprogram_pay.domain.money import Amount
-from miniprogram_pay.domain.orders import AttemptView, OrderView
+from miniprogram_pay.domain.orders import OrderView
 from miniprogram_pay.domain.reconcile import Outcome
 from miniprogram_pay.domain.refunds import (
     RefundChange,
@@ -31,7 +31,13 @@ from miniprogram_pay.domain.refunds import (
 )
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.errors import NotFoundError
-from miniprogram_pay.storage.payment_rows import LOCK, StoredPayment, stored_payment
+from miniprogram_pay.storage.payment_rows import (
+    ATTEMPT_COLUMNS,
+    LOCK,
+    StoredPayment,
+    attempt_view,
+    stored_payment,
+)
 from miniprogram_pay.storage.records import Refund, RefundHistory
 from miniprogram_pay.storage.sql import Sql, Unit, any_of, bind_all
 from miniprogram_pay.storage.tables import (
@@ -350,32 +356,26 @@ def refund_rows(unit: Unit, payment_id: int) -> list[StoredRefund]:
 
 
 ORDER_OF = Sql(
-    select(OR.c.reference, P.c.attempt, P.c.reference, P.c.state, P.c.amount_value,
-           P.c.currency, P.c.created_at)
+    select(OR.c.reference, *ATTEMPT_COLUMNS)
     .select_from(OR.join(P, P.c.order_id == OR.c.id))
     .where(OR.c.id == bindparam("order_id"))
-)  # fmt: skip
+)
 
 
 def order_of(unit: Unit, payment: StoredPayment) -> OrderView:
     """The order of the locked ``payment``, its own attempt as the unit holds it now.
 
-    The order is not locked: an attempt started meanwhile can only be one that does not
-    change the order's state here, since a refunded attempt was authorised, and an order
-    with an authorised attempt starts none.
+    The order itself is not locked. An attempt started meanwhile changes the order's
+    state only while none of its attempts is authorised: a refund of ours (of an
+    authorised attempt) always reads it right; an external refund of an attempt still
+    unpaid here may report the order's state as of this read.
     """
-    attempts = []
-    reference = payment.reference
-    for order_reference, number, attempt_reference, state, value, currency, at in unit.run(
-        ORDER_OF, {"order_id": payment.order_id}
-    ).all():
-        reference = str(order_reference)
-        if int(number) == payment.attempt:
-            state = payment.state  # as this unit may have just moved it
-        attempts.append(
-            AttemptView(int(number), str(attempt_reference), PaymentState(state),
-                        Amount(int(value), str(currency)), aware(at))
-        )  # fmt: skip
+    attempts, reference = [], payment.reference
+    for row in unit.run(ORDER_OF, {"order_id": payment.order_id}).all():
+        reference, attempt = str(row[0]), attempt_view(row[1:])
+        if attempt.number == payment.attempt:  # as this unit may have just moved it
+            attempt = replace(attempt, state=PaymentState(payment.state))
+        attempts.append(attempt)
     return OrderView(reference, tuple(attempts))
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import httpx
+
 from miniprogram_pay import PaymentState, StateChange
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY
 from tests.http.helpers import host_world, start_payment
@@ -209,6 +211,36 @@ async def test_a_failing_hook_is_retried_and_the_change_is_not_lost(db_url: str)
         assert len([c for c in calls if c.state is PaymentState.AUTHORISED]) == 2
 
 
+async def b_between_as_read_and_its_lock(
+    w: World, a: tuple[dict[str, str], str], b: tuple[dict[str, str], str]
+) -> tuple[httpx.Response, httpx.Response, list[object]]:
+    """Report A reads its payment, then waits there until report B has been answered
+    whole; then A goes on. The two answers, and the references read, in order."""
+    payments = w.pay.storage.payments
+    real = payments.for_details
+    a_has_read, b_is_done = asyncio.Event(), asyncio.Event()
+    reads: list[object] = []
+
+    async def paused_first_read(**kwargs: object) -> object:
+        reads.append(kwargs["reference"])
+        found = await real(**kwargs)  # type: ignore[arg-type]
+        if len(reads) == 1:  # A: hold its read until B has asked Adyen and let go
+            a_has_read.set()
+            await b_is_done.wait()
+        return found
+
+    payments.for_details = paused_first_read  # type: ignore[method-assign,assignment]
+    answer_a = asyncio.create_task(w.details(*a))
+    await a_has_read.wait()
+    answer_b = await w.details(*b)
+    b_is_done.set()
+    return await answer_a, answer_b, reads
+
+
+def details_calls(w: World) -> int:
+    return len([c for c in w.sandbox.calls.calls if c.endpoint == "details"])
+
+
 async def test_a_report_whose_read_predates_anothers_answer_asks_adyen_no_second_time(
     db_url: str,
 ) -> None:
@@ -217,59 +249,21 @@ async def test_a_report_whose_read_predates_anothers_answer_asks_adyen_no_second
     of acting on its stale read and asking Adyen for the same shape once more."""
     async with host_world(db_url) as w:
         headers = await start_payment(w, "order-stale")
-        payments = w.pay.storage.payments
-        real = payments.for_details
-        a_has_read, b_is_done = asyncio.Event(), asyncio.Event()
-        reads = 0
-
-        async def paused_first_read(**kwargs: object) -> object:
-            nonlocal reads
-            reads += 1
-            found = await real(**kwargs)  # type: ignore[arg-type]
-            if reads == 1:  # A: hold its read until B has asked Adyen and let go
-                a_has_read.set()
-                await b_is_done.wait()
-            return found
-
-        payments.for_details = paused_first_read  # type: ignore[method-assign,assignment]
-        a = asyncio.create_task(w.details(headers, "order-stale"))
-        await a_has_read.wait()
-        b = await w.details(headers, "order-stale")
-        b_is_done.set()
-        answer_a = await a
-        assert (b.status_code, answer_a.status_code) == (200, 200)
-        assert answer_a.json()["state"] == b.json()["state"] == "Authorised"
-        details_calls = [c for c in w.sandbox.calls.calls if c.endpoint == "details"]
-        assert len(details_calls) == 1
-        assert reads == 3  # A, B, and A again under the lock
+        mine = (headers, "order-stale")
+        a, b, reads = await b_between_as_read_and_its_lock(w, mine, mine)
+        assert (b.status_code, a.status_code) == (200, 200)
+        assert a.json()["state"] == b.json()["state"] == "Authorised"
+        assert details_calls(w) == 1
+        assert reads == ["order-stale"] * 3  # A, B, and A again under the lock
 
 
 async def test_another_payments_answer_does_not_make_a_report_read_again(db_url: str) -> None:
     """The read-again test is per payment: B's answer for its own payment, landing
     between A's read and A's lock, costs A nothing."""
     async with host_world(db_url) as w:
-        headers_a = await start_payment(w, "order-mine", "alice")
-        headers_b = await start_payment(w, "order-theirs", "bob")
-        payments = w.pay.storage.payments
-        real = payments.for_details
-        a_has_read, b_is_done = asyncio.Event(), asyncio.Event()
-        reads: list[object] = []
-
-        async def paused_first_read(**kwargs: object) -> object:
-            reads.append(kwargs["reference"])
-            found = await real(**kwargs)  # type: ignore[arg-type]
-            if len(reads) == 1:
-                a_has_read.set()
-                await b_is_done.wait()
-            return found
-
-        payments.for_details = paused_first_read  # type: ignore[method-assign,assignment]
-        a = asyncio.create_task(w.details(headers_a, "order-mine"))
-        await a_has_read.wait()
-        b = await w.details(headers_b, "order-theirs")
-        b_is_done.set()
-        answer_a = await a
-        assert (answer_a.json()["state"], b.json()["state"]) == ("Authorised", "Authorised")
+        mine = (await start_payment(w, "order-mine", "alice"), "order-mine")
+        theirs = (await start_payment(w, "order-theirs", "bob"), "order-theirs")
+        a, b, reads = await b_between_as_read_and_its_lock(w, mine, theirs)
+        assert (a.json()["state"], b.json()["state"]) == ("Authorised", "Authorised")
         assert reads == ["order-mine", "order-theirs"]  # A read once
-        details_calls = [c for c in w.sandbox.calls.calls if c.endpoint == "details"]
-        assert len(details_calls) == 2  # one per payment
+        assert details_calls(w) == 2  # one per payment
