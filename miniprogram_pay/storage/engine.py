@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,13 +72,17 @@ class UnitCounts:
     """What this process asked of its database so far (for profiles and monitoring).
 
     Each unit is one hop from the event loop to a database thread and back;
-    ``unsynced`` counts the writes committed without waiting for the disk.
+    ``unsynced`` counts the writes committed without waiting for the disk;
+    ``write_waits`` and ``read_waits`` the units' waits for a PostgreSQL server (its
+    round trips; none on SQLite, where each statement runs as it is given).
     """
 
     writes: int
     reads: int
     statements: int
     unsynced: int = 0
+    write_waits: int = 0
+    read_waits: int = 0
 
 
 class Database:
@@ -219,6 +224,8 @@ class Database:
             reads=sum(s.units for s in reads),
             statements=sum(s.statements for s in (*writes, *reads)),
             unsynced=sum(s.unsynced for s in writes),
+            write_waits=sum(s.waits for s in writes),
+            read_waits=sum(s.waits for s in reads),
         )
 
     async def dispose(self) -> None:
@@ -288,14 +295,34 @@ class _Session:
         self.units = 0
         self.statements = 0
         self.unsynced = 0
+        self.waits = 0
         self._core: Connection | None = None
         self._raw: Any = None
+        self._pipeline: Any = None
         if database.executor == "core":
             self._core = database.engine.connect()
         else:
             self._raw = database.engine.raw_connection()
         if not write and database.is_sqlite:
             self._sqlite_execute("PRAGMA query_only=ON")
+        if self._raw is not None and not database.is_sqlite:
+            self._enter_pipeline()
+
+    def _enter_pipeline(self) -> None:
+        """Put the PostgreSQL connection in pipeline mode for its whole life.
+
+        Entered and left per unit, pipeline mode costs a round trip of its own (its
+        ``Sync`` on the way out). Kept, a unit waits only where it reads and at its
+        commit. Transactions are the units' own (explicit ``BEGIN``; autocommit for
+        the driver), so psycopg never adds a ``BEGIN`` or waits for one.
+        """
+        connection = self._driver
+        connection.rollback()  # out of whatever SQLAlchemy's connect left open
+        connection.autocommit = True
+        if self.write:
+            connection.execute("SET plan_cache_mode = force_generic_plan")
+        self._pipeline_mode = connection.pipeline()
+        self._pipeline = self._pipeline_mode.__enter__()
 
     @property
     def _driver(self) -> Any:
@@ -326,13 +353,19 @@ class _Session:
         if lazy_sqlite:
             connection.exec_driver_sql(SQLITE_LAZY)
             connection.commit()  # end the transaction SQLAlchemy began for it
+        transaction = connection.begin()
         try:
-            with connection.begin():
-                if sqlite:
-                    connection.exec_driver_sql("BEGIN IMMEDIATE" if self.write else "BEGIN")
-                elif lazy:
-                    connection.exec_driver_sql(POSTGRES_LAZY)
-                return work(unit)
+            if sqlite:
+                connection.exec_driver_sql("BEGIN IMMEDIATE" if self.write else "BEGIN")
+            elif lazy:
+                connection.exec_driver_sql(POSTGRES_LAZY)
+            result = work(unit)
+            unit.commit()
+            return result
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
         finally:
             self.statements += unit.statements
             if lazy_sqlite:
@@ -348,7 +381,7 @@ class _Session:
         try:
             unit.guard(begin, lambda: connection.execute(begin))
             result = work(unit)
-            unit.guard("COMMIT", lambda: connection.execute("COMMIT"))
+            unit.end()
             return result
         except BaseException:
             if connection.in_transaction:
@@ -360,26 +393,37 @@ class _Session:
                 connection.execute(SQLITE_DURABLE)
 
     def _transact_postgres(self, work: Callable[[Unit], T], lazy: bool) -> T:
-        connection = self._driver
-        dialect = self.database.engine.dialect
-        unit = DriverUnit(connection, dialect)
+        unit = DriverUnit(
+            self._driver, self.database.engine.dialect, pipeline=self._pipeline, write=self.write
+        )
         try:
-            with unit.guarded_pipeline() as pipeline:
-                unit.pipeline = pipeline
-                if lazy:  # sent with the unit's first statement: no round trip of its own
-                    connection.execute(POSTGRES_LAZY)
-                result = work(unit)
-                unit.guard("COMMIT", connection.commit)
+            if self.write:  # sent with the unit's first statement: no round trip of their own
+                unit.send("BEGIN")
+                if lazy:
+                    unit.send(POSTGRES_LAZY)
+            result = work(unit)
+            unit.end()
             return result
         except BaseException:
-            if not connection.closed:
-                try:
-                    connection.rollback()
-                except Exception:  # the connection is gone; the server rolled back
-                    logger.debug("rollback failed", exc_info=True)
+            self._recover(unit)
             raise
         finally:
             self.statements += unit.statements
+            self.waits += unit.waits
+
+    def _recover(self, unit: DriverUnit) -> None:
+        """After a failed unit: collect what it sent, then roll its transaction back."""
+        connection = self._driver
+        if connection.closed or connection.broken:
+            return  # the server rolled back; the next unit opens another connection
+        try:
+            with contextlib.suppress(self.database.engine.dialect.loaded_dbapi.Error):
+                self._pipeline.sync()  # the failed unit's own error, raised again: known
+            if self.write:
+                connection.execute("ROLLBACK")  # a warning only, if COMMIT already ended it
+                self._pipeline.sync()
+        except Exception:  # the connection is gone; the server rolled back
+            logger.debug("rollback failed", exc_info=True)
 
     @property
     def broken(self) -> bool:
@@ -393,6 +437,8 @@ class _Session:
 
     def close(self) -> None:
         try:
+            if self._pipeline is not None and not self._driver.closed:
+                self._pipeline_mode.__exit__(None, None, None)
             if self._core is not None:
                 self._core.close()
             elif self._raw is not None:

@@ -11,6 +11,7 @@ the item's status read under lock, the event log's unique key.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -273,21 +274,12 @@ def _apply_notes(
     written = changes.flush()
     # received_at goes back with each record: the acceptance-to-apply lag is measured from it.
     records = {
-        i: NotificationRecord(
-            id=i,
-            status="applied",
-            detail=None,
-            applied=with_outbox(a, written),
-            received_at=received_at,
-        )
+        i: NotificationRecord(id=i, status="applied", detail=None, applied=a, received_at=at)
         if a is not None
         else NotificationRecord(
-            id=i,
-            status="orphan",
-            detail="no payment with this merchantReference",
-            received_at=received_at,
+            id=i, status="orphan", detail="no payment with this merchantReference", received_at=at
         )
-        for i, (a, received_at) in applied.items()
+        for i, (a, at) in applied.items()
     }
     records.update(
         _apply_refund_notes(unit, refunds, [f for f in all_fields if int(f["id"]) not in records])
@@ -295,7 +287,12 @@ def _apply_notes(
     ordered = [records[int(fields["id"])] for fields in all_fields]
     marks = [{"b_id": r.id, "status": r.status, "detail": r.detail, "at": now} for r in ordered]
     unit.run_many(MARK, marks)
-    return ordered
+    unit.commit()  # the unit's last statement: the outbox ids come back with the commit
+    events = written()
+    return [
+        replace(r, applied=with_outbox(r.applied, events)) if r.applied is not None else r
+        for r in ordered
+    ]
 
 
 def _apply_refund_notes(

@@ -70,8 +70,15 @@ NEW_ORDER = Sql(
 LOCK_ORDER = Sql(
     select(*ORDER_COLUMNS).where(OR.c.reference == bindparam("reference")).with_for_update()
 )
+# By the order's reference: sent with the order's lock and run after it (PostgreSQL runs
+# a unit's statements in order), so the attempts are read under the lock, in one wait.
 ATTEMPTS = Sql(
-    select(*PAYMENT_COLUMNS).where(P.c.order_id == bindparam("order_id")).order_by(P.c.attempt)
+    select(*PAYMENT_COLUMNS)
+    .where(
+        P.c.order_id
+        == select(OR.c.id).where(OR.c.reference == bindparam("reference")).scalar_subquery()
+    )
+    .order_by(P.c.attempt)
 )
 AUTHORISED = PaymentState.AUTHORISED.value
 _KEPT = P.alias("kept")
@@ -253,8 +260,9 @@ class OrderStore:
         def work(unit: Unit) -> OrderStep:
             now = utcnow()
             unit.run(NEW_ORDER, _order_values(reference, openid, amount, now))
-            order = _order(unit.run(LOCK_ORDER, {"reference": reference}).all()[0])
-            attempts = _attempts(unit.run(ATTEMPTS, {"order_id": order.id}).all())
+            locked = unit.run(LOCK_ORDER, {"reference": reference})
+            read = unit.run(ATTEMPTS, {"reference": reference})
+            order, attempts = _order(locked.all()[0]), _attempts(read.all())
             created = not attempts
             view = order_view(reference, attempts)
             step = view.next_step(now, lifetime)

@@ -19,7 +19,7 @@ from miniprogram_pay.domain.orders import AttemptView
 from miniprogram_pay.domain.reconcile import ConflictKind
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage.records import PaymentRecord
-from miniprogram_pay.storage.sql import Sql, any_of, bind_all
+from miniprogram_pay.storage.sql import Sql, any_of, bind_all, checked_update
 from miniprogram_pay.storage.tables import (
     OrderRow,
     PaymentEventRow,
@@ -171,9 +171,12 @@ COUNT_CONFLICT = Sql(
 INSERT_EVENT = Sql(insert(E).values(bind_all(E, EVENT_COLUMNS)))
 INSERT_TRANSITION = Sql(insert(T).values(bind_all(T, TRANSITION_COLUMNS)))
 UPDATE_PAYMENT = Sql(
-    update(P)
-    .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
-    .values(bind_all(P, CHANGEABLE))
+    lambda dialect: checked_update(
+        update(P)
+        .where(P.c.id == bindparam("b_id"), P.c.version == bindparam("b_version"))
+        .values(bind_all(P, CHANGEABLE)),
+        dialect,
+    )
 )
 
 

@@ -145,6 +145,21 @@ HAS_EVENT = Sql(
     .where(E.c.payment_id == bindparam("id"), E.c.key.like(bindparam("pattern"), escape="/"))
     .limit(1)
 )
+_BY_PAYMENT_DATA_ID = (
+    select(P.c.id)
+    .where(P.c.payment_data_hash == bindparam("hash"), P.c.payment_data == bindparam("data"))
+    .scalar_subquery()
+)
+# The same question asked by the payment's reference or paymentData: sent with the read
+# of the payment itself, not after it (PostgreSQL: one round trip, not two).
+HAS_EVENT_OF = {
+    by: Sql(
+        select(E.c.id)
+        .where(E.c.payment_id == of, E.c.key.like(bindparam("pattern"), escape="/"))
+        .limit(1)
+    )
+    for by, of in (("reference", _by_reference()), ("payment_data", _BY_PAYMENT_DATA_ID))
+}
 STALE = Sql(
     select(*PAYMENT_COLUMNS)
     .where(
@@ -275,19 +290,20 @@ class PaymentStore:
         """A payment (by reference, else by paymentData) and whether its log has an event
         whose key starts with ``key_prefix``: what ``/payments/details`` needs, in one read."""
 
+        pattern = like_prefix(key_prefix)
+
         def work(unit: Unit) -> tuple[PaymentRecord, bool] | None:
             if reference is not None:
-                rows = unit.run(BY_REFERENCE, {"reference": reference}).all()
+                params: dict[str, Any] = {"reference": reference, "pattern": pattern}
+                read, asked = BY_REFERENCE, HAS_EVENT_OF["reference"]
             elif payment_data is not None:
-                params = {"hash": digest(payment_data), "data": payment_data}
-                rows = unit.run(BY_PAYMENT_DATA, params).all()
+                params = {"hash": digest(payment_data), "data": payment_data, "pattern": pattern}
+                read, asked = BY_PAYMENT_DATA, HAS_EVENT_OF["payment_data"]
             else:
                 return None
-            payment = _payment(rows)
-            if payment is None:
-                return None
-            asked = unit.run(HAS_EVENT, {"id": payment.id, "pattern": like_prefix(key_prefix)})
-            return payment, bool(asked.all())
+            rows, found = unit.run(read, params), unit.run(asked, params)
+            payment = _payment(rows.all())
+            return None if payment is None else (payment, bool(found.all()))
 
         return await self.db.read(work)
 
@@ -345,6 +361,8 @@ class PaymentStore:
             applied = changes.apply(Change(reference, event, answer))
             if applied is None:
                 raise NotFoundError("no payment with this reference")
-            return with_outbox(applied, changes.flush())
+            written = changes.flush()
+            unit.commit()
+            return with_outbox(applied, written())
 
         return await self.db.write(work, what="apply event")

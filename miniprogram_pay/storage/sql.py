@@ -37,12 +37,22 @@ of many rows (``RowsSql``) compiles once per row count (64, 32, ..., 1).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Text, any_, bindparam, cast, func, literal, literal_column, select
+from sqlalchemy import (
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
@@ -61,6 +71,7 @@ __all__ = [
     "among",
     "any_of",
     "bind_all",
+    "checked_update",
     "like_prefix",
     "row_binds",
 ]
@@ -76,6 +87,39 @@ MAX_ROWS_PER_STATEMENT = 64
 
 class StaleRowError(Exception):
     """A row changed under the unit of work (its version moved): run the whole unit again."""
+
+
+# What a checked update's failure says (see ``checked_update``); the driver's error that
+# carries it becomes a ``StaleRowError``.
+STALE_MARKER = "mpp stale row"
+
+
+def checked_update(statement: Any, dialect: str) -> Executable:
+    """``statement`` (a versioned ``UPDATE`` of one row), failing when it matches no row.
+
+    On PostgreSQL the check runs in the server: the update is a CTE, and a ``SELECT``
+    over it casts a text naming ``STALE_MARKER`` to an integer when the row count is not
+    1, which fails the statement, hence the unit. So a pipelined unit learns of a moved
+    version with its commit, and need not wait for the row count before it. (The text
+    depends on the count, so the planner cannot fold the cast into an error of its own.)
+    Elsewhere the statement is returned as it is; the caller checks the row count.
+    """
+    if dialect != "postgresql":
+        return statement  # type: ignore[no-any-return]
+    changed = statement.returning(literal(1)).cte("changed")
+    count = func.count()
+    failed = cast(literal(STALE_MARKER + " ") + cast(count, Text), Integer)
+    return select(case((count == 1, literal(1)), else_=failed)).select_from(changed)
+
+
+def checks_itself(dialect: str) -> bool:
+    """True where ``checked_update`` fails in the server (no row count to read)."""
+    return dialect == "postgresql"
+
+
+def is_stale(exc: BaseException) -> bool:
+    """True for the driver's error of a checked update that matched no row."""
+    return STALE_MARKER in str(exc)
 
 
 class _JsonList(TypeDecorator[Any]):
@@ -263,6 +307,17 @@ class Unit(Protocol):
         """Run a multi-row statement for ``rows`` (in chunks); what they return, joined."""
         ...
 
+    def commit(self) -> None:
+        """Commit the unit here: no statement may follow; what it sent can still be read.
+
+        On PostgreSQL the ``COMMIT`` goes out behind the statements sent, and the next
+        read (an insert's ``RETURNING``) comes back with it, in one round trip: a unit
+        that reads what it wrote needs no wait of its own for the commit. A unit that
+        does not call it is committed after its work returns. Either way a failed
+        commit fails the unit, and what the unit does after its commit cannot undo it.
+        """
+        ...
+
 
 # -- the driver path ------------------------------------------------------------------
 
@@ -291,6 +346,7 @@ class _Pending:
 
     def all(self) -> list[Row]:
         if self._fetched is None:
+            self._unit.sync()  # every result sent so far comes back in this one wait
             raw = self._unit.guard(self._compiled.sql, self._cursor.fetchall)
             self._fetched = self._compiled.rows(raw)
         return self._fetched
@@ -305,16 +361,26 @@ class _Pending:
 class DriverUnit:
     """Statements on the DB-API connection: compiled SQL, the types' own conversions.
 
-    On PostgreSQL the connection is in pipeline mode: ``run`` sends and returns at once;
-    reading a result waits for it (and for everything sent before it).
+    On PostgreSQL the connection stays in pipeline mode: ``run`` sends and returns at
+    once; reading a result waits for it and for everything sent before it (one
+    ``Sync``, counted in ``waits``). A write unit's transaction is explicit (``BEGIN``
+    sent with its first statement, ``COMMIT`` by ``commit`` or ``end``); a read unit
+    has none of its own: what it sends up to a ``Sync`` runs as one implicit
+    transaction, as reads under READ COMMITTED, each statement with its own snapshot.
     """
 
-    def __init__(self, connection: Any, dialect: Dialect, *, pipeline: Any = None) -> None:
+    def __init__(
+        self, connection: Any, dialect: Dialect, *, pipeline: Any = None, write: bool = True
+    ) -> None:
         self.connection = connection
         self.sqla_dialect = dialect
         self.dialect = dialect.name
         self.pipeline = pipeline
+        self.write = write
         self.statements = 0
+        self.waits = 0
+        self.committed = False
+        self._unsynced = False
 
     def guard(self, sql: str, call: Callable[[], Any]) -> Any:
         """Run a driver call; its error becomes SQLAlchemy's (IntegrityError, ...)."""
@@ -322,25 +388,37 @@ class DriverUnit:
         try:
             return call()
         except dbapi.Error as exc:
+            if is_stale(exc):
+                raise StaleRowError from exc
             raise DBAPIError.instance(
                 sql, None, exc, dbapi.Error, dialect=self.sqla_dialect
             ) from exc
 
     def sync(self) -> None:
-        if self.pipeline is not None:
+        """Wait for everything sent (PostgreSQL: one round trip); nothing to do elsewhere."""
+        if self.pipeline is not None and self._unsynced:
+            self._unsynced = False
+            self.waits += 1
             self.guard("SYNC", self.pipeline.sync)
 
-    @contextmanager
-    def guarded_pipeline(self) -> Iterator[Any]:
-        """psycopg's pipeline mode for the unit; what it raises on the way out is translated."""
-        dbapi = self.sqla_dialect.loaded_dbapi
-        try:
-            with self.connection.pipeline() as pipeline:
-                yield pipeline
-        except dbapi.Error as exc:
-            raise DBAPIError.instance(
-                "PIPELINE", None, exc, dbapi.Error, dialect=self.sqla_dialect
-            ) from exc
+    def send(self, sql: str) -> None:
+        """Send a statement of the transaction's own (``BEGIN``, ``SET LOCAL``, ``COMMIT``)."""
+        self._unsynced = True
+        self.guard(sql, lambda: self.connection.execute(sql))
+
+    def commit(self) -> None:
+        if self.committed:
+            return
+        self.committed = True
+        if self.pipeline is None:
+            self.guard("COMMIT", lambda: self.connection.execute("COMMIT"))
+        elif self.write:
+            self.send("COMMIT")
+
+    def end(self) -> None:
+        """The unit's work is done: commit it, and wait for what is still on its way."""
+        self.commit()
+        self.sync()
 
     def run(self, sql: Sql, params: Mapping[str, Any] | None = None) -> Result:
         compiled = sql.compiled(self.sqla_dialect)
@@ -361,11 +439,15 @@ class DriverUnit:
         )
 
     def _execute(self, compiled: _Compiled, call: Callable[[Any], Any]) -> Result:
+        if self.committed:
+            raise RuntimeError("a statement after the unit's commit()")
         self.statements += 1
         cursor = self.connection.cursor()
-        self.guard(compiled.sql, lambda: call(cursor))
         if self.pipeline is not None:
+            self._unsynced = True
+            self.guard(compiled.sql, lambda: call(cursor))
             return _Pending(self, cursor, compiled)
+        self.guard(compiled.sql, lambda: call(cursor))
         raw = cursor.fetchall() if compiled.results is not None else []
         outcome = _Rows(compiled.rows(raw), cursor.rowcount)
         cursor.close()
@@ -382,20 +464,31 @@ class CoreUnit:
         self.connection = connection
         self.dialect = connection.dialect.name
         self.statements = 0
+        self.committed = False
 
     def run(self, sql: Sql, params: Mapping[str, Any] | None = None) -> Result:
-        self.statements += 1
-        return self._outcome(
-            self.connection.execute(sql.statement(self.dialect), dict(params or {}))
-        )
+        return self._execute(sql, dict(params or {}))
 
     def run_many(self, sql: Sql, rows: Sequence[Mapping[str, Any]]) -> Result:
         if not rows:
             return _Rows([], 0)
+        return self._execute(sql, [dict(r) for r in rows])
+
+    def commit(self) -> None:
+        if not self.committed:
+            self.committed = True
+            self.connection.commit()
+
+    def _execute(self, sql: Sql, params: Any) -> Result:
+        if self.committed:
+            raise RuntimeError("a statement after the unit's commit()")
         self.statements += 1
-        return self._outcome(
-            self.connection.execute(sql.statement(self.dialect), [dict(r) for r in rows])
-        )
+        try:
+            return self._outcome(self.connection.execute(sql.statement(self.dialect), params))
+        except DBAPIError as exc:
+            if is_stale(exc):
+                raise StaleRowError from exc
+            raise
 
     def run_rows(self, sql: RowsSql, rows: Sequence[Mapping[str, Any]]) -> Result:
         return _Joined(

@@ -28,6 +28,11 @@ def _counts(w: World) -> UnitCounts:
     return w.pay.database.counts()
 
 
+def _waits(db_url: str, on_postgresql: int) -> int:
+    """A unit's waits for the server: PostgreSQL's round trips; none on SQLite."""
+    return on_postgresql if db_url.startswith("postgresql") else 0
+
+
 async def _delivered(w: World, event_id: str) -> bool:
     rows = await w.pay.storage.outbox.listing(status="delivered")
     return any(row.event_id == event_id for row in rows)
@@ -66,6 +71,9 @@ async def test_a_webhook_is_one_write_and_its_delivery_one_more(db_url: str) -> 
         after = _counts(w)
         # Stored and applied, one commit, synced before [accepted] is sent.
         assert (after.writes - before.writes, after.unsynced - before.unsynced) == (1, 0)
+        # PostgreSQL: the stored row and the locks in one round trip, the writes and
+        # the commit (the outbox row's id read back with it) in another.
+        assert after.write_waits - before.write_waits == _waits(db_url, 2)
         await _told(w, "order-units", "Authorised")
         after = _counts(w)
         # And the delivered mark, which need not wait for the disk.
@@ -82,6 +90,9 @@ async def test_a_payment_is_two_writes_and_its_delivery_one_more(db_url: str) ->
         after = _counts(w)
         # Created (not synced on its own); Adyen's answer recorded (synced: it is told).
         assert (after.writes - before.writes, after.unsynced - before.unsynced) == (2, 1)
+        # PostgreSQL: the order's lock with its attempts; the new attempt's id; the commit.
+        # Then the answer: the payment's lock and reads; the writes with the commit.
+        assert after.write_waits - before.write_waits == _waits(db_url, 3 + 2)
         await _told(w, "order-units", "Pending")
         after = _counts(w)
         assert (after.writes - before.writes, after.unsynced - before.unsynced) == (3, 2)
@@ -101,7 +112,11 @@ async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str
         after = _counts(w)
         assert (after.reads - before.reads, after.writes - before.writes) == (1, 1)
         assert after.unsynced == before.unsynced  # the answer is told: its commit is synced
+        assert after.read_waits - before.read_waits == _waits(db_url, 1)
+        assert after.write_waits - before.write_waits == _waits(db_url, 2)
         before = _counts(w)
         assert (await w.status("order-units"))["state"] == "Authorised"
         after = _counts(w)
         assert (after.reads - before.reads, after.writes - before.writes) == (1, 0)
+        # Six SELECTs, sent together: one round trip.
+        assert after.read_waits - before.read_waits == _waits(db_url, 1)
