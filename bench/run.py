@@ -166,8 +166,11 @@ class Databases:
             self.pg_dir = self.tmp / "pg"
             out = subprocess.run(
                 ["bash", "scripts/postgres", "start", str(self.pg_dir)],
-                cwd=ROOT, capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             self.pg_url = out.stdout.strip().splitlines()[-1]
         _pg_exec(self.pg_url, name)
         return self.pg_url.rsplit("/", 1)[0] + "/" + name
@@ -711,23 +714,25 @@ def import_workload(report: Report, runs: int = 5) -> None:
 WORKLOADS = ("import", "webhook", "durability", "flow", "status", "memory")
 
 
-async def run(report: Report, plan: Plan, quick: bool, only: set[str], postgres: bool) -> None:
+async def run(
+    report: Report, plan: Plan, quick: bool, only: set[str], postgres: bool, sqlite: bool = True
+) -> None:
     dbs = Databases()
     t0 = time.perf_counter()
     try:
         if "import" in only:
             import_workload(report)
         report.mark("import")
-        if "webhook" in only:
+        if sqlite and "webhook" in only:
             await webhook_workload(report, plan, dbs, "sqlite")
         report.mark("webhook-sqlite")
-        if "durability" in only:
+        if sqlite and "durability" in only:
             await durability_workload(report, plan, dbs)
         report.mark("durability")
-        if "flow" in only:
+        if sqlite and "flow" in only:
             await flow_workload(report, plan, dbs)
         report.mark("flow")
-        if "status" in only:
+        if sqlite and "status" in only:
             await status_workload(report, plan, dbs, "sqlite")
         report.mark("status-sqlite")
         if postgres and "webhook" in only:
@@ -766,6 +771,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="every workload, small (< 60 s)")
     parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--no-sqlite", action="store_true", help="PostgreSQL's steps alone (and memory)"
+    )
     parser.add_argument("--memory-webhooks", type=int, help="webhooks for the memory workload")
     parser.add_argument(
         "--quiet-below", type=float, help="first wait until the 1-minute load is below this"
@@ -786,7 +794,14 @@ def main(argv: list[str] | None = None) -> None:
     report.data["quiet"] = quiet
     try:
         uvloop.run(
-            run(report, plan, args.quick, only, postgres=plan.postgres and not args.no_postgres)
+            run(
+                report,
+                plan,
+                args.quick,
+                only,
+                postgres=plan.postgres and not args.no_postgres,
+                sqlite=not args.no_sqlite,
+            )
         )
     finally:
         path = report.write()
