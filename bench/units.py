@@ -1,0 +1,179 @@
+"""The storage alone: one unit of work at a time, in-process, against a baseline unit.
+
+``python -m bench.units [--db sqlite|postgresql] [--n 400] [--rounds 3]`` seeds ``n``
+Pending payments through the package's storage, then times, one at a time in one
+process (no HTTP, no other load):
+
+- ``webhook``: ``InboxStore.take`` of one new AUTHORISATION item, the unit a webhook
+  request runs (stored and applied under one commit);
+- ``status``: ``OrderStore.status``, the read behind ``GET /payments/{reference}``;
+- ``baseline``: one ``INSERT ... ON CONFLICT DO NOTHING`` and its commit on a bare
+  driver connection (``sqlite3`` at the package's ``synchronous=FULL`` with
+  ``BEGIN IMMEDIATE``; psycopg as it comes), in a thread of its own: the same hop
+  from the event loop, none of the package's code, the least a durable webhook does.
+
+The three are interleaved in rounds (each round runs every kind on fresh items), so a
+noisy moment falls on all of them. It prints, per kind, the median milliseconds, the
+ratio of the baseline's median to it (as the HTTP workloads' ratios: 1.0 is the
+baseline's speed, above is faster), and per unit its statements and (PostgreSQL) its
+waits for the server, from ``Database.counts()`` (the baseline's are not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sqlite3
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+
+from bench import seed
+from bench.run import Databases
+from miniprogram_pay.storage import InboxItem, Storage
+from miniprogram_pay.storage.engine import Database, UnitCounts
+
+
+class Bare:
+    """The baseline's connection: the driver alone, in one thread of its own."""
+
+    def __init__(self, url: str) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-bare")
+        self.sqlite = url.startswith("sqlite")
+        self.url = url
+        self.connection: Any = None
+
+    def _connect(self) -> Any:
+        if self.sqlite:
+            connection = sqlite3.connect(self.url.split("///", 1)[1], isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            return connection
+        return psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"))
+
+    def _insert(self, key: str) -> None:
+        if self.connection is None:
+            self.connection = self._connect()
+        if self.sqlite:
+            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.execute(
+                "INSERT INTO bench_unit (k) VALUES (?) ON CONFLICT DO NOTHING", (key,)
+            )
+            self.connection.execute("COMMIT")
+            return
+        self.connection.execute(
+            "INSERT INTO bench_unit (k) VALUES (%s) ON CONFLICT DO NOTHING", (key,)
+        )
+        self.connection.commit()
+
+    async def insert(self, key: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._insert, key)
+
+    def close(self) -> None:
+        self.pool.submit(lambda: self.connection and self.connection.close()).result()
+        self.pool.shutdown()
+
+
+def _item(reference: str) -> InboxItem:
+    return InboxItem(
+        dedup_key=hashlib.sha256(reference.encode()).hexdigest(),
+        psp_reference=seed.psp_for(reference),
+        merchant_reference=reference,
+        event_code="AUTHORISATION",
+        success=True,
+        amount_value=seed.AMOUNT.value,
+        amount_currency=seed.AMOUNT.currency,
+        reason=None,
+        raw_json='{"eventCode":"AUTHORISATION"}',
+    )
+
+
+def _waits(counts: UnitCounts) -> int:
+    return counts.write_waits + counts.read_waits
+
+
+async def _timed(
+    database: Database, call: Callable[[], Awaitable[Any]], tally: dict[str, float]
+) -> float:
+    before = database.counts()
+    started = time.perf_counter()
+    await call()
+    elapsed = time.perf_counter() - started
+    after = database.counts()
+    tally["statements"] += after.statements - before.statements
+    tally["waits"] += _waits(after) - _waits(before)
+    tally["units"] += 1
+    return elapsed
+
+
+def _calls(
+    bare: Bare, storage: Storage, key: str, reference: str
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """One round's three units, each on items of its own."""
+    return {
+        "baseline": lambda: bare.insert(key),
+        "webhook": lambda: storage.inbox.take([_item(reference)], outbox_lease_seconds=30),
+        "status": lambda: storage.orders.status(reference),
+    }
+
+
+async def measure(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
+    await seed.create_schema(url)
+    database = Database(url)
+    await database.run_sync(
+        lambda c: c.exec_driver_sql("CREATE TABLE IF NOT EXISTS bench_unit (k TEXT PRIMARY KEY)")
+    )
+    storage = Storage.over(database)
+    bare = Bare(url)
+    times: dict[str, list[float]] = {"webhook": [], "status": [], "baseline": []}
+    tally = {kind: {"statements": 0.0, "waits": 0.0, "units": 0.0} for kind in times}
+    try:
+        for r in range(rounds):
+            references = [f"bu-{r}-{i:05d}" for i in range(n)]
+            await seed.seed_pending(url, references)
+            for i, reference in enumerate(references):
+                calls = _calls(bare, storage, f"{r}-{i}", reference)
+                for kind, call in calls.items():
+                    times[kind].append(await _timed(database, call, tally[kind]))
+    finally:
+        bare.close()
+        await database.dispose()
+    base = statistics.median(times["baseline"])
+    return {
+        kind: {
+            "p50_ms": round(statistics.median(values) * 1000, 3),
+            "ratio": round(base / statistics.median(values), 3),
+            "statements": round(tally[kind]["statements"] / tally[kind]["units"], 1),
+            "waits": round(tally[kind]["waits"] / tally[kind]["units"], 1),
+        }
+        for kind, values in times.items()
+    }
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    dbs = Databases()
+    try:
+        url = dbs.sqlite("units") if args.db == "sqlite" else dbs.postgres("units")
+        results = await measure(url, args.n, args.rounds)
+    finally:
+        dbs.close()
+    for kind, figures in results.items():
+        line = " ".join(f"{k}={v}" for k, v in figures.items())
+        print(f"bench: units db={args.db} kind={kind} n={args.n * args.rounds} {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", default="postgresql", choices=("sqlite", "postgresql"))
+    parser.add_argument("--n", type=int, default=400, help="payments per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
