@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -88,8 +89,13 @@ class Baseline:
 
     async def start(self) -> None:
         pk = "INTEGER PRIMARY KEY" if self.url.startswith("sqlite") else "BIGSERIAL PRIMARY KEY"
-        async with self.engine.begin() as conn:
-            await conn.execute(text(CREATE_TABLE.format(pk=pk)))
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(text(CREATE_TABLE.format(pk=pk)))
+        except IntegrityError:
+            # Two workers starting at once: PostgreSQL's IF NOT EXISTS is not atomic, and
+            # the loser of the race fails on the catalog's unique index. The table exists.
+            pass
 
     async def stop(self) -> None:
         await self.http.aclose()
