@@ -320,13 +320,6 @@ class _Session:
         connection = self._driver
         connection.rollback()  # out of whatever SQLAlchemy's connect left open
         connection.autocommit = True
-        if self.write:
-            # The writers' statements look rows up by key (a reference, an id, a list of
-            # them): one generic plan serves every execution. Left to choose, the server
-            # planned the webhook's lock reads (``= ANY`` of an array) at every execution,
-            # 0.26-0.33 ms each. Readers keep the default: the back office's filters
-            # (a reference prefix) want a plan made for their values.
-            connection.execute("SET plan_cache_mode = force_generic_plan")
         self._pipeline_mode = connection.pipeline()
         self._pipeline = self._pipeline_mode.__enter__()
 
