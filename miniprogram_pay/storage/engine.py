@@ -404,13 +404,13 @@ class _Session:
             unit.end()
             return result
         except BaseException:
-            self._recover(unit)
+            self._recover()
             raise
         finally:
             self.statements += unit.statements
             self.waits += unit.waits
 
-    def _recover(self, unit: DriverUnit) -> None:
+    def _recover(self) -> None:
         """After a failed unit: collect what it sent, then roll its transaction back."""
         connection = self._driver
         if connection.closed or connection.broken:

@@ -6,7 +6,7 @@ from then on executed as its SQL text on the driver's cursor, with the parameter
 result conversions of the statement's own SQLAlchemy types. A unit of work is a plain
 function ``work(unit) -> result`` that runs statements through the ``Unit`` it is
 given; ``Database.write``/``read`` run it whole in a database thread (one hop from the
-event loop), between ``BEGIN`` and ``COMMIT``.
+event loop), a write between ``BEGIN`` and ``COMMIT`` (or ``Unit.commit``).
 
 Example (a read of one's own, in the shape every store uses)::
 
@@ -104,7 +104,7 @@ def checked_update(statement: Any, dialect: str) -> Executable:
     depends on the count, so the planner cannot fold the cast into an error of its own.)
     Elsewhere the statement is returned as it is; the caller checks the row count.
     """
-    if dialect != "postgresql":
+    if not checks_itself(dialect):
         return statement  # type: ignore[no-any-return]
     changed = statement.returning(literal(1)).cte("changed")
     count = func.count()
