@@ -4,7 +4,9 @@ A table allows exactly the upward moves of a precedence order (the payment's in
 ``states.py``, the refund's in ``refunds.py``); nothing else, and no
 ``to_<state>()`` shortcut (``auto_transitions=False``). The machine is bound to
 a throw-away plain object for one transition at a time, because ``transitions``
-cannot bind to a SQLModel row.
+cannot bind to a SQLModel row. The tables have no conditions or callbacks, so the
+machine's answer for a pair of states never changes: each pair is asked once and its
+answer kept (binding a model costs more than every other step of deciding an event).
 """
 
 from __future__ import annotations
@@ -69,11 +71,32 @@ class TableMachine(Generic[S]):
     def __init__(
         self, state_type: type[S], transitions: Sequence[dict[str, Any]], initial: S
     ) -> None:
+        plain = {"trigger", "source", "dest"}
+        if any(set(t) - plain for t in transitions):
+            raise ValueError("a transition table is plain data: trigger, source, dest")
         self._state_type = state_type
         self._triggers = {state_type(t["dest"]): str(t["trigger"]) for t in transitions}
         self._machine = Machine(model=None, **_options(list(state_type), transitions, initial))
+        # (current, target) -> the state reached, or why the table refuses the move.
+        self._answers: dict[tuple[S, S], S | str] = {}
 
     def advance(self, current: S, target: S) -> S:
+        answer = self._answers.get((current, target))
+        if answer is None:
+            # Threads may both ask for a new pair: they get the same answer.
+            answer = self._answers[(current, target)] = self._ask(current, target)
+        if isinstance(answer, self._state_type):
+            return answer
+        raise InvalidTransitionError(answer)
+
+    def _ask(self, current: S, target: S) -> S | str:
+        """The machine's own answer: the state reached, or the refusal's message."""
+        try:
+            return self._move(current, target)
+        except InvalidTransitionError as exc:
+            return str(exc)
+
+    def _move(self, current: S, target: S) -> S:
         subject = _Subject()
         self._machine.add_model(subject, initial=current.value)
         try:

@@ -34,19 +34,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from miniprogram_pay.errors import ConfigurationError, StorageError
 from miniprogram_pay.retrying import Backoff, retrying
 from miniprogram_pay.storage.lanes import Lanes
-from miniprogram_pay.storage.sql import CoreUnit, DriverUnit, StaleRowError, Unit
+from miniprogram_pay.storage.sql import (
+    CoreUnit,
+    DriverUnit,
+    StaleRowError,
+    Unit,
+    server_placeholders,
+)
 
 __all__ = ["Database", "UnitCounts"]
 
@@ -125,12 +132,27 @@ class Database:
                 "Use sqlite+aiosqlite:///path.db or postgresql+psycopg://user@host/db."
             )
         self.writer_threads, self.reader_threads = writers, readers
+        self._driver_dialect: Dialect | None = None
+        self._driver_dialect_lock = threading.Lock()
         self._writers = Lanes("mpp-db-writer", writers, lambda: _Session(self, write=True))
         self._readers = Lanes("mpp-db-reader", readers, lambda: _Session(self, write=False))
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
+
+    @property
+    def driver_dialect(self) -> Dialect:
+        """The dialect the driver path compiles with (PostgreSQL: ``$n`` placeholders).
+
+        Read from a database thread once its connection exists: the engine's dialect is
+        initialised (server version, types) by its first connection.
+        """
+        with self._driver_dialect_lock:
+            if self._driver_dialect is None:
+                dialect = self.engine.dialect
+                self._driver_dialect = dialect if self.is_sqlite else server_placeholders(dialect)
+            return self._driver_dialect
 
     # -- units of work -----------------------------------------------------------------
 
@@ -317,9 +339,13 @@ class _Session:
         commit. Transactions are the units' own (explicit ``BEGIN``; autocommit for
         the driver), so psycopg never adds a ``BEGIN`` or waits for one.
         """
+        from psycopg import RawCursor  # an optional extra: imported only on PostgreSQL
+
         connection = self._driver
         connection.rollback()  # out of whatever SQLAlchemy's connect left open
         connection.autocommit = True
+        # The statements are compiled to $n placeholders (sql.server_placeholders).
+        connection.cursor_factory = RawCursor
         self._pipeline_mode = connection.pipeline()
         self._pipeline = self._pipeline_mode.__enter__()
 
@@ -393,7 +419,7 @@ class _Session:
 
     def _transact_postgres(self, work: Callable[[Unit], T], lazy: bool) -> T:
         unit = DriverUnit(
-            self._driver, self.database.engine.dialect, pipeline=self._pipeline, write=self.write
+            self._driver, self.database.driver_dialect, pipeline=self._pipeline, write=self.write
         )
         try:
             if self.write:  # sent with the unit's first statement: no round trip of their own

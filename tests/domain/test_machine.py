@@ -94,3 +94,33 @@ def test_a_bound_model_has_no_to_state_shortcut() -> None:
         assert not subject.may_refuse()  # type: ignore[attr-defined]
     finally:
         inner.remove_model(subject)
+
+
+def test_every_pair_answers_as_a_fresh_machine_each_time_it_is_asked() -> None:
+    """Kept answers: the same state, or the same refusal, as the table's own machine."""
+    kept = PaymentMachine()
+    for _ in range(3):
+        for current, target in PAIRS:
+            fresh = Machine(
+                states=[s.value for s in STATES],
+                transitions=[dict(t) for t in TRANSITIONS],
+                initial=current.value,
+                auto_transitions=False,
+            )
+            trigger = next((t["trigger"] for t in TRANSITIONS if t["dest"] == target.value), None)
+            moved = trigger is not None and fresh.may_trigger(trigger)
+            if moved:
+                assert kept.advance(current, target) is target
+            else:
+                with pytest.raises(InvalidTransitionError):
+                    kept.advance(current, target)
+    assert kept._machine.models == []
+
+
+def test_a_table_with_a_condition_or_callback_is_refused() -> None:
+    """Kept answers hold only for plain tables: a condition could answer otherwise."""
+    from miniprogram_pay.domain.machine import TableMachine
+
+    table = [{"trigger": "pend", "source": ["Created"], "dest": "Pending", "conditions": "ok"}]
+    with pytest.raises(ValueError, match="plain data"):
+        TableMachine(PaymentState, table, PaymentState.CREATED)

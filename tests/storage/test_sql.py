@@ -1,0 +1,67 @@
+"""Statements as the driver path compiles and sends them, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import String, bindparam, column, select, text
+
+from miniprogram_pay.storage import Database
+from miniprogram_pay.storage.payment_rows import INSERT_EVENT, INSERT_TRANSITION
+from miniprogram_pay.storage.sql import Sql, Unit, server_placeholders
+from miniprogram_pay.storage.tables import PaymentRow, table
+
+P = table(PaymentRow)
+PERCENT = Sql(text("SELECT '100%' || :tail AS v").columns(column("v", String)))
+TWICE = Sql(text("SELECT :a || :b || :a AS v").columns(column("v", String)))
+LIKE = Sql(select(P.c.reference).where(P.c.reference.like(bindparam("pattern"), escape="/")))
+
+
+async def _one(database: Database, sql: Sql, params: dict[str, str]) -> object:
+    def work(unit: Unit) -> object:
+        return unit.run(sql, params).all()[0][0]
+
+    return await database.read(work)
+
+
+async def test_a_percent_sign_in_a_statement_reaches_the_database_as_written(
+    database: Database,
+) -> None:
+    # Only percent placeholder styles double a literal "%"; with $n it must stay one.
+    assert await _one(database, PERCENT, {"tail": "!"}) == "100%!"
+
+
+async def test_a_parameter_used_twice_is_sent_once_and_read_twice(database: Database) -> None:
+    assert await _one(database, TWICE, {"a": "x", "b": "y"}) == "xyx"
+
+
+async def test_postgresql_statements_carry_the_servers_own_placeholders(
+    database: Database,
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite's statements use its own '?' placeholders")
+    await database.read(lambda unit: unit.run(PERCENT, {"tail": ""}).all())  # connected
+    compiled = TWICE.compiled(database.driver_dialect)
+    assert "$1" in compiled.sql and "$2" in compiled.sql and "%(" not in compiled.sql
+    assert compiled.params({"a": "x", "b": "y"}) == ("x", "y")
+    like = LIKE.compiled(database.driver_dialect)
+    assert "$1" in like.sql and "%" not in like.sql
+
+
+async def test_an_insert_asks_nothing_back_unless_it_says_so(database: Database) -> None:
+    """PostgreSQL's dialect would add ``RETURNING id`` to a one-row INSERT on its own."""
+    await database.read(lambda unit: unit.run(PERCENT, {"tail": ""}).all())  # connected
+    dialect = database.driver_dialect
+    for insert in (INSERT_EVENT, INSERT_TRANSITION):
+        compiled = insert.compiled(dialect)
+        assert "RETURNING" not in compiled.sql
+        assert compiled.results is None
+
+
+def test_server_placeholders_leaves_the_dialect_it_was_given_alone() -> None:
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    dialect = psycopg.dialect()  # type: ignore[no-untyped-call]
+    positional = server_placeholders(dialect)
+    assert (dialect.paramstyle, dialect.positional) == ("pyformat", False)
+    assert (positional.paramstyle, positional.positional) == ("numeric_dollar", True)
+    assert "%%" in PERCENT.compiled(dialect).sql  # its own, percent style, as before
