@@ -40,8 +40,8 @@ from miniprogram_pay.storage.payment_rows import (
     COUNT_CONFLICT,
     DUPLICATE,
     DUPLICATE_KEY,
-    INSERT_EVENT,
-    INSERT_TRANSITION,
+    INSERT_EVENTS,
+    INSERT_TRANSITIONS,
     LOCK,
     LOCK_ORDERS,
     LOCK_WITH_OWNERS,
@@ -262,8 +262,10 @@ class PaymentChanges:
     def flush(self) -> Callable[[], dict[str, OutboxEvent]]:
         """Send every write; read the outbox events written (by ``event_id``) with the
         function returned, after the unit's commit (``Unit.commit``) where it can."""
-        self.unit.run_many(INSERT_EVENT, self._events)
-        self.unit.run_many(INSERT_TRANSITION, self._transitions)
+        if self._events:
+            self.unit.run_rows(INSERT_EVENTS, self._events)
+        if self._transitions:
+            self.unit.run_rows(INSERT_TRANSITIONS, self._transitions)
         written = write_changes(self.unit, self._outbox)
         self.unit.run_many(COUNT_CONFLICT, self._counted)
         orders = [

@@ -19,7 +19,14 @@ from miniprogram_pay.domain.orders import AttemptView
 from miniprogram_pay.domain.reconcile import ConflictKind
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage.records import PaymentRecord
-from miniprogram_pay.storage.sql import Sql, any_of, bind_all, checked_update
+from miniprogram_pay.storage.sql import (
+    RowsSql,
+    Sql,
+    any_of,
+    bind_all,
+    checked_update,
+    row_binds,
+)
 from miniprogram_pay.storage.tables import (
     OrderRow,
     PaymentEventRow,
@@ -36,8 +43,8 @@ __all__ = [
     "COUNT_CONFLICT",
     "DUPLICATE",
     "DUPLICATE_KEY",
-    "INSERT_EVENT",
-    "INSERT_TRANSITION",
+    "INSERT_EVENTS",
+    "INSERT_TRANSITIONS",
     "LOCK",
     "LOCK_ORDERS",
     "LOCK_WITH_OWNERS",
@@ -168,8 +175,14 @@ COUNT_CONFLICT = Sql(
     .where(P.c.id == bindparam("b_id"))
     .values(conflicts=P.c.conflicts + 1, version=P.c.version + 1, updated_at=bindparam("now"))
 )
-INSERT_EVENT = Sql(insert(E).values(bind_all(E, EVENT_COLUMNS)))
-INSERT_TRANSITION = Sql(insert(T).values(bind_all(T, TRANSITION_COLUMNS)))
+# A unit's events and transitions go in one statement each (per 64 rows), not one each:
+# a batch of webhooks writes them for every item.
+INSERT_EVENTS = RowsSql(
+    EVENT_COLUMNS, lambda dialect, n: insert(E).values(row_binds(E, EVENT_COLUMNS, n))
+)
+INSERT_TRANSITIONS = RowsSql(
+    TRANSITION_COLUMNS, lambda dialect, n: insert(T).values(row_binds(T, TRANSITION_COLUMNS, n))
+)
 UPDATE_PAYMENT = Sql(
     lambda dialect: checked_update(
         update(P)
