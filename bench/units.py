@@ -7,6 +7,9 @@ process (no HTTP, no other load):
 - ``webhook``: ``InboxStore.take`` of one new AUTHORISATION item, the unit a webhook
   request runs (stored and applied under one commit);
 - ``status``: ``OrderStore.status``, the read behind ``GET /payments/{reference}``;
+- ``webhook_batch`` (``--batch 32``; 0 leaves it out): ``InboxStore.take`` of that many
+  new items at once, the unit concurrent webhooks share (group commit); its time is per
+  item, so its ratio says how many bare one-row commits fit in the time of one item;
 - ``baseline``: one ``INSERT ... ON CONFLICT DO NOTHING`` and its commit on a bare
   driver connection (``sqlite3`` at the package's ``synchronous=FULL`` with
   ``BEGIN IMMEDIATE``; psycopg as it comes), in a thread of its own: the same hop
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import sqlite3
 import statistics
@@ -122,7 +126,7 @@ def _calls(
     }
 
 
-async def measure(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
+async def measure(url: str, n: int, rounds: int, batch: int = 0) -> dict[str, dict[str, float]]:
     await seed.create_schema(url)
     database = Database(url)
     await database.run_sync(
@@ -131,21 +135,33 @@ async def measure(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
     storage = Storage.over(database)
     bare = Bare(url)
     times: dict[str, list[float]] = {"webhook": [], "status": [], "baseline": []}
+    if batch:
+        times["webhook_batch"] = []
     tally = {kind: {"statements": 0.0, "waits": 0.0, "units": 0.0} for kind in times}
     try:
         for r in range(rounds):
             references = [f"bu-{r}-{i:05d}" for i in range(n)]
-            await seed.seed_pending(url, references)
+            batched = [f"bb-{r}-{i:05d}" for i in range(n)] if batch else []
+            await seed.seed_pending(url, references + batched)
             for i, reference in enumerate(references):
                 calls = _calls(bare, storage, f"{r}-{i}", reference)
                 for kind, call in calls.items():
                     times[kind].append(await _timed(database, call, tally[kind]))
+                if batch and (i + 1) % batch == 0:  # one batch after every `batch` rounds
+                    take = functools.partial(
+                        storage.inbox.take,
+                        [_item(ref) for ref in batched[i + 1 - batch : i + 1]],
+                        outbox_lease_seconds=30,
+                    )
+                    elapsed = await _timed(database, take, tally["webhook_batch"])
+                    times["webhook_batch"].append(elapsed / batch)
     finally:
         bare.close()
         await database.dispose()
     base = statistics.median(times["baseline"])
     return {
         kind: {
+            "samples": len(values),
             "p50_ms": round(statistics.median(values) * 1000, 3),
             "ratio": round(base / statistics.median(values), 3),
             "statements": round(tally[kind]["statements"] / tally[kind]["units"], 1),
@@ -159,12 +175,12 @@ async def main_async(args: argparse.Namespace) -> None:
     dbs = Databases()
     try:
         url = dbs.sqlite("units") if args.db == "sqlite" else dbs.postgres("units")
-        results = await measure(url, args.n, args.rounds)
+        results = await measure(url, args.n, args.rounds, args.batch)
     finally:
         dbs.close()
     for kind, figures in results.items():
         line = " ".join(f"{k}={v}" for k, v in figures.items())
-        print(f"bench: units db={args.db} kind={kind} n={args.n * args.rounds} {line}")
+        print(f"bench: units db={args.db} kind={kind} {line}")
 
 
 def main() -> None:
@@ -172,6 +188,7 @@ def main() -> None:
     parser.add_argument("--db", default="postgresql", choices=("sqlite", "postgresql"))
     parser.add_argument("--n", type=int, default=400, help="payments per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32, help="items per batched take; 0: none")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -21,6 +21,7 @@ from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.orders import AttemptView, OrderView, Step, attempt_reference
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage.engine import Database
+from miniprogram_pay.storage.json_reads import JsonRead, JsonReads
 from miniprogram_pay.storage.payment_rows import PAYMENT_COLUMNS, StoredPayment, payment_record
 from miniprogram_pay.storage.payments import event_records, history_records, upsert
 from miniprogram_pay.storage.records import EventRecord, PaymentRecord, Refund, TransitionRecord
@@ -30,6 +31,7 @@ from miniprogram_pay.storage.tables import (
     OrderRow,
     PaymentEventRow,
     PaymentRow,
+    RefundEventRow,
     RefundRow,
     TransitionRow,
     aware,
@@ -49,6 +51,7 @@ __all__ = [
 OR = table(OrderRow)
 P = table(PaymentRow)
 R = table(RefundRow)
+RE = table(RefundEventRow)
 E = table(PaymentEventRow)
 T = table(TransitionRow)
 ORDER_COLUMNS = [OR.c[n] for n in ("id", "reference", "openid", "amount_value", "currency",
@@ -155,6 +158,18 @@ EVENTS = Sql(
     .order_by(E.c.id)
 )  # fmt: skip
 REFUNDS, REFUND_HISTORIES = refund_reads(_OF_ORDER)
+# The six as one statement on PostgreSQL: one snapshot (storage/json_reads.py).
+STATUS_READS = JsonReads(
+    [
+        JsonRead(READ_ORDER.statement("postgresql")),  # type: ignore[arg-type]
+        JsonRead(ATTEMPTS_OF_READ.statement("postgresql"), (P.c.attempt,)),  # type: ignore[arg-type]
+        JsonRead(HISTORY.statement("postgresql"), (T.c.id,)),  # type: ignore[arg-type]
+        JsonRead(EVENTS.statement("postgresql"), (E.c.id,)),  # type: ignore[arg-type]
+        JsonRead(REFUNDS.statement("postgresql"), (R.c.id,)),  # type: ignore[arg-type]
+        JsonRead(REFUND_HISTORIES.statement("postgresql"), (RE.c.id,)),  # type: ignore[arg-type]
+    ]
+)
+STATUS_STATEMENTS = (READ_ORDER, ATTEMPTS_OF_READ, HISTORY, EVENTS, REFUNDS, REFUND_HISTORIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,20 +315,8 @@ class OrderStore:
         """The order ``reference`` (or the order of the attempt ``reference``), whole."""
 
         def work(unit: Unit) -> OrderStatus | None:
-            params = {"reference": reference}
-            reads = [
-                unit.run(sql, params)
-                for sql in (
-                    READ_ORDER,
-                    ATTEMPTS_OF_READ,
-                    HISTORY,
-                    EVENTS,
-                    REFUNDS,
-                    REFUND_HISTORIES,
-                )
-            ]  # on PostgreSQL all six go out together: one wait for the server
-            order_rows, attempt_rows, history, events, refunds, refund_history = (
-                read.all() for read in reads
+            order_rows, attempt_rows, history, events, refunds, refund_history = status_rows(
+                unit, reference
             )
             if not order_rows:
                 return None
@@ -326,6 +329,15 @@ class OrderStore:
             return found
 
         return await self.db.read(work)
+
+
+def status_rows(unit: Unit, reference: str, *, apart: bool = False) -> list[list[Any]]:
+    """The rows of the six reads of a status; on PostgreSQL one statement, unless ``apart``."""
+    params = {"reference": reference}
+    if unit.dialect == "postgresql" and not apart:
+        return STATUS_READS.rows(unit, params)
+    reads = [unit.run(sql, params) for sql in STATUS_STATEMENTS]  # sent together, then read
+    return [read.all() for read in reads]
 
 
 def adyen_reference(order_reference: str, number: int) -> str:

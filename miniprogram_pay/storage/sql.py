@@ -266,9 +266,9 @@ class Sql:
         found = self._compiled.get(key)
         if found is None:
             # The construct is not kept: the driver path needs only its SQL and conversions.
-            statement = self._statements.get(dialect.name) or (
-                self._build(dialect.name) if callable(self._build) else self._build
-            )
+            statement = self._statements.get(dialect.name)
+            if statement is None:  # a construct has no truth value: no `or` here
+                statement = self._build(dialect.name) if callable(self._build) else self._build
             found = self._compiled[key] = _compile(statement, dialect)
         return found
 
