@@ -148,6 +148,8 @@ class Database:
         Read from a database thread once its connection exists: the engine's dialect is
         initialised (server version, types) by its first connection.
         """
+        if self._driver_dialect is not None:  # every unit asks: no lock once it is known
+            return self._driver_dialect
         with self._driver_dialect_lock:
             if self._driver_dialect is None:
                 dialect = self.engine.dialect

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import DateTime, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import Executable
@@ -37,10 +38,21 @@ Convert = Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class JsonRead:
-    """One read: its columns, ``FROM`` and ``WHERE`` (``statement``), and its order."""
+    """One read (a ``SELECT``: its columns, ``FROM`` and ``WHERE``), and its order.
 
-    statement: Select[Any]
+    ``order_by`` is the read's own ``ORDER BY`` again (SQLAlchemy keeps a select's order
+    to itself); ``tests/storage/test_json_reads.py`` holds the two to the same rows.
+    """
+
+    read: Sql
     order_by: tuple[ColumnElement[Any], ...] = ()
+
+    @property
+    def statement(self) -> Select[Any]:
+        statement = self.read.statement("postgresql")
+        if not isinstance(statement, Select):
+            raise TypeError("a JSON read is a SELECT")
+        return statement
 
 
 class JsonReads:
@@ -49,7 +61,8 @@ class JsonReads:
     def __init__(self, reads: Sequence[JsonRead]) -> None:
         self.reads = tuple(reads)
         self.sql = Sql(self._build)
-        self._decoders = [_decoder(read.statement) for read in self.reads]
+        dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+        self._decoders = [_decoder(read.statement, dialect) for read in self.reads]
 
     def rows(self, unit: Unit, params: Mapping[str, Any]) -> list[list[Row]]:
         """Each read's rows, in its order, as the separate statements would give them."""
@@ -72,8 +85,7 @@ def _aggregated(read: JsonRead) -> Any:
     )
 
 
-def _decoder(statement: Select[Any]) -> Callable[[list[list[Any]]], list[Row]]:
-    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+def _decoder(statement: Select[Any], dialect: Dialect) -> Callable[[list[list[Any]]], list[Row]]:
     converters: list[Convert | None] = []
     for column in statement.selected_columns:
         parse = _from_iso if isinstance(column.type, DateTime) else None

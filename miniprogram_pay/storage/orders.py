@@ -161,12 +161,12 @@ REFUNDS, REFUND_HISTORIES = refund_reads(_OF_ORDER)
 # The six as one statement on PostgreSQL: one snapshot (storage/json_reads.py).
 STATUS_READS = JsonReads(
     [
-        JsonRead(READ_ORDER.statement("postgresql")),  # type: ignore[arg-type]
-        JsonRead(ATTEMPTS_OF_READ.statement("postgresql"), (P.c.attempt,)),  # type: ignore[arg-type]
-        JsonRead(HISTORY.statement("postgresql"), (T.c.id,)),  # type: ignore[arg-type]
-        JsonRead(EVENTS.statement("postgresql"), (E.c.id,)),  # type: ignore[arg-type]
-        JsonRead(REFUNDS.statement("postgresql"), (R.c.id,)),  # type: ignore[arg-type]
-        JsonRead(REFUND_HISTORIES.statement("postgresql"), (RE.c.id,)),  # type: ignore[arg-type]
+        JsonRead(READ_ORDER),
+        JsonRead(ATTEMPTS_OF_READ, (P.c.attempt,)),
+        JsonRead(HISTORY, (T.c.id,)),
+        JsonRead(EVENTS, (E.c.id,)),
+        JsonRead(REFUNDS, (R.c.id,)),
+        JsonRead(REFUND_HISTORIES, (RE.c.id,)),
     ]
 )
 STATUS_STATEMENTS = (READ_ORDER, ATTEMPTS_OF_READ, HISTORY, EVENTS, REFUNDS, REFUND_HISTORIES)
@@ -331,10 +331,10 @@ class OrderStore:
         return await self.db.read(work)
 
 
-def status_rows(unit: Unit, reference: str, *, apart: bool = False) -> list[list[Any]]:
-    """The rows of the six reads of a status; on PostgreSQL one statement, unless ``apart``."""
+def status_rows(unit: Unit, reference: str) -> list[list[Any]]:
+    """The rows of the six reads of a status; on PostgreSQL one statement."""
     params = {"reference": reference}
-    if unit.dialect == "postgresql" and not apart:
+    if unit.dialect == "postgresql":
         return STATUS_READS.rows(unit, params)
     reads = [unit.run(sql, params) for sql in STATUS_STATEMENTS]  # sent together, then read
     return [read.all() for read in reads]

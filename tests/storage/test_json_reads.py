@@ -11,7 +11,7 @@ import pytest
 from miniprogram_pay.domain.orders import attempt_reference
 from miniprogram_pay.domain.refunds import refund_received_event
 from miniprogram_pay.storage import Storage
-from miniprogram_pay.storage.orders import status_rows
+from miniprogram_pay.storage.orders import STATUS_STATEMENTS, status_rows
 from miniprogram_pay.storage.refunds import RefundAsk
 from miniprogram_pay.storage.sql import Unit
 from tests.storage.helpers import AMOUNT, PSP, details, inbox_item, webhook
@@ -66,7 +66,8 @@ def _typed(rows: list[list[Any]]) -> list[list[tuple[Any, ...]]]:
 
 async def _both(storage: Storage, reference: str) -> tuple[list[list[Any]], list[list[Any]]]:
     def work(unit: Unit) -> tuple[list[list[Any]], list[list[Any]]]:
-        return status_rows(unit, reference), status_rows(unit, reference, apart=True)
+        apart = [unit.run(sql, {"reference": reference}) for sql in STATUS_STATEMENTS]
+        return status_rows(unit, reference), [read.all() for read in apart]
 
     return await storage.database.read(work)
 

@@ -64,3 +64,10 @@ def test_server_placeholders_leaves_the_dialect_it_was_given_alone() -> None:
     assert (dialect.paramstyle, dialect.positional) == ("pyformat", False)
     assert (positional.paramstyle, positional.positional) == ("numeric_dollar", True)
     assert "%%" in PERCENT.compiled(dialect).sql  # its own, percent style, as before
+
+
+async def test_a_statement_built_for_a_dialect_then_compiled_for_it(database: Database) -> None:
+    """``Sql.compiled`` once asked the construct ``statement()`` kept for its truth value."""
+    read = Sql(select(P.c.reference).where(P.c.reference == bindparam("reference")))
+    read.statement(database.dialect)  # as the reference path and the JSON reads do
+    assert await database.read(lambda unit: unit.run(read, {"reference": "none"}).all()) == []
