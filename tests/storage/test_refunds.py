@@ -9,7 +9,13 @@ from datetime import timedelta
 
 import pytest
 
-from miniprogram_pay.domain.refunds import RefundState, refund_received_event
+from miniprogram_pay.domain.refunds import (
+    RefundState,
+    refund_received_event,
+    refund_rejected_event,
+)
+from miniprogram_pay.errors import RefundNotAllowedError
+from miniprogram_pay.services.refunds import ledger_of
 from miniprogram_pay.storage import InboxItem, Storage
 from miniprogram_pay.storage.refunds import RefundAsk
 from tests.storage.helpers import PSP, create, details, inbox_item
@@ -52,6 +58,41 @@ async def test_a_webhook_before_the_answer_finds_our_refund_by_its_reference(
     assert late.moved is None and late.refund.state is RefundState.REFUNDED
     [refund] = await storage.refunds.of("order-1")
     assert (refund.psp_reference, refund.external) == ("R1", False)
+
+
+async def test_a_refund_reported_done_after_adyen_rejected_it_admits_nothing_more(
+    storage: Storage,
+) -> None:
+    """Adyen's API rejected the first refund, so the second was admitted for everything;
+    then a webhook said the first was made after all (found by the property test).
+
+    The webhook is the source of truth, so the first is Refunded, and with the second still
+    pending the two hold more than the payment. Nothing more is admitted: the second is
+    Adyen's to refuse, and refundable reads zero until it does.
+    """
+    await _authorised(storage)
+    ask = RefundAsk(None, None, None, None)
+    first, _, _ = await storage.refunds.begin("order-1", ask, window=WINDOW, limit=50)
+    await storage.refunds.answer("order-1", first.id, refund_rejected_event("422 Unprocessable"))
+    second, created, _ = await storage.refunds.begin("order-1", ask, window=WINDOW, limit=50)
+    assert created and second.amount is not None and second.amount.value == 1130
+    item = inbox_item(
+        "e" * 64, psp_reference="R5", merchant_reference=first.reference, event_code="REFUND",
+        raw_json=json.dumps({"originalReference": PSP}),
+    )  # fmt: skip
+    [stored] = await storage.inbox.store([item])
+    record = await storage.inbox.apply_one(stored.id)
+    assert record is not None and record.refund is not None
+    assert record.refund.moved == (RefundState.REFUSED, RefundState.REFUNDED)
+
+    payment = await storage.payments.get("order-1")
+    assert payment is not None
+    ledger = ledger_of(payment, await storage.refunds.of("order-1"))
+    assert (ledger.refunded_value, ledger.pending_value, ledger.refundable_value) == (1130, 1130, 0)
+    with pytest.raises(RefundNotAllowedError) as refused:
+        one = RefundAsk(1, None, None, None)
+        await storage.refunds.begin("order-1", one, window=WINDOW, limit=50)
+    assert refused.value.code == "refund_exceeds_refundable"
 
 
 async def test_an_external_refund_that_is_ours_is_merged_into_ours(storage: Storage) -> None:
