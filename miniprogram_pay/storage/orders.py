@@ -140,36 +140,51 @@ _READ_ORDER = (
     .limit(1)
     .scalar_subquery()
 )
-_OF_ORDER = select(P.c.id).where(P.c.order_id == _READ_ORDER)
-READ_ORDER = Sql(select(*ORDER_COLUMNS).where(OR.c.id == _READ_ORDER))
-ATTEMPTS_OF_READ = Sql(
-    select(*PAYMENT_COLUMNS).where(P.c.order_id == _READ_ORDER).order_by(P.c.attempt)
-)
-HISTORY = Sql(
-    select(T.c.payment_id, T.c.from_state, T.c.to_state, T.c.source, T.c.event_kind,
-           T.c.event_key, T.c.at)
-    .where(T.c.payment_id.in_(_OF_ORDER))
-    .order_by(T.c.id)
-)  # fmt: skip
-EVENTS = Sql(
-    select(E.c.payment_id, E.c.key, E.c.source, E.c.kind, E.c.success, E.c.outcome, E.c.conflict,
-           E.c.reason, E.c.psp_reference, E.c.amount_value, E.c.amount_currency, E.c.at)
-    .where(E.c.payment_id.in_(_OF_ORDER))
-    .order_by(E.c.id)
-)  # fmt: skip
-REFUNDS, REFUND_HISTORIES = refund_reads(_OF_ORDER)
-# The six as one statement on PostgreSQL: one snapshot (storage/json_reads.py).
+
+
+def _status_reads(order_id: Any, payment_ids: Any) -> tuple[Sql, ...]:
+    """The six reads of a status, for the order ``order_id`` is and the attempts
+    ``payment_ids`` selects: an order, its attempts, their histories and event logs,
+    their refunds and the refunds' histories."""
+    history = (
+        select(T.c.payment_id, T.c.from_state, T.c.to_state, T.c.source, T.c.event_kind,
+               T.c.event_key, T.c.at)
+        .where(T.c.payment_id.in_(payment_ids))
+        .order_by(T.c.id)
+    )  # fmt: skip
+    events = (
+        select(E.c.payment_id, E.c.key, E.c.source, E.c.kind, E.c.success, E.c.outcome,
+               E.c.conflict, E.c.reason, E.c.psp_reference, E.c.amount_value,
+               E.c.amount_currency, E.c.at)
+        .where(E.c.payment_id.in_(payment_ids))
+        .order_by(E.c.id)
+    )  # fmt: skip
+    return (
+        Sql(select(*ORDER_COLUMNS).where(OR.c.id == order_id)),
+        Sql(select(*PAYMENT_COLUMNS).where(P.c.order_id == order_id).order_by(P.c.attempt)),
+        Sql(history),
+        Sql(events),
+        *refund_reads(payment_ids),
+    )
+
+
+# Six statements (SQLite): each finds the order by itself, so none waits for another.
+STATUS_STATEMENTS = _status_reads(_READ_ORDER, select(P.c.id).where(P.c.order_id == _READ_ORDER))
+# One statement (PostgreSQL, storage/json_reads.py): one snapshot, and the order and its
+# attempts are found once, as two CTEs the six reads share, not once in each read.
+_ORDER = select(_READ_ORDER.label("id")).cte("status_order")
+_ORDER_ID = select(_ORDER.c.id).scalar_subquery()
+_ATTEMPTS = select(P.c.id).where(P.c.order_id == _ORDER_ID).cte("status_attempts")
 STATUS_READS = JsonReads(
     [
-        JsonRead(READ_ORDER),
-        JsonRead(ATTEMPTS_OF_READ, (P.c.attempt,)),
-        JsonRead(HISTORY, (T.c.id,)),
-        JsonRead(EVENTS, (E.c.id,)),
-        JsonRead(REFUNDS, (R.c.id,)),
-        JsonRead(REFUND_HISTORIES, (RE.c.id,)),
+        JsonRead(read, order)
+        for read, order in zip(
+            _status_reads(_ORDER_ID, select(_ATTEMPTS.c.id)),
+            [(), (P.c.attempt,), (T.c.id,), (E.c.id,), (R.c.id,), (RE.c.id,)],
+            strict=True,
+        )
     ]
 )
-STATUS_STATEMENTS = (READ_ORDER, ATTEMPTS_OF_READ, HISTORY, EVENTS, REFUNDS, REFUND_HISTORIES)
 
 
 @dataclass(frozen=True, slots=True)

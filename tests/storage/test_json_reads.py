@@ -13,7 +13,7 @@ from miniprogram_pay.domain.refunds import refund_received_event
 from miniprogram_pay.storage import Storage
 from miniprogram_pay.storage.orders import STATUS_STATEMENTS, status_rows
 from miniprogram_pay.storage.refunds import RefundAsk
-from miniprogram_pay.storage.sql import Unit
+from miniprogram_pay.storage.sql import Sql, Unit
 from tests.storage.helpers import AMOUNT, PSP, details, inbox_item, webhook
 
 ORDER = "order-json"
@@ -93,3 +93,24 @@ async def test_a_status_is_one_statement_on_postgresql(storage: Storage) -> None
     ]
     assert sum(len(a.refunds) for a in status.attempts) == 2
     assert (after.statements - before.statements, after.read_waits - before.read_waits) == (1, 1)
+
+
+def test_the_order_and_its_attempts_are_found_once() -> None:
+    """Each of the six statements finds the order by itself; the one statement finds it,
+    and the attempts' ids, once for all six reads (two shared CTEs)."""
+    from sqlalchemy.dialects import postgresql
+
+    from miniprogram_pay.storage.orders import STATUS_READS
+
+    dialect = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+    def text(sql: Sql) -> str:
+        statement: Any = sql.statement("postgresql")
+        return str(statement.compile(dialect=dialect))
+
+    one = text(STATUS_READS.sql)
+    apart = [text(sql) for sql in STATUS_STATEMENTS]
+    finds = "WHERE mpp_payment.reference = %(reference)s"
+    assert one.count(finds) == 1
+    assert [t.count(finds) for t in apart] == [1] * 6
+    assert one.count("WHERE mpp_payment.order_id = (SELECT status_order.id") == 2
