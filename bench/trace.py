@@ -6,7 +6,9 @@ It wraps, in the serving process only:
 - each HTTP request (path, start, end);
 - each unit of work: when it was submitted, when its thread started and ended it, and
   when the awaiting coroutine resumed (so queueing, the unit's own run and commit, and
-  the hop back are told apart);
+  the hop back are told apart). A unit a shared task submits (a group commit's batch)
+  is counted as ``<lane>_shared`` in every request open when it was submitted: at one
+  sender that is the request it serves, at more it is shared;
 - each call to the sandbox (Adyen and WeChat), and how long the event loop was busy
   (the serving thread's CPU) during the request.
 
@@ -32,6 +34,7 @@ _current: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
     "bench_trace", default=None
 )
 _records: list[dict[str, Any]] = []
+_shared: list[dict[str, Any]] = []
 
 
 def _now() -> float:
@@ -92,14 +95,19 @@ def install(path: str) -> None:
 
         future = original_submit(self, timed)
         record = _current.get()
-        if record is not None:
-            lane = self._name.rsplit("-", 1)[-1]
+        lane = self._name.rsplit("-", 1)[-1]
+        # A shared task (a group commit's writer) runs in the context of the request that
+        # started it, long after that request ended: its units belong to no one request.
+        own = record is not None and "end" not in record
 
-            def resumed(_: Any) -> None:
-                marks["resumed"] = _now()
+        def resumed(_: Any) -> None:
+            marks["resumed"] = _now()
+            if own and record is not None:
                 record["events"].append({"kind": lane, **marks})
+            else:
+                _shared.append({"kind": f"{lane}_shared", **marks})
 
-            future.add_done_callback(resumed)
+        future.add_done_callback(resumed)
         return future
 
     lanes.Lanes.submit = submit  # type: ignore[method-assign]
@@ -120,6 +128,11 @@ def install(path: str) -> None:
     wrap_call(WeChatClient, "_call", "wechat")
 
     def write() -> None:
+        for record in _records:
+            answered = record.get("answered", record["end"])
+            record["events"].extend(
+                u for u in _shared if record["start"] <= u["submitted"] <= answered
+            )
         Path(path).write_text("\n".join(json.dumps(r) for r in _records))
 
     atexit.register(write)
