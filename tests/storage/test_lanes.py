@@ -1,17 +1,23 @@
-"""The database threads: who takes a job, that each job runs once, and closing."""
+"""The database threads: who takes a job, that each job runs once, closing, and
+connections lost while their threads slept."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Connection
 
 from miniprogram_pay.errors import StorageError
+from miniprogram_pay.storage import Database
 from miniprogram_pay.storage.lanes import Lanes
+from miniprogram_pay.storage.sql import Sql, Unit
 
 T = TypeVar("T")
 
@@ -112,3 +118,35 @@ async def test_a_cancelled_job_does_not_run_and_a_broken_session_is_replaced() -
         await asyncio.to_thread(pool.close)
     assert ran == []
     assert first.closed and after is not first and len(pool.sessions) == 2
+
+
+PID = Sql(select(func.pg_backend_pid(), func.pg_sleep(0.05)))
+
+
+async def test_connections_dropped_while_their_threads_slept_are_replaced(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At low concurrency the other threads' connections sit idle for long, and a server
+    or a network in between may drop them; the next burst must still succeed."""
+    if database.is_sqlite:
+        pytest.skip("SQLite's connections are files: nothing in between drops them")
+
+    def pid(unit: Unit) -> int:
+        return int(unit.run(PID).all()[0][0])
+
+    burst = 4
+    before = set(await asyncio.gather(*(database.write(pid) for _ in range(burst))))
+    assert len(before) == burst  # a burst wakes that many threads, each its connection
+
+    def terminate(connection: Connection) -> None:
+        for backend in before:
+            connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+
+    await database.run_sync(terminate)
+    caplog.set_level(logging.INFO, logger="miniprogram_pay")
+    after = await asyncio.gather(*(database.write(pid) for _ in range(burst)))
+    assert not before & set(after)
+    # The same threads took them (the most recently idle), found their connections
+    # gone, and ran each unit again on a new one.
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == burst
+    assert await database.read(lambda unit: unit.run(PID).all()[0][0]) > 0
