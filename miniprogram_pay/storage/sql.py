@@ -199,16 +199,24 @@ class _Compiled:
     defaults: dict[str, Any]  # values written into the construct (literals)
     binds: dict[str, Processor]
     results: tuple[Processor, ...] | None  # None: the statement returns no rows
+    # The positional parameters with their conversions, in order (empty when named).
+    order: tuple[tuple[str, Processor], ...] = ()
 
     def params(self, given: Mapping[str, Any] | None) -> Any:
-        values: Mapping[str, Any] = {**self.defaults, **given} if given else self.defaults
-        converted = {
-            name: value if (process := self.binds.get(name)) is None else process(value)
-            for name, value in values.items()
-        }
+        values: Mapping[str, Any] = self.defaults
+        if given:
+            values = {**self.defaults, **given} if self.defaults else given
         if self.positional is None:
-            return converted
-        return tuple(converted[name] for name in self.positional)
+            return {
+                name: value if (process := self.binds.get(name)) is None else process(value)
+                for name, value in values.items()
+            }
+        # Straight into the driver's order: no dictionary of converted values in between
+        # (a batch's multi-row statement has hundreds of parameters).
+        return tuple(
+            values[name] if process is None else process(values[name])
+            for name, process in self.order
+        )
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[Row]:
         processors = self.results or ()
@@ -243,7 +251,8 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
             for column in statement.exported_columns  # type: ignore[attr-defined]
         )
     positional = tuple(compiled.positiontup) if dialect.positional else None
-    return _Compiled(compiled.string, positional, defaults, binds, results)
+    order = tuple((name, binds.get(name)) for name in positional or ())
+    return _Compiled(compiled.string, positional, defaults, binds, results, order)
 
 
 class Sql:
@@ -284,6 +293,11 @@ class RowsSql:
         self.columns = tuple(columns)
         self._build = build
         self._by_count: dict[int, Sql] = {}
+        # Row i's (parameter, column) names, made once: a statement holds at most 64 rows.
+        self._names = tuple(
+            tuple((f"{name}_r{i}", name) for name in self.columns)
+            for i in range(MAX_ROWS_PER_STATEMENT)
+        )
 
     def sql(self, count: int) -> Sql:
         found = self._by_count.get(count)
@@ -292,7 +306,10 @@ class RowsSql:
         return found
 
     def params(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return {f"{name}_r{i}": row[name] for i, row in enumerate(rows) for name in self.columns}
+        if len(rows) > MAX_ROWS_PER_STATEMENT:
+            raise ValueError(f"at most {MAX_ROWS_PER_STATEMENT} rows in one statement")
+        names = self._names
+        return {key: row[name] for i, row in enumerate(rows) for key, name in names[i]}
 
 
 class Result(Protocol):

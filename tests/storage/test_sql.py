@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import String, bindparam, column, select, text
+from sqlalchemy import Integer, String, bindparam, column, literal_column, select, text
 
 from miniprogram_pay.storage import Database
 from miniprogram_pay.storage.orders import CREATED
-from miniprogram_pay.storage.sql import Sql, Unit, server_placeholders
+from miniprogram_pay.storage.sql import RowsSql, Sql, Unit, server_placeholders
 from miniprogram_pay.storage.tables import PaymentRow, table
 
 P = table(PaymentRow)
@@ -71,3 +71,23 @@ async def test_a_statement_built_for_a_dialect_then_compiled_for_it(database: Da
     read = Sql(select(P.c.reference).where(P.c.reference == bindparam("reference")))
     read.statement(database.dialect)  # as the reference path and the JSON reads do
     assert await database.read(lambda unit: unit.run(read, {"reference": "none"}).all()) == []
+
+
+async def test_a_multi_row_statement_gets_each_rows_values_in_place(database: Database) -> None:
+    """Rows in chunks of 64, 32, ..., 1: every value where its row and column say, with
+    its type's conversion (a literal in the construct stays as written)."""
+    pairs = RowsSql(
+        ("a", "b"),
+        lambda dialect, n: select(
+            *(
+                literal_column("0") + bindparam(f"{name}_r{i}", type_=Integer)
+                for i in range(n)
+                for name in ("a", "b")
+            )
+        ),
+    )
+    rows = [{"a": i, "b": -i} for i in range(100)]
+    found = await database.read(lambda unit: unit.run_rows(pairs, rows).all())
+    assert [v for row in found for v in row] == [v for r in rows for v in (r["a"], r["b"])]
+    with pytest.raises(ValueError):
+        pairs.params(rows)  # more rows than one statement holds: run_rows chunks them
