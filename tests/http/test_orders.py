@@ -131,6 +131,9 @@ async def test_the_status_of_an_attempt_answers_for_its_order(db_url: str) -> No
         headers = await w.login()
         await w.details(headers, (await w.pay_order(headers, order)).json()["reference"])
         second = (await w.pay_order(headers, order)).json()
+        # The sandbox's webhooks for both attempts are on their way: one applied between
+        # the two reads would make them differ.
+        await w.settle()
         by_attempt = await w.status(second["reference"])
         assert by_attempt["reference"] == order
         assert by_attempt == await w.status(order)
