@@ -19,6 +19,7 @@ On shutdown it writes one JSON object per request to the file;
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextvars
 import json
 import time
@@ -128,11 +129,13 @@ def install(path: str) -> None:
     wrap_call(WeChatClient, "_call", "wechat")
 
     def write() -> None:
+        _shared.sort(key=lambda u: u["submitted"])
+        submitted = [u["submitted"] for u in _shared]
         for record in _records:
             answered = record.get("answered", record["end"])
-            record["events"].extend(
-                u for u in _shared if record["start"] <= u["submitted"] <= answered
-            )
+            first = bisect.bisect_left(submitted, record["start"])
+            last = bisect.bisect_right(submitted, answered)
+            record["events"].extend(_shared[first:last])
         Path(path).write_text("\n".join(json.dumps(r) for r in _records))
 
     atexit.register(write)

@@ -187,7 +187,12 @@ def row_binds(table: Any, columns: Sequence[str], count: int) -> list[dict[str, 
 
     Not ``_<i>``: SQLAlchemy names a literal's parameter ``<column>_<n>`` itself.
     """
-    return [bind_all(table, columns, f"_r{i}") for i in range(count)]
+    return [bind_all(table, columns, _row_suffix(i)) for i in range(count)]
+
+
+def _row_suffix(i: int) -> str:
+    """What the i-th row's parameter names end with, in a statement of many rows."""
+    return f"_r{i}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +200,12 @@ class _Compiled:
     """A statement as the driver runs it."""
 
     sql: str
-    positional: tuple[str, ...] | None  # parameter order (qmark, $n); None: named
+    # The parameters in the driver's order with their conversions (qmark, $n); None:
+    # named, converted by ``binds``.
+    positional: tuple[tuple[str, Processor], ...] | None
     defaults: dict[str, Any]  # values written into the construct (literals)
     binds: dict[str, Processor]
     results: tuple[Processor, ...] | None  # None: the statement returns no rows
-    # The positional parameters with their conversions, in order (empty when named).
-    order: tuple[tuple[str, Processor], ...] = ()
 
     def params(self, given: Mapping[str, Any] | None) -> Any:
         values: Mapping[str, Any] = self.defaults
@@ -215,7 +220,7 @@ class _Compiled:
         # (a batch's multi-row statement has hundreds of parameters).
         return tuple(
             values[name] if process is None else process(values[name])
-            for name, process in self.order
+            for name, process in self.positional
         )
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[Row]:
@@ -250,9 +255,10 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.exported_columns  # type: ignore[attr-defined]
         )
-    positional = tuple(compiled.positiontup) if dialect.positional else None
-    order = tuple((name, binds.get(name)) for name in positional or ())
-    return _Compiled(compiled.string, positional, defaults, binds, results, order)
+    positional = None
+    if dialect.positional:
+        positional = tuple((name, binds.get(name)) for name in compiled.positiontup)
+    return _Compiled(compiled.string, positional, defaults, binds, results)
 
 
 class Sql:
@@ -295,7 +301,7 @@ class RowsSql:
         self._by_count: dict[int, Sql] = {}
         # Row i's (parameter, column) names, made once: a statement holds at most 64 rows.
         self._names = tuple(
-            tuple((f"{name}_r{i}", name) for name in self.columns)
+            tuple((name + _row_suffix(i), name) for name in self.columns)
             for i in range(MAX_ROWS_PER_STATEMENT)
         )
 

@@ -45,7 +45,8 @@ class ModelRefund:
     disputed: bool
 
 
-def _stated(event: RefundEvent) -> tuple[int | None, str | None] | None:
+def stated_amount(event: RefundEvent) -> tuple[int | None, str | None] | None:
+    """What the event says the refund was for, (value, currency); None: it says nothing."""
     if event.amount_value is None and event.amount_currency is None:
         return None
     return event.amount_value, event.amount_currency
@@ -60,7 +61,7 @@ def model_ours(
         implied = model_implied(event)
         if implied is None:
             continue
-        stated = _stated(event)
+        stated = stated_amount(event)
         if stated is not None and stated != requested:
             disputed = True
             continue

@@ -56,6 +56,7 @@ from tests.domain.refund_model import (
     model_implied,
     model_ledger,
     model_ours,
+    stated_amount,
 )
 
 T = TypeVar("T")
@@ -64,10 +65,6 @@ AUTHORISED = {"order-a": Amount(1000, "CNY"), "order-b": Amount(300, "JPY")}
 PENDING = {"order-p": Amount(500, "CNY")}
 LIMIT = 5
 WINDOW = timedelta(days=365)
-
-
-def _stated(event: RefundEvent) -> tuple[int | None, str | None] | None:
-    return None if not event.states_amount else (event.amount_value, event.amount_currency)
 
 
 def psp_of(reference: str) -> str:
@@ -86,7 +83,7 @@ class Model:
     answered: bool = False
 
     def refused_then_refunded(self, currency: str) -> bool:
-        agreeing = [e for e in self.events.values() if _stated(e) in (None, self.requested)]
+        agreeing = [e for e in self.events.values() if stated_amount(e) in (None, self.requested)]
         implied = {model_implied(e) for e in agreeing}
         return "Refused" in implied and self.expected(currency).state == "Refunded"
 

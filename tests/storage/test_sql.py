@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Integer, String, bindparam, column, literal_column, select, text
+from sqlalchemy import Integer, String, bindparam, column, literal, select, text
 
 from miniprogram_pay.storage import Database
 from miniprogram_pay.storage.orders import CREATED
@@ -74,13 +74,13 @@ async def test_a_statement_built_for_a_dialect_then_compiled_for_it(database: Da
 
 
 async def test_a_multi_row_statement_gets_each_rows_values_in_place(database: Database) -> None:
-    """Rows in chunks of 64, 32, ..., 1: every value where its row and column say, with
-    its type's conversion (a literal in the construct stays as written)."""
+    """Rows in chunks of 64, 32 and 4: every value where its row and column say, beside
+    a value the construct holds itself (a bound literal, sent with them)."""
     pairs = RowsSql(
         ("a", "b"),
         lambda dialect, n: select(
             *(
-                literal_column("0") + bindparam(f"{name}_r{i}", type_=Integer)
+                literal(1000, Integer) + bindparam(f"{name}_r{i}", type_=Integer)
                 for i in range(n)
                 for name in ("a", "b")
             )
@@ -88,6 +88,7 @@ async def test_a_multi_row_statement_gets_each_rows_values_in_place(database: Da
     )
     rows = [{"a": i, "b": -i} for i in range(100)]
     found = await database.read(lambda unit: unit.run_rows(pairs, rows).all())
-    assert [v for row in found for v in row] == [v for r in rows for v in (r["a"], r["b"])]
+    expected = [1000 + v for r in rows for v in (r["a"], r["b"])]
+    assert [v for row in found for v in row] == expected
     with pytest.raises(ValueError):
         pairs.params(rows)  # more rows than one statement holds: run_rows chunks them
