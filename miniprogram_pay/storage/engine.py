@@ -35,9 +35,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, Dialect, make_url
@@ -46,7 +46,7 @@ from sqlalchemy.pool import NullPool
 
 from miniprogram_pay.errors import ConfigurationError, StorageError
 from miniprogram_pay.retrying import Backoff, retrying
-from miniprogram_pay.storage.lanes import Lanes
+from miniprogram_pay.storage.lanes import Lanes, Outcome
 from miniprogram_pay.storage.sql import (
     CoreUnit,
     DriverUnit,
@@ -82,7 +82,9 @@ class UnitCounts:
     Each unit is one hop from the event loop to a database thread and back;
     ``unsynced`` counts the writes committed without waiting for the disk;
     ``write_waits`` and ``read_waits`` the units' waits for a PostgreSQL server (its
-    round trips; none on SQLite, where each statement runs as it is given).
+    round trips; none on SQLite, where each statement runs as it is given);
+    ``shared`` the writes committed in a transaction begun for an earlier one (SQLite:
+    they queued behind a commit, and shared the next).
     """
 
     writes: int
@@ -91,6 +93,7 @@ class UnitCounts:
     unsynced: int = 0
     write_waits: int = 0
     read_waits: int = 0
+    shared: int = 0
 
 
 class Database:
@@ -134,7 +137,14 @@ class Database:
         self.writer_threads, self.reader_threads = writers, readers
         self._driver_dialect: Dialect | None = None
         self._driver_dialect_lock = threading.Lock()
-        self._writers = Lanes("mpp-db-writer", writers, lambda: _Session(self, write=True))
+        # SQLite's one writer: the units that queued behind a commit share the next one.
+        shared = self.is_sqlite and executor == "driver"
+        self._writers = Lanes(
+            "mpp-db-writer",
+            writers,
+            lambda: _Session(self, write=True),
+            run_group=_run_group if shared else None,
+        )
         self._readers = Lanes("mpp-db-reader", readers, lambda: _Session(self, write=False))
 
     @property
@@ -189,9 +199,7 @@ class Database:
         what: str,
         durable: bool,
     ) -> T:
-        def job(session: _Session) -> T:
-            return session.transact(work, durable=durable)
-
+        job = _Part(work, durable)
         try:
             # The first attempt outside the retry loop: it nearly always succeeds, and
             # setting the loop up costs the event loop more than the hop itself.
@@ -251,6 +259,7 @@ class Database:
             unsynced=sum(s.unsynced for s in writes),
             write_waits=sum(s.waits for s in writes),
             read_waits=sum(s.waits for s in reads),
+            shared=sum(s.shared for s in writes),
         )
 
     async def dispose(self) -> None:
@@ -321,6 +330,7 @@ class _Session:
         self.statements = 0
         self.unsynced = 0
         self.waits = 0
+        self.shared = 0
         self._core: Connection | None = None
         self._raw: Any = None
         self._pipeline: Any = None
@@ -419,6 +429,43 @@ class _Session:
             if lazy:
                 connection.execute(SQLITE_DURABLE)
 
+    def transact_group(self, parts: Sequence[_Part[Any]]) -> list[Outcome]:
+        """SQLite's writer: units that waited, one after another in one transaction.
+
+        Each runs under a savepoint, so one that fails is rolled back alone and its
+        caller gets its error, as if it had run by itself; the others see each other's
+        writes in order, as they would have one after another. One ``COMMIT`` (one sync
+        of the log, unless none of them is durable) then answers them all: none is told
+        before the commit that holds it. When the transaction itself fails (``BEGIN``,
+        a savepoint, the ``COMMIT``), it is rolled back and each unit runs again alone.
+        """
+        connection = self._driver
+        lazy = self.database.sqlite_synchronous == "full" and not any(p.durable for p in parts)
+        units = [_PartUnit(connection, self.database.engine.dialect) for _ in parts]
+        outcomes: list[Outcome] = []
+        if lazy:  # outside a transaction: the setting applies to the next commit
+            connection.execute(SQLITE_LAZY)
+        try:
+            units[0].guard("BEGIN IMMEDIATE", lambda: connection.execute("BEGIN IMMEDIATE"))
+            for part, unit in zip(parts, units, strict=True):
+                outcomes.append(unit.savepoint(part.work))
+            units[0].guard("COMMIT", lambda: connection.execute("COMMIT"))
+        except BaseException as exc:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            if not isinstance(exc, Exception):
+                raise
+            logger.info("%d units' shared transaction failed; each runs alone", len(parts))
+            return [_alone(self, part) for part in parts]
+        finally:
+            if lazy:
+                connection.execute(SQLITE_DURABLE)
+        self.units += len(parts)
+        self.shared += len(parts) - 1
+        self.unsynced += len(parts) if lazy else 0
+        self.statements += sum(unit.statements for unit in units)
+        return outcomes
+
     def _transact_postgres(self, work: Callable[[Unit], T], lazy: bool) -> T:
         unit = DriverUnit(
             self._driver, self.database.driver_dialect, pipeline=self._pipeline, write=self.write
@@ -472,6 +519,52 @@ class _Session:
                 self._raw.close()
         except Exception:  # closing a connection the server already dropped
             logger.debug("closing a database connection failed", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part(Generic[T]):
+    """A unit of work as a lane's job: run alone, or with others (``transact_group``)."""
+
+    work: Callable[[Unit], T]
+    durable: bool
+
+    def __call__(self, session: _Session) -> T:
+        return session.transact(self.work, durable=self.durable)
+
+
+def _run_group(session: _Session, jobs: Sequence[Callable[[_Session], Any]]) -> list[Outcome]:
+    parts = [job for job in jobs if isinstance(job, _Part)]
+    if len(parts) < len(jobs):  # not units of work (none of the package's own)
+        return [_alone(session, job) for job in jobs]
+    return session.transact_group(parts)
+
+
+def _alone(session: _Session, job: Callable[[_Session], Any]) -> Outcome:
+    try:
+        return job(session), None
+    except Exception as exc:
+        return None, exc
+
+
+class _PartUnit(DriverUnit):
+    """One unit of a shared transaction (SQLite): its commit is the savepoint's release."""
+
+    def savepoint(self, work: Callable[[Unit], Any]) -> Outcome:
+        """Run ``work`` under a savepoint: kept, or rolled back alone with its error."""
+        connection = self.connection
+        self.guard("SAVEPOINT unit", lambda: connection.execute("SAVEPOINT unit"))
+        try:
+            result = work(self)
+        except Exception as exc:
+            if not self.committed:  # alone, what it committed before failing would stand
+                self.guard("ROLLBACK TO unit", lambda: connection.execute("ROLLBACK TO unit"))
+            self.guard("RELEASE unit", lambda: connection.execute("RELEASE unit"))
+            return None, exc
+        self.guard("RELEASE unit", lambda: connection.execute("RELEASE unit"))
+        return result, None
+
+    def commit(self) -> None:
+        self.committed = True  # later statements are refused; the group commits
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import func, select, text
@@ -150,3 +150,24 @@ async def test_connections_dropped_while_their_threads_slept_are_replaced(
     # gone, and ran each unit again on a new one.
     assert sum("retrying" in r.getMessage() for r in caplog.records) == burst
     assert await database.read(lambda unit: unit.run(PID).all()[0][0]) > 0
+
+
+async def test_jobs_that_waited_are_run_together_and_a_lone_job_alone() -> None:
+    groups: list[int] = []
+
+    def run_group(session: FakeSession, works: Sequence[Callable[[FakeSession], Any]]) -> Any:
+        groups.append(len(works))
+        return [(work(session), None) for work in works]
+
+    pool = Lanes("test-lane", 1, FakeSession, run_group=run_group, group_size=4)
+    release = threading.Event()
+    try:
+        blocker = pool.submit(lambda s: release.wait(10))
+        waiting = [pool.submit(_call(lambda n: n * 10, n)) for n in range(6)]
+        release.set()
+        assert await blocker
+        assert await asyncio.gather(*waiting) == [n * 10 for n in range(6)]
+        assert await pool.submit(lambda s: "alone") == "alone"
+    finally:
+        await asyncio.to_thread(pool.close)
+    assert groups == [4, 2]  # the blocker and the last job ran by themselves

@@ -1,0 +1,134 @@
+"""SQLite's writer: units that queued behind a commit share the next one, and each
+still comes out as if it had run alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Integer, String, column, text
+from sqlalchemy.exc import IntegrityError
+
+from miniprogram_pay.errors import StorageError
+from miniprogram_pay.storage import Database
+from miniprogram_pay.storage.sql import Sql, Unit
+
+INSERT = Sql(text("INSERT INTO scratch (k) VALUES (:k)"))
+KEYS = Sql(text("SELECT k FROM scratch ORDER BY k").columns(column("k", String)))
+SYNCHRONOUS = Sql(text("PRAGMA synchronous").columns(column("s", Integer)))
+RELEASE = Sql(text("RELEASE unit"))
+FULL = 2  # PRAGMA synchronous's answer for FULL
+
+
+@pytest.fixture
+async def db(sqlite_url: str) -> AsyncIterator[Database]:
+    database = Database(sqlite_url)
+    await database.run_sync(
+        lambda c: c.exec_driver_sql("CREATE TABLE scratch (k TEXT PRIMARY KEY)")
+    )
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def insert(k: str) -> Callable[[Unit], None]:
+    def work(unit: Unit) -> None:
+        unit.run(INSERT, {"k": k})
+
+    return work
+
+
+async def _keys(db: Database) -> list[str]:
+    return [str(row[0]) for row in await db.read(lambda unit: unit.run(KEYS).all())]
+
+
+async def _behind_a_commit(
+    db: Database, units: list[tuple[Callable[[Unit], Any], bool]]
+) -> list[Any]:
+    """Run ``units`` (work, durable) queued behind a unit that holds the writer, so the
+    writer finds them all waiting; their outcomes (a result or the exception)."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(unit: Unit) -> None:
+        started.set()
+        release.wait(10)
+
+    holder = asyncio.create_task(db.write(hold))
+    await asyncio.to_thread(started.wait, 10)
+    queued = [asyncio.create_task(db.write(work, durable=durable)) for work, durable in units]
+    await asyncio.sleep(0.05)  # every task has handed its unit to the writer
+    release.set()
+    await holder
+    return await asyncio.gather(*queued, return_exceptions=True)
+
+
+async def test_units_queued_behind_a_commit_share_the_next_one(db: Database) -> None:
+    count = Sql(text("SELECT count(*) AS n FROM scratch").columns(column("n", Integer)))
+    outcomes = await _behind_a_commit(
+        db,
+        [(insert(f"k{i}"), True) for i in range(5)]
+        + [(lambda unit: unit.run(count).all()[0][0], True)],
+    )
+    assert outcomes == [None] * 5 + [5]  # the last saw the writes before it, in order
+    assert db.counts().shared == 5  # six units, one transaction
+    assert await _keys(db) == [f"k{i}" for i in range(5)]
+
+
+async def test_a_unit_that_fails_in_a_shared_commit_is_rolled_back_alone(db: Database) -> None:
+    def fails(unit: Unit) -> None:
+        unit.run(INSERT, {"k": "b"})
+        raise ValueError("the unit's own error, after its insert")
+
+    def commits_then_fails(unit: Unit) -> None:
+        unit.run(INSERT, {"k": "d"})
+        unit.commit()
+        unit.run(INSERT, {"k": "e"})
+
+    outcomes = await _behind_a_commit(
+        db,
+        [(insert("a"), True), (fails, True), (insert("a"), True),
+         (insert("c"), True), (commits_then_fails, True)],
+    )  # fmt: skip
+    assert outcomes[0] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], ValueError)
+    assert isinstance(outcomes[2], IntegrityError)
+    assert isinstance(outcomes[4], RuntimeError)
+    # As alone: the failed units left nothing, and what a unit committed stands.
+    assert await _keys(db) == ["a", "c", "d"]
+    assert db.counts().shared == 4
+
+
+async def test_when_the_shared_transaction_fails_each_unit_runs_alone(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="miniprogram_pay.storage")
+
+    def breaks_the_savepoint(unit: Unit) -> None:
+        unit.run(INSERT, {"k": "b"})
+        unit.run(RELEASE)  # the group's own savepoint: its release then fails
+
+    outcomes = await _behind_a_commit(
+        db, [(insert("a"), True), (breaks_the_savepoint, True), (insert("c"), True)]
+    )
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], StorageError)  # alone, its RELEASE has no savepoint
+    assert await _keys(db) == ["a", "c"]  # each once: the failed group left nothing
+    assert db.counts().shared == 0
+    assert any("shared transaction failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_shared_commit_waits_for_the_disk_if_any_of_its_units_must(
+    db: Database,
+) -> None:
+    await _behind_a_commit(db, [(insert("a"), False), (insert("b"), False)])
+    assert db.counts().unsynced == 2  # none durable: the commit did not sync
+    await _behind_a_commit(db, [(insert("c"), False), (insert("d"), True)])
+    assert db.counts().unsynced == 2  # one durable: the commit synced for both
+    # The writer's connection is back at FULL for whatever comes next.
+    assert await db.write(lambda unit: unit.run(SYNCHRONOUS).all()[0][0]) == FULL
+    assert await _keys(db) == ["a", "b", "c", "d"]
