@@ -9,7 +9,9 @@ Each thread owns one connection:
 - **SQLite**: one writer thread (the database has one write lock). Its transactions
   start with ``BEGIN IMMEDIATE``: the lock is taken up front, so two writers never both
   read and then fail to upgrade (SQLITE_BUSY), and writers of other processes wait on
-  ``busy_timeout``. Readers have threads of their own and, with WAL, never block it.
+  ``busy_timeout``. The units that queued while it committed run next in one
+  transaction, each under a savepoint, and share its commit (``transact_group``).
+  Readers have threads of their own and, with WAL, never block it.
 - **PostgreSQL**: ``pool_size`` writer threads and up to four readers. Per-payment
   serialisation is ``SELECT ... FOR UPDATE`` in the stores. Each connection stays in
   psycopg's pipeline mode: a unit's statements go out together and it waits for the
