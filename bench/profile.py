@@ -7,7 +7,7 @@ collapsed stacks under bench/results/, and prints the heaviest frames.
 ``python -m bench.profile --workload flow [--users 1] [--seconds 8] [--no-spy]`` runs the payment
 flow against the sandbox with the plugin traced (``bench/trace.py``) and prints, per
 endpoint, the median of each part of a request's wall-clock time: the sandbox call,
-each unit of work's wait for its thread, its run (commit included) and the hop back,
+each unit of work's wait for its thread, its statements, its commit with the hop back,
 and the rest (the event loop's own work and its waits on other tasks).
 """
 

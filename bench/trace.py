@@ -21,6 +21,8 @@ from __future__ import annotations
 import atexit
 import bisect
 import contextvars
+import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -87,14 +89,22 @@ def install(path: str) -> None:
     def submit(self: Any, work: Callable[[Any], Any]) -> Any:
         marks: dict[str, float] = {"submitted": _now()}
 
-        def timed(session: Any) -> Any:
+        def timed(call: Callable[[Any], Any], session: Any) -> Any:
             marks["thread_start"] = _now()
             try:
-                return work(session)
+                return call(session)
             finally:
                 marks["thread_end"] = _now()
 
-        future = original_submit(self, timed)
+        part: Any = work
+        if hasattr(part, "durable"):
+            # A unit of work: timed inside its transaction, so SQLite's writer can still
+            # run it with others. "run" is its statements; its commit, shared or not, is
+            # in "back".
+            job = dataclasses.replace(part, work=functools.partial(timed, part.work))
+        else:
+            job = functools.partial(timed, work)
+        future = original_submit(self, job)
         record = _current.get()
         lane = self._name.rsplit("-", 1)[-1]
         # A shared task (a group commit's writer) runs in the context of the request that
