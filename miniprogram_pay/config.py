@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     # -- storage ---------------------------------------------------------------------------
     database_url: str = DEFAULT_DATABASE_URL
     database_schema: str | None = None
-    # PostgreSQL connections kept per process; as many again may open under load.
+    # PostgreSQL writer connections (and threads) per process, beside up to 4 readers.
     database_pool_size: int = 10
     # Migrate the schema at start-up; None means yes on SQLite, no on PostgreSQL.
     auto_migrate: bool | None = None
@@ -566,5 +566,5 @@ def _validate_limits(s: Settings) -> None:
         _fail(
             "DATABASE_POOL_SIZE",
             "must be between 1 and 100",
-            "Each process opens up to twice this many PostgreSQL connections.",
+            "Each process keeps this many PostgreSQL writer connections, and up to 4 readers.",
         )

@@ -75,6 +75,14 @@ UNIT_BACKOFF = Backoff(base_seconds=0.005, cap_seconds=0.5)
 SQLITE_LAZY = "PRAGMA synchronous=NORMAL"
 SQLITE_DURABLE = "PRAGMA synchronous=FULL"
 POSTGRES_LAZY = "SET LOCAL synchronous_commit = off"
+# libpq's TCP keepalives: the first probe after 30 idle seconds, then every 10 s, and
+# the connection counts as lost after 3 unanswered (the next unit then opens another).
+POSTGRES_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,12 +318,21 @@ class Database:
                 "MINIPROGRAM_PAY_DATABASE_URL: PostgreSQL needs the psycopg driver. "
                 "Install it with: pip install 'miniprogram-pay[postgres]'."
             ) from None
-        options: dict[str, Any] = {}
+        # Each thread keeps its connection, and at low concurrency most of them sit idle
+        # for long (the lanes hand work to the most recently idle thread): TCP
+        # keepalives stop a firewall or NAT in between from dropping them silently.
+        # Whatever the URL sets itself is kept.
+        connect_args: dict[str, Any] = {
+            name: value for name, value in POSTGRES_KEEPALIVES.items() if name not in url.query
+        }
         if self.schema:
             # Tables are declared without a schema; the connection's search_path places them.
-            options["connect_args"] = {"options": f"-c search_path={self.schema}"}
+            connect_args["options"] = f"-c search_path={self.schema}"
         return create_engine(
-            url.set(drivername="postgresql+psycopg"), poolclass=NullPool, echo=echo, **options
+            url.set(drivername="postgresql+psycopg"),
+            poolclass=NullPool,
+            echo=echo,
+            connect_args=connect_args,
         )
 
 

@@ -150,7 +150,7 @@ def test_from_env_refuses_unparsable_values(name: str, raw: str) -> None:
         ({"wechat_app_secret": ""}, "WECHAT_APP_SECRET", "AppSecret"),
         ({"max_body_bytes": 10}, "MAX_BODY_BYTES", "1024"),
         ({"session_ttl_seconds": 0}, "SESSION_TTL_SECONDS", "greater than 0"),
-        ({"database_pool_size": 0}, "DATABASE_POOL_SIZE", "twice"),
+        ({"database_pool_size": 0}, "DATABASE_POOL_SIZE", "up to 4 readers"),
         ({"database_pool_size": 101}, "DATABASE_POOL_SIZE", "between 1 and 100"),
         ({"amount_limits": {"XBT": (1, 2)}}, "AMOUNT_LIMITS", "XBT"),
         ({"amount_limits": {"CNY": (10, 1)}}, "AMOUNT_LIMITS", "min <= max"),

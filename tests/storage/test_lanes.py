@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from miniprogram_pay.errors import StorageError
 from miniprogram_pay.storage import Database
@@ -171,3 +171,25 @@ async def test_jobs_that_waited_are_run_together_and_a_lone_job_alone() -> None:
     finally:
         await asyncio.to_thread(pool.close)
     assert groups == [4, 2]  # the blocker and the last job ran by themselves
+
+
+async def test_postgresql_connections_send_keepalives_unless_the_url_says_otherwise(
+    database: Database,
+) -> None:
+    """Idle connections are kept alive through firewalls that drop silent ones; a URL's
+    own keepalive settings win."""
+    if database.is_sqlite:
+        pytest.skip("SQLite's connections are files")
+
+    def settings(unit: Unit) -> dict[str, str]:
+        dsn = unit.connection.info.dsn  # type: ignore[attr-defined]
+        return dict(part.split("=", 1) for part in dsn.split() if "=" in part)
+
+    given = await database.write(settings)
+    assert (given["keepalives"], given["keepalives_idle"]) == ("1", "30")
+    url = make_url(database.url).update_query_dict({"keepalives_idle": "120"})
+    own = Database(url.render_as_string(hide_password=False), schema=database.schema, pool_size=1)
+    try:
+        assert (await own.write(settings))["keepalives_idle"] == "120"
+    finally:
+        await own.dispose()
