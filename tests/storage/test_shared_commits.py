@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Integer, String, column, text
 from sqlalchemy.exc import IntegrityError
 
@@ -132,3 +136,76 @@ async def test_a_shared_commit_waits_for_the_disk_if_any_of_its_units_must(
     # The writer's connection is back at FULL for whatever comes next.
     assert await db.write(lambda unit: unit.run(SYNCHRONOUS).all()[0][0]) == FULL
     assert await _keys(db) == ["a", "b", "c", "d"]
+
+
+# -- any mix of units: together as one after another ------------------------------------
+
+Op = tuple[str, str, bool]  # (what, key, durable)
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "insert_then_fail", "commit_then_fail", "read", "break"]),
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def _work(what: str, key: str) -> Callable[[Unit], Any]:
+    def work(unit: Unit) -> Any:
+        if what == "read":
+            return [str(row[0]) for row in unit.run(KEYS).all()]
+        unit.run(INSERT, {"k": key})
+        if what == "insert_then_fail":
+            raise ValueError(key)
+        if what == "commit_then_fail":
+            unit.commit()
+            unit.run(INSERT, {"k": key + "-late"})
+        if what == "break":
+            unit.run(RELEASE)  # alone: no savepoint to release; together: the group's own
+        return key
+
+    return work
+
+
+def _outcome(value: Any) -> Any:
+    """A result as is; an exception by its type (its text names statements and values)."""
+    return type(value).__name__ if isinstance(value, BaseException) else value
+
+
+async def _both_ways(folder: Path, ops: list[Op]) -> tuple[Any, Any]:
+    ways = []
+    for together in (True, False):
+        db = Database(f"sqlite+aiosqlite:///{folder / f'{together}.db'}")
+        await db.run_sync(lambda c: c.exec_driver_sql("CREATE TABLE scratch (k TEXT PRIMARY KEY)"))
+        try:
+            units = [(_work(what, key), durable) for what, key, durable in ops]
+            if together:
+                outcomes = await _behind_a_commit(db, units)
+            else:
+                outcomes = []
+                for work, durable in units:
+                    try:
+                        outcomes.append(await db.write(work, durable=durable))
+                    except Exception as exc:
+                        outcomes.append(exc)
+            ways.append(([_outcome(o) for o in outcomes], await _keys(db)))
+        finally:
+            await db.dispose()
+    return ways[0], ways[1]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(ops=_ops)
+def test_units_run_together_end_as_they_end_one_after_another(ops: list[Op]) -> None:
+    """Whatever the units do (write, fail before or after their commit, read what the
+    ones before them wrote, break the shared transaction), each caller gets the same
+    outcome, and the database ends the same, as when each ran alone in turn."""
+    with tempfile.TemporaryDirectory() as folder:
+        together, alone = asyncio.run(_both_ways(Path(folder), ops))
+    assert together == alone
