@@ -96,14 +96,11 @@ def install(path: str) -> None:
             finally:
                 marks["thread_end"] = _now()
 
+        # Every job is a unit of work (engine._Part): timed inside its transaction, so
+        # SQLite's writer can still run it with others. "run" is its statements; its
+        # commit, shared or not, is in "back".
         part: Any = work
-        if hasattr(part, "durable"):
-            # A unit of work: timed inside its transaction, so SQLite's writer can still
-            # run it with others. "run" is its statements; its commit, shared or not, is
-            # in "back".
-            job = dataclasses.replace(part, work=functools.partial(timed, part.work))
-        else:
-            job = functools.partial(timed, work)
+        job = dataclasses.replace(part, work=functools.partial(timed, part.work))
         future = original_submit(self, job)
         record = _current.get()
         lane = self._name.rsplit("-", 1)[-1]

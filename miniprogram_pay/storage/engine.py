@@ -39,7 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, Dialect, make_url
@@ -459,10 +459,11 @@ class _Session:
         a savepoint, the ``COMMIT``), it is rolled back and each unit runs again alone.
         """
         connection = self._driver
-        lazy = self.database.sqlite_synchronous == "full" and not any(p.durable for p in parts)
+        lazy = not any(part.durable for part in parts)
+        switch = lazy and self.database.sqlite_synchronous == "full"
         units = [_PartUnit(connection, self.database.engine.dialect) for _ in parts]
         outcomes: list[Outcome] = []
-        if lazy:  # outside a transaction: the setting applies to the next commit
+        if switch:  # outside a transaction: the setting applies to the next commit
             connection.execute(SQLITE_LAZY)
         try:
             units[0].guard("BEGIN IMMEDIATE", lambda: connection.execute("BEGIN IMMEDIATE"))
@@ -477,7 +478,7 @@ class _Session:
             logger.info("%d units' shared transaction failed; each runs alone", len(parts))
             return [_alone(self, part) for part in parts]
         finally:
-            if lazy:
+            if switch:
                 connection.execute(SQLITE_DURABLE)
         self.units += len(parts)
         self.shared += len(parts) - 1
@@ -552,10 +553,8 @@ class _Part(Generic[T]):
 
 
 def _run_group(session: _Session, jobs: Sequence[Callable[[_Session], Any]]) -> list[Outcome]:
-    parts = [job for job in jobs if isinstance(job, _Part)]
-    if len(parts) < len(jobs):  # not units of work (none of the package's own)
-        return [_alone(session, job) for job in jobs]
-    return session.transact_group(parts)
+    # Every job of the database's lanes is a _Part (Database._run makes them).
+    return session.transact_group(cast("Sequence[_Part[Any]]", jobs))
 
 
 def _alone(session: _Session, job: Callable[[_Session], Any]) -> Outcome:
@@ -566,7 +565,8 @@ def _alone(session: _Session, job: Callable[[_Session], Any]) -> Outcome:
 
 
 class _PartUnit(DriverUnit):
-    """One unit of a shared transaction (SQLite): its commit is the savepoint's release."""
+    """One unit of a shared transaction (SQLite). Its ``commit`` only ends its
+    statements: its savepoint is released after it, and the group commits."""
 
     def savepoint(self, work: Callable[[Unit], Any]) -> Outcome:
         """Run ``work`` under a savepoint: kept, or rolled back alone with its error."""

@@ -166,7 +166,7 @@ class Lanes(Generic[S]):
                 seat.session = self._open()
                 self.sessions.append(seat.session)
             session = seat.session
-            if len(jobs) == 1 or self._run_group is None:
+            if self._run_group is None or len(jobs) == 1:
                 return [_run_one(seat, session, job) for job in jobs]
             return self._run_group(session, [job.work for job in jobs])
         except BaseException as exc:

@@ -126,9 +126,11 @@ async def test_when_the_shared_transaction_fails_each_unit_runs_alone(
     assert any("shared transaction failed" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_shared_commit_waits_for_the_disk_if_any_of_its_units_must(
+async def test_a_shared_commit_is_synced_if_any_of_its_units_is_durable(
     db: Database,
 ) -> None:
+    """Counted by ``unsynced``, which follows the same decision as the pragma; and the
+    connection is back at FULL afterwards either way."""
     await _behind_a_commit(db, [(insert("a"), False), (insert("b"), False)])
     assert db.counts().unsynced == 2  # none durable: the commit did not sync
     await _behind_a_commit(db, [(insert("c"), False), (insert("d"), True)])
