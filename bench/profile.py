@@ -8,7 +8,9 @@ collapsed stacks under bench/results/, and prints the heaviest frames.
 flow against the sandbox with the plugin traced (``bench/trace.py``) and prints, per
 endpoint, the median of each part of a request's wall-clock time: the sandbox call,
 each unit of work's wait for its thread, its statements, its commit with the hop back,
-and the rest (the event loop's own work and its waits on other tasks).
+and the rest (the event loop's own work and its waits on other tasks); with each
+lane's ``run_cpu`` (the CPU its units' statements and Python used in their thread, out
+of ``run``) and each thread's share of one processor while requests were served.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ async def main_async(args: argparse.Namespace) -> None:
             print(f"profile: {out}.svg {out}.txt")
         for name, parts in summarise_trace(trace).items():
             print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
+        print_units(trace)
+        print_threads(trace)
     finally:
         dbs.close()
 
@@ -117,6 +121,10 @@ def _split(record: dict[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
     split["rest"] = total - sum(split.values())
     split["answer"] = total
     split["loop_cpu"] = record["loop_cpu"]
+    for event in record["events"]:  # the units' CPU: part of "run", not a part of its own
+        if "run_cpu" in event and event.get("resumed", 0.0) <= answered:
+            key = f"{event['kind']}_run_cpu"
+            split[key] = split.get(key, 0.0) + event["run_cpu"]
     return split, units
 
 
@@ -142,6 +150,32 @@ def summarise_trace(path: Path) -> dict[str, dict[str, float]]:
             **{k: _median(v) for k, v in sorted(parts.items())},
         }
     return summary
+
+
+def print_units(trace: Path) -> None:
+    """Per unit of work (its function), the median milliseconds of each of its parts."""
+    seen: dict[tuple[float, float], dict[str, Any]] = {}
+    for line in trace.read_text().splitlines():
+        for event in json.loads(line)["events"]:
+            if "what" in event and "resumed" in event:
+                seen[event["submitted"], event["thread_start"]] = event  # shared: many records
+    by_what: dict[str, list[dict[str, Any]]] = {}
+    for event in seen.values():
+        by_what.setdefault(f"{event['kind'].split('_')[0]} {event['what']}", []).append(event)
+    for name, events in sorted(by_what.items(), key=lambda kv: -len(kv[1])):
+        parts = {part: _median([e[b] - e[a] for e in events]) for part, (a, b) in PARTS.items()}
+        cpu = _median([e["run_cpu"] for e in events])
+        line = " ".join(f"{k}={v}" for k, v in parts.items())
+        print(f"unit {name} n={len(events)} {line} run_cpu={cpu}")
+
+
+def print_threads(trace: Path) -> None:
+    """Each thread's share of one processor while requests were served (bench/trace.py)."""
+    threads = Path(f"{trace}.threads.json")
+    found = json.loads(threads.read_text()) if threads.exists() else {}
+    if found:
+        shares = " ".join(f"{name!r}={share}" for name, share in sorted(found["share"].items()))
+        print(f"threads' CPU (share of one processor over {found['seconds']} s): {shares}")
 
 
 async def flow_profile(args: argparse.Namespace) -> None:
@@ -171,6 +205,8 @@ async def flow_profile(args: argparse.Namespace) -> None:
             print(f"{n:6d}  {name}")
         for name, parts in summarise_trace(trace).items():
             print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
+        print_units(trace)
+        print_threads(trace)
     finally:
         dbs.close()
 

@@ -10,10 +10,16 @@ It wraps, in the serving process only:
   is counted as ``<lane>_shared`` in every request open when it was submitted: at one
   sender that is the request it serves, at more it is shared;
 - each call to the sandbox (Adyen and WeChat), and how long the event loop was busy
-  (the serving thread's CPU) during the request.
+  (the serving thread's CPU) during the request;
+- each unit's own CPU time in its thread (``run_cpu``): what ``run`` spent neither
+  waiting for the interpreter lock nor off the processor; and which unit it was
+  (``what``: its function, ``InboxStore.take.work``);
+- every thread's CPU time (``/proc/self/task``), sampled twice a second, so the CPU
+  each thread used while requests were served can be told apart (event loop, writer,
+  readers).
 
-On shutdown it writes one JSON object per request to the file;
-``python -m bench.profile --workload flow`` summarises it.
+On shutdown it writes one JSON object per request to the file, and the threads' CPU
+to ``<file>.threads.json``; ``python -m bench.profile --workload flow`` summarises them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ import contextvars
 import dataclasses
 import functools
 import json
+import os
+import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -87,19 +96,22 @@ def install(path: str) -> None:
     original_submit = lanes.Lanes.submit
 
     def submit(self: Any, work: Callable[[Any], Any]) -> Any:
-        marks: dict[str, float] = {"submitted": _now()}
+        marks: dict[str, Any] = {"submitted": _now()}
 
         def timed(call: Callable[[Any], Any], session: Any) -> Any:
             marks["thread_start"] = _now()
+            cpu = time.thread_time()
             try:
                 return call(session)
             finally:
                 marks["thread_end"] = _now()
+                marks["run_cpu"] = time.thread_time() - cpu
 
         # Every job is a unit of work (engine._Part): timed inside its transaction, so
         # SQLite's writer can still run it with others. "run" is its statements; its
         # commit, shared or not, is in "back".
         part: Any = work
+        marks["what"] = getattr(part.work, "__qualname__", "?").replace(".<locals>", "")
         job = dataclasses.replace(part, work=functools.partial(timed, part.work))
         future = original_submit(self, job)
         record = _current.get()
@@ -135,6 +147,11 @@ def install(path: str) -> None:
     wrap_call(AdyenCheckoutClient, "_attempt", "adyen")
     wrap_call(WeChatClient, "_call", "wechat")
 
+    samples: list[tuple[float, dict[str, float]]] = []
+    threading.Thread(
+        target=_sample_threads, args=(samples,), name="bench-trace-sampler", daemon=True
+    ).start()
+
     def write() -> None:
         _shared.sort(key=lambda u: u["submitted"])
         submitted = [u["submitted"] for u in _shared]
@@ -144,5 +161,45 @@ def install(path: str) -> None:
             last = bisect.bisect_right(submitted, answered)
             record["events"].extend(_shared[first:last])
         Path(path).write_text("\n".join(json.dumps(r) for r in _records))
+        Path(f"{path}.threads.json").write_text(json.dumps(_threads_cpu(samples, _records)))
 
     atexit.register(write)
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user and system) of each live thread, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+        found[thread.name] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def _sample_threads(samples: list[tuple[float, dict[str, float]]]) -> None:
+    while True:
+        samples.append((_now(), _thread_cpu()))
+        time.sleep(0.5)
+
+
+def _threads_cpu(
+    samples: list[tuple[float, dict[str, float]]], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Each thread's share of one processor between the first and the last request."""
+    if not records or len(samples) < 2:
+        return {}
+    first = min(r["start"] for r in records)
+    last = max(r["end"] for r in records)
+    inside = [s for s in samples if first <= s[0] <= last] or samples
+    (t0, cpu0), (t1, cpu1) = inside[0], inside[-1]
+    if t1 <= t0:
+        return {}
+    share: dict[str, float] = {}
+    for name, seconds in cpu1.items():
+        group = "event loop" if name == "MainThread" else re.sub(r"-\d+$", "", name)
+        share[group] = share.get(group, 0.0) + (seconds - cpu0.get(name, 0.0)) / (t1 - t0)
+    return {"seconds": round(t1 - t0, 2), "share": {k: round(v, 3) for k, v in share.items()}}
