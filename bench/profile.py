@@ -83,10 +83,7 @@ async def main_async(args: argparse.Namespace) -> None:
             for n, name in heaviest(out.with_suffix(".txt")):
                 print(f"{n:6d}  {name}")
             print(f"profile: {out}.svg {out}.txt")
-        for name, parts in summarise_trace(trace).items():
-            print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
-        print_units(trace)
-        print_threads(trace)
+        print_trace(trace)
     finally:
         dbs.close()
 
@@ -128,35 +125,43 @@ def _split(record: dict[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
     return split, units
 
 
-def summarise_trace(path: Path) -> dict[str, dict[str, float]]:
+def print_trace(trace: Path) -> None:
+    """The trace's summaries: per endpoint, per unit of work, per thread."""
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    for name, parts in summarise_trace(records).items():
+        print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
+    print_units(records)
+    print_threads(trace)
+
+
+def summarise_trace(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per path: the median milliseconds of each part of a request, and its units."""
     by_path: dict[str, list[dict[str, Any]]] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in records:
         by_path.setdefault(record["path"], []).append(record)
     summary: dict[str, dict[str, float]] = {}
-    for name, records in sorted(by_path.items()):
+    for name, requests in sorted(by_path.items()):
         parts: dict[str, list[float]] = {}
         counts: dict[str, list[int]] = {}
-        for record in records:
+        for record in requests:
             split, units = _split(record)
             for key, value in split.items():
                 parts.setdefault(key, []).append(value)
             for key, n in units.items():
                 counts.setdefault(key, []).append(n)
         summary[name] = {
-            "n": len(records),
+            "n": len(requests),
             **{f"{k}_units": statistics.median(v) for k, v in sorted(counts.items())},
             **{k: _median(v) for k, v in sorted(parts.items())},
         }
     return summary
 
 
-def print_units(trace: Path) -> None:
+def print_units(records: list[dict[str, Any]]) -> None:
     """Per unit of work (its function), the median milliseconds of each of its parts."""
     seen: dict[tuple[float, float], dict[str, Any]] = {}
-    for line in trace.read_text().splitlines():
-        for event in json.loads(line)["events"]:
+    for record in records:
+        for event in record["events"]:
             if "what" in event and "resumed" in event:
                 seen[event["submitted"], event["thread_start"]] = event  # shared: many records
     by_what: dict[str, list[dict[str, Any]]] = {}
@@ -203,10 +208,7 @@ async def flow_profile(args: argparse.Namespace) -> None:
         print(f"flows={done} in {elapsed:.1f} s, errors={errors}")
         for n, name in heaviest(out, top=args.top) if spy is not None else ():
             print(f"{n:6d}  {name}")
-        for name, parts in summarise_trace(trace).items():
-            print(name, " ".join(f"{k}={v}" for k, v in parts.items()))
-        print_units(trace)
-        print_threads(trace)
+        print_trace(trace)
     finally:
         dbs.close()
 
