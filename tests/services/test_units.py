@@ -69,6 +69,11 @@ async def test_a_webhook_is_one_write_and_its_delivery_one_more(db_url: str) -> 
         )
         assert r.text == "[accepted]"
         after = _counts(w)
+        # The upsert; the payment's order, locks, attempts and logged keys (SQLite: one
+        # statement, its writer holds every row; PostgreSQL: four, in the lock order);
+        # its event, transition, outbox row and versioned update.
+        postgres = db_url.startswith("postgresql")
+        assert after.statements - before.statements == (10 if postgres else 7)
         # Stored and applied, one commit, synced before [accepted] is sent.
         assert (after.writes - before.writes, after.unsynced - before.unsynced) == (1, 0)
         # PostgreSQL: the stored row and the locks in one round trip, the writes and
