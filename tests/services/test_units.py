@@ -110,12 +110,23 @@ async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str
         r = await w.pay_order(headers, "order-units")
         assert r.status_code == 200, r.text
         await _told(w, "order-units", "Pending")
-        await w.pay.workers.stop()  # no polls from here on: every read is the request's
+        await w.pay.workers.stop()  # no polls from here on: every statement is the request's
+        postgres = db_url.startswith("postgresql")
+        before = _counts(w)
+        r = await w.pay_order(headers, "order-units-2")
+        assert r.status_code == 200, r.text
+        after = _counts(w)
+        # Created: the order's lock, its attempts, the rule, the attempt, its transition.
+        # The answer: the locked read (SQLite: one statement; PostgreSQL: four), its
+        # event, transition, outbox row and versioned update.
+        assert after.statements - before.statements == (13 if postgres else 10)
         before = _counts(w)
         r = await w.details(headers, "order-units")
         assert r.status_code == 200 and r.json()["state"] == "Authorised", r.text
         after = _counts(w)
         assert (after.reads - before.reads, after.writes - before.writes) == (1, 1)
+        # Read: the payment, asked before?; the answer as above.
+        assert after.statements - before.statements == (10 if postgres else 7)
         assert after.unsynced == before.unsynced  # the answer is told: its commit is synced
         assert after.read_waits - before.read_waits == _waits(db_url, 1)
         assert after.write_waits - before.write_waits == _waits(db_url, 2)
@@ -125,6 +136,5 @@ async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str
         assert (after.reads - before.reads, after.writes - before.writes) == (1, 0)
         # PostgreSQL: the six reads as one statement (one snapshot), one round trip.
         # SQLite: six SELECTs in one read transaction.
-        postgres = db_url.startswith("postgresql")
         assert after.statements - before.statements == (1 if postgres else 6)
         assert after.read_waits - before.read_waits == _waits(db_url, 1)
