@@ -3,13 +3,10 @@
 ``PaymentChanges`` is the one way the package changes a payment, for an Adyen answer
 (``PaymentStore.apply``) as for a batch of webhook items (``InboxStore``):
 
-1. ``lock(references, keys)`` sends the reads: the payments' orders and then the
-   payments, locked in reference order (the one global lock order, ``SELECT ... FOR
-   UPDATE``), every attempt of those orders, and which of the event keys the payments'
-   event logs hold already. On PostgreSQL the four go out with whatever the unit sent
-   before, and come back in one round trip. On SQLite, whose single ``BEGIN IMMEDIATE``
-   writer holds every row already, they are one statement (``LOCKED_TOGETHER``), unless
-   refund items name payments by pspReference too.
+1. ``lock(references, keys)`` sends two reads: the payments, locked in reference order
+   (the one global lock order: ``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's single
+   ``BEGIN IMMEDIATE`` writer holds them all), and which of the event keys their event
+   logs hold already. On PostgreSQL both go out with whatever the unit sent before.
 2. ``apply(change)``, per event in order, decides with the pure domain against the
    payment as the events before it left it (the same row object serves them all),
    exactly as if they were applied one by one, and queues the writes.
@@ -25,7 +22,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -38,7 +35,6 @@ from miniprogram_pay.domain.reconcile import Decision, Outcome, PaymentView, dec
 from miniprogram_pay.domain.states import PaymentState
 from miniprogram_pay.storage.outbox import OrderChange, outbox_row, write_changes
 from miniprogram_pay.storage.payment_rows import (
-    ATTEMPT_FIELDS,
     ATTEMPTS,
     CHANGEABLE,
     COUNT_CONFLICT,
@@ -49,9 +45,7 @@ from miniprogram_pay.storage.payment_rows import (
     LOCK,
     LOCK_ORDERS,
     LOCK_WITH_OWNERS,
-    LOCKED_TOGETHER,
     LOGGED,
-    PAYMENT_FIELDS,
     UPDATE_ORDER,
     UPDATE_PAYMENT,
     StoredPayment,
@@ -66,7 +60,7 @@ from miniprogram_pay.storage.records import (
     ProviderAnswer,
     TransitionRecord,
 )
-from miniprogram_pay.storage.sql import Result, StaleRowError, Unit, checks_itself
+from miniprogram_pay.storage.sql import StaleRowError, Unit, checks_itself
 
 __all__ = ["Change", "PaymentChanges", "with_outbox"]
 
@@ -109,10 +103,7 @@ class PaymentChanges:
     _events: list[dict[str, Any]] = field(default_factory=list)
     _transitions: list[dict[str, Any]] = field(default_factory=list)
     _outbox: list[dict[str, Any]] = field(default_factory=list)
-    # False: the four reads on SQLite too, the reference the one statement is held to
-    # (tests/storage/test_locked_reads.py).
-    together: bool = True
-    _reads: Callable[[], None] | None = None
+    _reads: tuple[Any, Any, Any, Any] | None = None
 
     def lock(
         self, references: Iterable[str], keys: Iterable[str], owners: Iterable[str] = ()
@@ -126,8 +117,7 @@ class PaymentChanges:
         """
         refs = sorted(set(references))
         psps = sorted(set(owners))
-        wanted = {"references": refs, "keys": sorted(set(keys))}
-        if psps or (refs and not (self.together and self.unit.dialect == "sqlite")):
+        if refs or psps:
             orders = self.unit.run(LOCK_ORDERS, {"references": refs})
             lock = (
                 self.unit.run(LOCK_WITH_OWNERS, {"references": refs, "psps": psps})
@@ -135,46 +125,21 @@ class PaymentChanges:
                 else self.unit.run(LOCK, {"references": refs})
             )
             attempts = self.unit.run(ATTEMPTS, {"references": refs})
-            logged = self.unit.run(LOGGED, wanted)
-            self._reads = lambda: self._read_apart(orders, lock, attempts, logged)
-        elif refs:
-            together = self.unit.run(LOCKED_TOGETHER, wanted)
-            self._reads = lambda: self._read_together(together, set(refs))
+            logged = self.unit.run(LOGGED, {"references": refs, "keys": sorted(set(keys))})
+            self._reads = (orders, lock, attempts, logged)
 
     def _read(self) -> None:
-        """Take in what ``lock`` sent for, once: on PostgreSQL this waits for it."""
-        if self._reads is not None:
-            reads, self._reads = self._reads, None
-            reads()
-
-    def _read_apart(self, orders: Result, lock: Result, attempts: Result, logged: Result) -> None:
+        if self._reads is None:
+            return
+        orders, lock, attempts, logged = self._reads
+        self._reads = None
         self._orders = {int(i): _Order(int(i), ref, int(d)) for i, ref, d in orders.all()}
         self._payments = {p.reference: p for p in map(stored_payment, lock.all())}
         for row in attempts.all():
-            self._add_attempt(self._orders[int(row[1])], row)
+            order, attempt = self._orders[int(row[1])], attempt_view(row)
+            order.ids[attempt.number] = int(row[0])
+            order.attempts[attempt.number] = attempt
         self._logged = {(int(pid), str(key)) for pid, key in logged.all()}
-
-    def _read_together(self, together: Result, refs: set[str]) -> None:
-        """The rows of ``LOCKED_TOGETHER`` (by order, then payment reference) as
-        ``_read_apart`` would have them: the payments are only those of ``refs``."""
-        first = 3 + len(PAYMENT_FIELDS)
-        for row in together.all():
-            order = self._orders.get(int(row[0]))
-            if order is None:
-                order = self._orders[int(row[0])] = _Order(int(row[0]), row[1], int(row[2]))
-            payment = stored_payment(row[3:first])
-            self._add_attempt(order, [getattr(payment, f) for f in ATTEMPT_FIELDS])
-            if payment.reference in refs:
-                self._payments[payment.reference] = payment
-                self._logged.update((payment.id, str(key)) for key in json.loads(row[first]))
-        # Payments in reference order, as LOCK reads them: flush writes them in that order.
-        self._payments = dict(sorted(self._payments.items()))
-
-    @staticmethod
-    def _add_attempt(order: _Order, row: Sequence[Any]) -> None:
-        attempt = attempt_view(row)
-        order.ids[attempt.number] = int(row[0])
-        order.attempts[attempt.number] = attempt
 
     def apply(self, change: Change) -> AppliedEvent | None:
         """Decide one event and queue its writes; None when there is no such payment."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from miniprogram_pay.domain.money import Amount
 from miniprogram_pay.domain.orders import AttemptView
@@ -39,7 +39,6 @@ from miniprogram_pay.storage.tables import (
 __all__ = [
     "ATTEMPTS",
     "ATTEMPT_COLUMNS",
-    "ATTEMPT_FIELDS",
     "CHANGEABLE",
     "COUNT_CONFLICT",
     "DUPLICATE",
@@ -47,12 +46,10 @@ __all__ = [
     "INSERT_EVENTS",
     "INSERT_TRANSITIONS",
     "LOCK",
-    "LOCKED_TOGETHER",
     "LOCK_ORDERS",
     "LOCK_WITH_OWNERS",
     "LOGGED",
     "PAYMENT_COLUMNS",
-    "PAYMENT_FIELDS",
     "UPDATE_ORDER",
     "UPDATE_PAYMENT",
     "StoredPayment",
@@ -113,9 +110,11 @@ EVENT_COLUMNS = (
     "payment_id", "key", "source", "kind", "success", "outcome", "conflict", "reason",
     "psp_reference", "amount_value", "amount_currency", "at",
 )  # fmt: skip
-ATTEMPT_FIELDS = ("id", "order_id", "attempt", "reference", "state", "amount_value",
-                  "currency", "created_at")  # fmt: skip
-ATTEMPT_COLUMNS = [P.c[n] for n in ATTEMPT_FIELDS]
+ATTEMPT_COLUMNS = [
+    P.c[n]
+    for n in ("id", "order_id", "attempt", "reference", "state", "amount_value", "currency",
+              "created_at")
+]  # fmt: skip
 DUPLICATE = ConflictKind.DUPLICATE_AUTHORISATION.value
 DUPLICATE_KEY = f"order:{DUPLICATE}"
 TRANSITION_COLUMNS = (
@@ -163,31 +162,6 @@ LOGGED = Sql(
         select(E.c.payment_id, E.c.key)
         .select_from(E.join(P, P.c.id == E.c.payment_id))
         .where(any_of(P.c.reference, "references", dialect), any_of(E.c.key, "keys", dialect))
-    )
-)
-# SQLite only: the three reads above and LOGGED as one statement. Its one writer holds
-# every row from BEGIN IMMEDIATE on, so there is no lock order to keep, and a unit costs
-# one statement where it cost four. Each row: the order (id, reference, duplicates),
-# one of its attempts (PAYMENT_COLUMNS), and the JSON list of the wanted keys that
-# attempt's event log holds (asked only of the attempts in "references").
-LOCKED_TOGETHER = Sql(
-    lambda dialect: (
-        select(
-            OR.c.id,
-            OR.c.reference,
-            OR.c.duplicates,
-            *PAYMENT_COLUMNS,
-            select(func.json_group_array(E.c.key))
-            .where(
-                E.c.payment_id == P.c.id,
-                any_of(P.c.reference, "references", dialect),
-                any_of(E.c.key, "keys", dialect),
-            )
-            .scalar_subquery(),
-        )
-        .select_from(P.join(OR, OR.c.id == P.c.order_id))
-        .where(P.c.order_id.in_(_orders_of(dialect).correlate(None)))
-        .order_by(OR.c.reference, P.c.reference)
     )
 )
 UPDATE_ORDER = Sql(

@@ -69,11 +69,10 @@ async def test_a_webhook_is_one_write_and_its_delivery_one_more(db_url: str) -> 
         )
         assert r.text == "[accepted]"
         after = _counts(w)
-        # The upsert; the payment's order, locks, attempts and logged keys (SQLite: one
-        # statement, its writer holds every row; PostgreSQL: four, in the lock order);
-        # its event, transition, outbox row and versioned update.
-        postgres = db_url.startswith("postgresql")
-        assert after.statements - before.statements == (10 if postgres else 7)
+        # The upsert; the payment's order, locks, attempts and logged keys (four reads,
+        # in the lock order); its event, transition, outbox row, versioned update and
+        # the inbox mark.
+        assert after.statements - before.statements == 10
         # Stored and applied, one commit, synced before [accepted] is sent.
         assert (after.writes - before.writes, after.unsynced - before.unsynced) == (1, 0)
         # PostgreSQL: the stored row and the locks in one round trip, the writes and
@@ -117,16 +116,16 @@ async def test_details_is_one_read_and_one_write_and_status_one_read(db_url: str
         assert r.status_code == 200, r.text
         after = _counts(w)
         # Created: the order's lock, its attempts, the rule, the attempt, its transition.
-        # The answer: the locked read (SQLite: one statement; PostgreSQL: four), its
-        # event, transition, outbox row and versioned update.
-        assert after.statements - before.statements == (13 if postgres else 10)
+        # The answer: the four locked reads, its event, transition, outbox row and
+        # versioned update.
+        assert after.statements - before.statements == 13
         before = _counts(w)
         r = await w.details(headers, "order-units")
         assert r.status_code == 200 and r.json()["state"] == "Authorised", r.text
         after = _counts(w)
         assert (after.reads - before.reads, after.writes - before.writes) == (1, 1)
         # Read: the payment, asked before?; the answer as above.
-        assert after.statements - before.statements == (10 if postgres else 7)
+        assert after.statements - before.statements == 10
         assert after.unsynced == before.unsynced  # the answer is told: its commit is synced
         assert after.read_waits - before.read_waits == _waits(db_url, 1)
         assert after.write_waits - before.write_waits == _waits(db_url, 2)
