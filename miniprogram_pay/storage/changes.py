@@ -51,6 +51,7 @@ from miniprogram_pay.storage.payment_rows import (
     StoredPayment,
     attempt_view,
     digest,
+    fact_values,
     payment_record,
     stored_payment,
 )
@@ -323,20 +324,9 @@ def _view(row: StoredPayment) -> PaymentView:
 def _event_values(
     payment_id: int, event: PaymentEvent, decision: Decision, now: datetime
 ) -> dict[str, Any]:
-    return dict(
-        payment_id=payment_id,
-        key=event.key,
-        source=event.source.value,
-        kind=event.kind[:64],
-        success=event.success,
-        outcome=decision.outcome.value,
-        conflict=decision.conflict.value if decision.conflict else None,
-        reason=event.reason[:255] if event.reason else None,
-        psp_reference=event.psp_reference,
-        amount_value=event.amount_value,
-        amount_currency=event.amount_currency,
-        at=now,
-    )
+    conflict = decision.conflict.value if decision.conflict else None
+    values = fact_values(event, event.source.value, decision.outcome.value, conflict, now)
+    return {"payment_id": payment_id, **values}
 
 
 def _changes(

@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, or_, select, update
 
@@ -55,6 +55,7 @@ __all__ = [
     "StoredPayment",
     "attempt_view",
     "digest",
+    "fact_values",
     "loads_json",
     "payment_record",
     "stored_payment",
@@ -244,3 +245,42 @@ def digest(text: str) -> str:
 
 def loads_json(text: str | None) -> Any:
     return json.loads(text) if text else None
+
+
+class LoggedFact(Protocol):
+    """What a payment's and a refund's event logs keep of a fact alike."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def success(self) -> bool | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def psp_reference(self) -> str | None: ...
+    @property
+    def amount_value(self) -> int | None: ...
+    @property
+    def amount_currency(self) -> str | None: ...
+
+
+def fact_values(
+    fact: LoggedFact, source: str, outcome: str, conflict: str | None, now: datetime
+) -> dict[str, Any]:
+    """The columns both event logs share, cut to their lengths (``kind`` 64, ``reason``
+    255) in one place, so a payment's and a refund's logs keep a fact the same way."""
+    return dict(
+        key=fact.key,
+        source=source,
+        kind=fact.kind[:64],
+        success=fact.success,
+        outcome=outcome,
+        conflict=conflict,
+        reason=fact.reason[:255] if fact.reason else None,
+        psp_reference=fact.psp_reference,
+        amount_value=fact.amount_value,
+        amount_currency=fact.amount_currency,
+        at=now,
+    )

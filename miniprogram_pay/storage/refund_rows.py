@@ -36,6 +36,7 @@ from miniprogram_pay.storage.payment_rows import (
     LOCK,
     StoredPayment,
     attempt_view,
+    fact_values,
     stored_payment,
 )
 from miniprogram_pay.storage.records import Refund, RefundHistory
@@ -225,22 +226,14 @@ def event_values(
     moved: tuple[RefundState | None, RefundState] | None,
     now: datetime,
 ) -> dict[str, Any]:
-    return dict(
-        refund_id=refund_id,
-        key=event.key,
-        source=event.source.value,
-        kind=event.kind[:64],
-        success=event.success,
-        outcome=decision.outcome.value,
-        conflict=decision.conflict.value if decision.conflict else None,
-        from_state=moved[0].value if moved and moved[0] else None,
-        to_state=moved[1].value if moved else None,
-        reason=event.reason[:255] if event.reason else None,
-        psp_reference=event.psp_reference,
-        amount_value=event.amount_value,
-        amount_currency=event.amount_currency,
-        at=now,
-    )
+    conflict = decision.conflict.value if decision.conflict else None
+    values = fact_values(event, event.source.value, decision.outcome.value, conflict, now)
+    return {
+        "refund_id": refund_id,
+        **values,
+        "from_state": moved[0].value if moved and moved[0] else None,
+        "to_state": moved[1].value if moved else None,
+    }
 
 
 def outbox_values(
