@@ -15,6 +15,13 @@ process (no HTTP, no other load):
   ``BEGIN IMMEDIATE``; psycopg as it comes), in a thread of its own: the same hop
   from the event loop, none of the package's code, the least a durable webhook does.
 
+``--growth`` times instead the status read as the tables grow, as the HTTP status
+workload seeds them (10^4 orders, then 10^6): ``OrderStore.status`` of random
+references (at 10^6 from the whole table, old rows and new), its statements alone,
+the six reference statements (each finding the order by itself), and the baseline's
+one indexed ``SELECT`` of the payment on the bare driver, interleaved read by read,
+and prints each one's median at both sizes and its growth (10^6 over 10^4).
+
 The three are interleaved in rounds (each round runs every kind on fresh items), so a
 noisy moment falls on all of them. It prints, per kind, the median milliseconds, the
 ratio of the baseline's median to it (as the HTTP workloads' ratios: 1.0 is the
@@ -28,6 +35,7 @@ import argparse
 import asyncio
 import functools
 import hashlib
+import random
 import sqlite3
 import statistics
 import time
@@ -38,9 +46,14 @@ from typing import Any
 import psycopg
 
 from bench import seed
+from bench.baseline import READ as BASELINE_READ_SQL
 from bench.run import Databases
 from miniprogram_pay.storage import InboxItem, Storage
 from miniprogram_pay.storage.engine import Database, UnitCounts
+from miniprogram_pay.storage.orders import STATUS_STATEMENTS, status_rows
+
+# The baseline app's status read, as its SQL text (":ref" its one parameter).
+BASELINE_READ = str(BASELINE_READ_SQL)
 
 
 class Bare:
@@ -77,6 +90,19 @@ class Bare:
 
     async def insert(self, key: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self.pool, self._insert, key)
+
+    def _read(self, reference: str) -> Any:
+        if self.connection is None:
+            self.connection = self._connect()
+        sql = BASELINE_READ.replace(":ref", "?" if self.sqlite else "%s")
+        row = self.connection.execute(sql, (reference,)).fetchone()
+        if not self.sqlite:
+            self.connection.rollback()  # as the baseline's read: no transaction left open
+        return row
+
+    async def read(self, reference: str) -> Any:
+        """The baseline's status read: one indexed ``SELECT`` of the payment."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._read, reference)
 
     def close(self) -> None:
         self.pool.submit(lambda: self.connection and self.connection.close()).result()
@@ -171,11 +197,90 @@ async def measure(url: str, n: int, rounds: int, batch: int = 0) -> dict[str, di
     }
 
 
+def _growth_references(size: int, small: int) -> list[str]:
+    """The references the HTTP status workload asks for at ``size`` (bench/run.py)."""
+    references = [f"st-{small:08d}-{i:07d}" for i in range(small)]
+    if size > small:
+        step = max(1, (size - small) // 50_000)
+        references += [f"st-{size:08d}-{i:07d}" for i in range(0, size - small, step)]
+    return references
+
+
+async def growth(
+    url: str, reads: int, sizes: tuple[int, int] = (10_000, 1_000_000)
+) -> dict[str, dict[str, float]]:
+    """The status read's median, and the baseline's, at each size of ``sizes``."""
+    small, large = sizes
+    await seed.create_schema(url)
+    database = Database(url)
+    storage = Storage.over(database)
+    bare = Bare(url)
+    results: dict[str, dict[str, float]] = {}
+    rng = random.Random(7)
+    loaded = 0
+    try:
+        for size in sizes:
+            started = time.perf_counter()
+            seed.bulk_payments(url, size - loaded, f"st-{size:08d}-")
+            print(f"bench: seeded {size:,} orders in {time.perf_counter() - started:.0f} s",
+                  flush=True)  # fmt: skip
+            loaded = size
+            references = _growth_references(size, small)
+            calls = _growth_calls(storage, bare)
+            times: dict[str, list[float]] = {kind: [] for kind in calls}
+            for i in range(reads + 200):  # the first 200 warm the caches, untimed
+                reference = references[rng.randrange(len(references))]
+                kinds = list(calls) if i % 2 else list(reversed(calls))  # no kind always first
+                for kind in kinds:
+                    began = time.perf_counter()
+                    found = await calls[kind](reference)
+                    if i >= 200:
+                        times[kind].append(time.perf_counter() - began)
+                    assert found, reference
+            results[str(size)] = {k: statistics.median(v) * 1000 for k, v in times.items()}
+    finally:
+        bare.close()
+        await database.dispose()
+    return {
+        kind: {
+            "p50_ms_small": round(results[str(small)][kind], 3),
+            "p50_ms_large": round(results[str(large)][kind], 3),
+            "growth": round(results[str(large)][kind] / results[str(small)][kind], 3),
+        }
+        for kind in results[str(small)]
+    }
+
+
+def _growth_calls(storage: Storage, bare: Bare) -> dict[str, Callable[[str], Awaitable[Any]]]:
+    """``status``: the whole read; ``status_rows``: its statements alone, as the package
+    runs them; ``six_finds``: the six reference statements, each finding the order by
+    itself (``STATUS_STATEMENTS``), the rows of both held equal by the tests."""
+
+    def rows(reference: str) -> Awaitable[list[list[Any]]]:
+        return storage.database.read(lambda unit: status_rows(unit, reference))
+
+    def six(reference: str) -> Awaitable[list[list[Any]]]:
+        params = {"reference": reference}
+        return storage.database.read(
+            lambda unit: [unit.run(sql, params).all() for sql in STATUS_STATEMENTS]
+        )
+
+    return {
+        "status": storage.orders.status,
+        "status_rows": rows,
+        "six_finds": six,
+        "baseline": bare.read,
+    }
+
+
 async def main_async(args: argparse.Namespace) -> None:
     dbs = Databases()
     try:
         url = dbs.sqlite("units") if args.db == "sqlite" else dbs.postgres("units")
-        results = await measure(url, args.n, args.rounds, args.batch)
+        if args.growth:
+            results = await growth(url, args.reads)
+        else:
+            results = await measure(url, args.n, args.rounds, args.batch)
     finally:
         dbs.close()
     for kind, figures in results.items():
@@ -189,6 +294,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400, help="payments per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32, help="items per batched take; 0: none")
+    parser.add_argument(
+        "--growth", action="store_true", help="the status read at 10^4 and 10^6 orders"
+    )
+    parser.add_argument("--reads", type=int, default=3000, help="status reads per size")
     asyncio.run(main_async(parser.parse_args()))
 
 

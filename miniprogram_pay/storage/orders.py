@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, select
+from sqlalchemy import Integer, and_, bindparam, exists, select
 
 from miniprogram_pay.domain.events import EventSource
 from miniprogram_pay.domain.money import Amount
@@ -168,8 +168,15 @@ def _status_reads(order_id: Any, payment_ids: Any) -> tuple[Sql, ...]:
     )
 
 
-# Six statements (SQLite): each finds the order by itself, so none waits for another.
+# Six statements, each finding the order by itself, so none waits for another: the
+# reference the two paths below are held to (tests/storage/test_json_reads.py).
 STATUS_STATEMENTS = _status_reads(_READ_ORDER, select(P.c.id).where(P.c.order_id == _READ_ORDER))
+# SQLite runs statements one at a time, in one read transaction (one snapshot): the
+# first finds the order, and the other five take its id, so the order is found once,
+# not six times (each find searches two unique indexes and reads an attempt's row:
+# the most of a status read's B-tree searches, and what grew with the tables).
+_BY_ID = bindparam("order_id", type_=Integer)
+STATUS_BY_ORDER = _status_reads(_BY_ID, select(P.c.id).where(P.c.order_id == _BY_ID))[1:]
 # One statement (PostgreSQL, storage/json_reads.py): one snapshot, and the order and its
 # attempts are found once, as two CTEs the six reads share, not once in each read.
 _ORDER = select(_READ_ORDER.label("id")).cte("status_order")
@@ -351,8 +358,11 @@ def status_rows(unit: Unit, reference: str) -> list[list[Any]]:
     params = {"reference": reference}
     if unit.dialect == "postgresql":
         return STATUS_READS.rows(unit, params)
-    reads = [unit.run(sql, params) for sql in STATUS_STATEMENTS]  # sent together, then read
-    return [read.all() for read in reads]
+    order = unit.run(STATUS_STATEMENTS[0], params).all()
+    if not order:
+        return [order, *([] for _ in STATUS_BY_ORDER)]
+    found = {"order_id": order[0][0]}
+    return [order, *(unit.run(sql, found).all() for sql in STATUS_BY_ORDER)]
 
 
 def adyen_reference(order_reference: str, number: int) -> str:

@@ -1,4 +1,5 @@
-"""A status read as one PostgreSQL statement gives the six reads' rows, value for value."""
+"""A status read gives the six reads' rows, value for value: on PostgreSQL as one
+statement, on SQLite as the order's read and five reads by its id."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ ORDER = "order-json"
 SECOND = attempt_reference(ORDER, 2)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _postgres_only(storage: Storage) -> None:
     if storage.database.is_sqlite:
-        pytest.skip("SQLite runs the six reads one by one, in one read transaction")
+        pytest.skip("SQLite runs the reads one by one, in one read transaction")
 
 
 async def _order_with_everything(storage: Storage) -> None:
@@ -73,7 +74,7 @@ async def _both(storage: Storage, reference: str) -> tuple[list[list[Any]], list
 
 
 @pytest.mark.parametrize("reference", [ORDER, SECOND, "order-nobody"])
-async def test_one_statement_gives_the_six_reads_rows(storage: Storage, reference: str) -> None:
+async def test_a_status_read_gives_the_six_reads_rows(storage: Storage, reference: str) -> None:
     await _order_with_everything(storage)
     together, apart = await _both(storage, reference)
     assert _typed(together) == _typed(apart)
@@ -82,6 +83,7 @@ async def test_one_statement_gives_the_six_reads_rows(storage: Storage, referenc
         assert all(apart)
 
 
+@pytest.mark.usefixtures("_postgres_only")
 async def test_a_status_is_one_statement_on_postgresql(storage: Storage) -> None:
     await _order_with_everything(storage)
     before = storage.database.counts()
@@ -114,3 +116,28 @@ def test_the_order_and_its_attempts_are_found_once() -> None:
     assert one.count(finds) == 1
     assert [t.count(finds) for t in apart] == [1] * 6
     assert one.count("WHERE mpp_payment.order_id = (SELECT status_order.id") == 2
+
+
+def test_sqlite_finds_the_order_once() -> None:
+    """SQLite's read finds the order with the first statement; the other five take its id."""
+    from sqlalchemy.dialects import sqlite
+
+    from miniprogram_pay.storage.orders import STATUS_BY_ORDER
+
+    def text(sql: Sql) -> str:
+        statement: Any = sql.statement("sqlite")
+        return str(statement.compile(dialect=sqlite.dialect()))
+
+    finds = "WHERE mpp_payment.reference = ?"
+    assert text(STATUS_STATEMENTS[0]).count(finds) == 1
+    assert [text(sql).count(finds) for sql in STATUS_BY_ORDER] == [0] * 5
+    assert all("mpp_order" not in text(sql) for sql in STATUS_BY_ORDER)
+
+
+async def test_sqlite_reads_nothing_more_for_an_unknown_order(storage: Storage) -> None:
+    await _order_with_everything(storage)
+    before = storage.database.counts()
+    assert await storage.orders.status("order-nobody") is None
+    after = storage.database.counts()
+    expected = 1  # the order's read alone on SQLite; the one statement on PostgreSQL
+    assert after.statements - before.statements == expected
