@@ -593,12 +593,7 @@ async def status_workload(report: Report, plan: Plan, dbs: Databases, backend: s
         seed.bulk_payments(url, size - loaded, f"st-{size:08d}-")
         seed_s = time.perf_counter() - t0
         loaded = size
-        refs = [f"st-{small:08d}-{i:07d}" for i in range(small)]
-        if size == large:  # look up rows from the whole table, old and new
-            refs += [
-                f"st-{large:08d}-{i:07d}"
-                for i in range(0, large - small, max(1, (large - small) // 50_000))
-            ]
+        refs = seed.status_references(size, small)
         env = {"BENCH_DB_URL": url}
         with servers(
             (BASELINE, env, "/base/health", 1, f"baseline-status-{backend}"),

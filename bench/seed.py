@@ -134,6 +134,17 @@ PAYMENT_COLUMNS = (
 )
 
 
+def status_references(size: int, small: int) -> list[str]:
+    """The references the status workloads ask for once ``size`` orders are seeded
+    (``small`` first, then the rest): every one of the first ``small``, and at most
+    50,000 spread over the rest, so the large table is read old rows and new."""
+    references = [f"st-{small:08d}-{i:07d}" for i in range(small)]
+    if size > small:
+        step = max(1, (size - small) // 50_000)
+        references += [f"st-{size:08d}-{i:07d}" for i in range(0, size - small, step)]
+    return references
+
+
 def bulk_payments(url: str, count: int, prefix: str, *, batch: int = 100_000) -> None:
     """Insert ``count`` orders, each with one Pending attempt and its Created transition:
     executemany on SQLite, COPY on PostgreSQL."""

@@ -64,6 +64,7 @@ class Bare:
         self.sqlite = url.startswith("sqlite")
         self.url = url
         self.connection: Any = None
+        self.read_sql = BASELINE_READ.replace(":ref", "?" if self.sqlite else "%s")
 
     def _connect(self) -> Any:
         if self.sqlite:
@@ -94,8 +95,7 @@ class Bare:
     def _read(self, reference: str) -> Any:
         if self.connection is None:
             self.connection = self._connect()
-        sql = BASELINE_READ.replace(":ref", "?" if self.sqlite else "%s")
-        row = self.connection.execute(sql, (reference,)).fetchone()
+        row = self.connection.execute(self.read_sql, (reference,)).fetchone()
         if not self.sqlite:
             self.connection.rollback()  # as the baseline's read: no transaction left open
         return row
@@ -197,19 +197,10 @@ async def measure(url: str, n: int, rounds: int, batch: int = 0) -> dict[str, di
     }
 
 
-def _growth_references(size: int, small: int) -> list[str]:
-    """The references the HTTP status workload asks for at ``size`` (bench/run.py)."""
-    references = [f"st-{small:08d}-{i:07d}" for i in range(small)]
-    if size > small:
-        step = max(1, (size - small) // 50_000)
-        references += [f"st-{size:08d}-{i:07d}" for i in range(0, size - small, step)]
-    return references
-
-
 async def growth(
     url: str, reads: int, sizes: tuple[int, int] = (10_000, 1_000_000)
 ) -> dict[str, dict[str, float]]:
-    """The status read's median, and the baseline's, at each size of ``sizes``."""
+    """Each kind of ``_growth_calls``' median at each size of ``sizes``, and its growth."""
     small, large = sizes
     await seed.create_schema(url)
     database = Database(url)
@@ -225,7 +216,7 @@ async def growth(
             print(f"bench: seeded {size:,} orders in {time.perf_counter() - started:.0f} s",
                   flush=True)  # fmt: skip
             loaded = size
-            references = _growth_references(size, small)
+            references = seed.status_references(size, small)
             calls = _growth_calls(storage, bare)
             times: dict[str, list[float]] = {kind: [] for kind in calls}
             for i in range(reads + 200):  # the first 200 warm the caches, untimed

@@ -134,7 +134,7 @@ def test_sqlite_finds_the_order_once() -> None:
     assert all("mpp_order" not in text(sql) for sql in STATUS_BY_ORDER)
 
 
-async def test_sqlite_reads_nothing_more_for_an_unknown_order(storage: Storage) -> None:
+async def test_an_unknown_order_is_one_statement(storage: Storage) -> None:
     await _order_with_everything(storage)
     before = storage.database.counts()
     assert await storage.orders.status("order-nobody") is None
