@@ -21,6 +21,7 @@ Example (a host's hook)::
 from __future__ import annotations
 
 import contextlib
+import random
 import re
 import uuid
 from collections import OrderedDict
@@ -52,7 +53,10 @@ def request_id_from(given: str | None) -> str:
     """The caller's id when it is a token of at most 128 characters, else a new one."""
     if given is not None and _GIVEN.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    # Not uuid4(): os.urandom releases the interpreter lock for its system call, and the
+    # event loop then waits for a database thread to hand it back. An id correlates; it
+    # guards nothing, so the interpreter's own generator (reseeded in a forked child) does.
+    return uuid.UUID(int=random.getrandbits(128), version=4).hex
 
 
 @contextlib.contextmanager
