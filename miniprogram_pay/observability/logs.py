@@ -15,12 +15,23 @@ A host with its own logging set-up uses the same pieces, e.g. with ``dictConfig`
 
 ``RequestIdFilter`` sets ``record.request_id`` for format strings of its own
 (``"%(request_id)s %(message)s"``).
+
+The plugin's own handler (``StderrHandler``) writes from a thread of its own: the
+event loop only queues a line. A write to stderr blocks while the pipe behind it is
+full (a log collector that fell behind), and gives up the interpreter lock, which
+the loop must then wait for behind the database threads. While the queue is full
+(10,000 lines behind), new lines are dropped and counted, and the count is written
+once the lines flow again; stopping the plugin (or the interpreter) writes what is
+queued.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +43,7 @@ __all__ = [
     "JsonFormatter",
     "LogHandlerSetting",
     "RequestIdFilter",
+    "StderrHandler",
     "TextFormatter",
     "formatter_for",
     "install_handler",
@@ -45,6 +57,7 @@ LogHandlerSetting = Literal["auto", "always", "never"]
 
 
 NO_REQUEST = "-"
+QUEUED_LINES = 10_000
 
 
 def _request_id(record: logging.LogRecord) -> str | None:
@@ -102,6 +115,97 @@ def formatter_for(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+class _Writer(logging.handlers.QueueListener):
+    """The standard listener, except that stopping waits for room in a full queue
+    (the standard one fails to stop then) rather than losing what it holds."""
+
+    def __init__(self, lines: queue.Queue[Any], writer: logging.Handler) -> None:
+        super().__init__(lines, writer)
+        self._lines = lines
+
+    def enqueue_sentinel(self) -> None:
+        self._lines.put(None)  # the listener's sentinel: None ends its thread
+
+
+class StderrHandler(logging.handlers.QueueHandler):
+    """Formats and writes the package's lines to a stream in a thread of its own.
+
+    ``formatter`` is what the lines look like; the calling thread only freezes a
+    record (its message with its arguments, its traceback as text, its request id,
+    a context variable the writer's thread cannot see) and queues it.
+    """
+
+    def __init__(
+        self,
+        formatter: logging.Formatter,
+        stream: Any = None,
+        *,
+        capacity: int = QUEUED_LINES,
+    ) -> None:
+        self._lines: queue.Queue[Any] = queue.Queue(capacity)
+        super().__init__(self._lines)
+        self.setFormatter(formatter)
+        self._formatter = formatter
+        self.writer = logging.StreamHandler(sys.stderr if stream is None else stream)
+        self.writer.setFormatter(formatter)
+        self.dropped = 0
+        self._listener: _Writer | None = None
+
+    def start(self) -> None:
+        """Start the writer's thread (``install_handler`` does)."""
+        if self._listener is None:
+            self._listener = _Writer(self._lines, self.writer)
+            self._listener.start()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        frozen = copy.copy(record)
+        frozen.msg = record.getMessage()
+        frozen.args = None
+        if record.exc_info:
+            frozen.exc_text = record.exc_text or self._formatter.formatException(record.exc_info)
+            frozen.exc_info = None
+        frozen.request_id = _request_id(record) or NO_REQUEST
+        return frozen
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock: ``dropped`` needs no lock of its own.
+        try:
+            if self.dropped:
+                self.queue.put_nowait(self._dropped_line())
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _dropped_line(self) -> logging.LogRecord:
+        line = logging.LogRecord(
+            PACKAGE_LOGGER + ".logs",
+            logging.WARNING,
+            __file__,
+            0,
+            f"{self.dropped} log lines were dropped: stderr was not being read",
+            None,
+            None,
+        )
+        line.request_id = NO_REQUEST
+        return line
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer (``logging.shutdown`` calls it too)."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            self.acquire()  # an RLock: logging.shutdown calls this holding it already
+            try:
+                if self.dropped:
+                    self._lines.put(self._dropped_line())
+                    self.dropped = 0
+            finally:
+                self.release()
+            listener.stop()
+        self.writer.close()
+        super().close()
+
+
 def install_handler(
     *, setting: LogHandlerSetting, log_format: LogFormat, level: str
 ) -> logging.Handler | None:
@@ -111,10 +215,9 @@ def install_handler(
         return None
     if setting == "auto" and (package.handlers or logging.getLogger().handlers):
         return None  # the host configured logging: its handlers show the lines
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler(formatter_for(log_format))
     handler.set_name(HANDLER_NAME)
-    handler.setFormatter(formatter_for(log_format))
-    handler.addFilter(RequestIdFilter())
+    handler.start()
     package.addHandler(handler)
     package.setLevel(level.upper())
     if setting == "always":

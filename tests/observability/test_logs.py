@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,11 @@ import httpx
 import pytest
 
 from miniprogram_pay import Order, OrderRequest, StateChange
-from miniprogram_pay.observability.context import current_request_id
+from miniprogram_pay.observability.context import (
+    bound_request_id,
+    current_request_id,
+    request_id_from,
+)
 from miniprogram_pay.observability.logs import (
     JsonFormatter,
     RequestIdFilter,
@@ -168,6 +173,20 @@ async def test_an_unusable_request_id_is_replaced(db_url: str, given: str) -> No
     assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"])
 
 
+def test_a_new_request_id_makes_no_system_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.urandom gives up the interpreter lock; the event loop would then wait for a
+    database thread to hand it back before it could answer (once per request)."""
+
+    def urandom(n: int) -> bytes:
+        raise AssertionError("a request id read os.urandom")
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    ids = {request_id_from(None) for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", i) for i in ids)
+    assert request_id_from("given-1") == "given-1"
+
+
 async def resolver_that_breaks(request: OrderRequest) -> Order:
     raise RuntimeError("the order table is locked")
 
@@ -253,6 +272,72 @@ def test_the_handler_is_added_only_when_nothing_else_shows_the_lines() -> None:
         assert PACKAGE.propagate and PACKAGE.level == logging.NOTSET and not PACKAGE.handlers
     # pytest's own handlers are on the root logger: the host "configured logging".
     assert install_handler(setting="auto", log_format="text", level="info") is None
+
+
+class StalledStream(io.StringIO):
+    """stderr behind a full pipe: a write waits until ``flowing`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flowing = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.flowing.wait()
+        return super().write(text)
+
+
+def test_a_stalled_stderr_blocks_no_caller_and_the_dropped_lines_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = StalledStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    lines = 10_050  # more than the handler queues
+    with no_root_handlers():
+        handler = install_handler(setting="always", log_format="text", level="info")
+    assert handler is not None
+    logger = logging.getLogger("miniprogram_pay.test.stalled")
+
+    def log_all() -> None:
+        for i in range(lines):
+            logger.warning("line %d", i)
+
+    caller = threading.Thread(target=log_all)
+    try:
+        caller.start()
+        caller.join(timeout=60)
+        assert not caller.is_alive(), "a log call waited for stderr"
+    finally:
+        stream.flowing.set()
+        caller.join()
+    remove_handler(handler)  # writes what is queued, and the count
+    written = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    kept = [line for line in written if line.startswith("line ")]
+    assert kept == [f"line {i}" for i in range(len(kept))] and len(kept) < lines
+    [notice] = [line for line in written if "dropped" in line]
+    assert notice == f"{lines - len(kept)} log lines were dropped: stderr was not being read"
+    assert written[-1] == notice
+
+
+def test_a_line_keeps_its_request_and_its_traceback_on_the_way_to_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    with no_root_handlers():
+        handler = install_handler(setting="always", log_format="json", level="info")
+    assert handler is not None
+    logger = logging.getLogger("miniprogram_pay.test.hop")
+    with bound_request_id("req-9"):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed %s", "here")
+    logger.info("outside")
+    remove_handler(handler)
+    failed, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (failed["message"], failed["request_id"]) == ("failed here", "req-9")
+    assert "ValueError: boom" in failed["exception"]
+    assert outside["message"] == "outside" and "request_id" not in outside
 
 
 def _free_port() -> int:
