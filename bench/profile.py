@@ -33,9 +33,13 @@ from bench.run import PLUGIN, QUICK, RESULTS, SANDBOX, Databases, WebhookFeed, _
 from bench.servers import Server
 
 
-def _spy(pid: int, seconds: float, out: Path, fmt: str) -> subprocess.Popen[bytes]:
+def _spy(
+    pid: int, seconds: float, out: Path, fmt: str, *, gil: bool = False
+) -> subprocess.Popen[bytes]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     cmd = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
+    if gil:  # only the thread holding the interpreter lock: what waits for it drops out
+        cmd.append("--gil")
     return subprocess.Popen([*cmd, "-f", fmt, "-o", str(out), "--nonblocking"])
 
 
@@ -48,6 +52,24 @@ def heaviest(raw: Path, top: int = 40) -> list[tuple[int, str]]:
             continue  # a stack py-spy could not finish writing
         for frame in set(stack.split(";")):
             counts[frame.split(" (")[0]] += int(n)
+    return [(n, name) for name, n in counts.most_common(top)]
+
+
+LOOP_ROOT = "Runner.run"  # the frame every stack of uvicorn's event loop thread passes
+
+
+def loop_leaves(raw: Path, top: int = 15) -> list[tuple[int, str]]:
+    """The event loop thread's samples by the function they were in (self, not inclusive).
+
+    Without ``--gil`` a sample is also taken while the thread waits to take the
+    interpreter lock back after a system call; with it, only while it holds it.
+    """
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        if n.isdigit() and any(f.startswith(LOOP_ROOT + " (") for f in frames):
+            counts[frames[-1]] += int(n)
     return [(n, name) for name, n in counts.most_common(top)]
 
 
@@ -66,8 +88,16 @@ async def main_async(args: argparse.Namespace) -> None:
             assert server.proc is not None
             spies = (
                 [
-                    _spy(server.proc.pid, args.seconds, out.with_suffix(".svg"), "flamegraph"),
-                    _spy(server.proc.pid, args.seconds, out.with_suffix(".txt"), "raw"),
+                    _spy(
+                        server.proc.pid,
+                        args.seconds,
+                        out.with_suffix(".svg"),
+                        "flamegraph",
+                        gil=args.gil,
+                    ),
+                    _spy(
+                        server.proc.pid, args.seconds, out.with_suffix(".txt"), "raw", gil=args.gil
+                    ),
                 ]
                 if args.spy
                 else []
@@ -198,7 +228,9 @@ async def flow_profile(args: argparse.Namespace) -> None:
         with sandbox, target:
             assert target.proc is not None
             out = RESULTS / f"profile-flow-u{args.users}.txt"
-            spy = _spy(target.proc.pid, args.seconds, out, "raw") if args.spy else None
+            spy = (
+                _spy(target.proc.pid, args.seconds, out, "raw", gil=args.gil) if args.spy else None
+            )
             _, done, elapsed, _, errors = await _flows(
                 target.port, "pf-", plan, args.users, plugin=True
             )
@@ -208,6 +240,13 @@ async def flow_profile(args: argparse.Namespace) -> None:
         print(f"flows={done} in {elapsed:.1f} s, errors={errors}")
         for n, name in heaviest(out, top=args.top) if spy is not None else ():
             print(f"{n:6d}  {name}")
+        if spy is not None:
+            leaves = loop_leaves(out)
+            print(
+                f"event loop, self samples ({sum(n for n, _ in leaves)} in the top {len(leaves)}):"
+            )
+            for n, name in leaves:
+                print(f"{n:6d}  {name}")
         print_trace(trace)
     finally:
         dbs.close()
@@ -223,6 +262,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--no-spy", dest="spy", action="store_false", help="trace only, no py-spy")
+    parser.add_argument(
+        "--gil", action="store_true", help="py-spy samples only the thread holding the GIL"
+    )
     args = parser.parse_args()
     asyncio.run(flow_profile(args) if args.workload == "flow" else main_async(args))
 
