@@ -137,6 +137,7 @@ class MiniProgramPay:
                 setting=self.settings.log_handler,
                 log_format=self.settings.log_format,
                 level=self.settings.log_level,
+                on_dropped=self.metrics.log_line_dropped,
             )
             self.database = self._given_db or Database(
                 self.settings.database_url,

@@ -33,6 +33,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -141,6 +142,7 @@ class StderrHandler(logging.handlers.QueueHandler):
         stream: Any = None,
         *,
         capacity: int = QUEUED_LINES,
+        on_dropped: Callable[[], None] | None = None,
     ) -> None:
         self._lines: queue.Queue[Any] = queue.Queue(capacity)
         super().__init__(self._lines)
@@ -149,6 +151,7 @@ class StderrHandler(logging.handlers.QueueHandler):
         self.writer = logging.StreamHandler(sys.stderr if stream is None else stream)
         self.writer.setFormatter(formatter)
         self.dropped = 0
+        self._on_dropped = on_dropped  # a metric: the count line waits for stderr to flow
         self._listener: _Writer | None = None
 
     def start(self) -> None:
@@ -176,6 +179,8 @@ class StderrHandler(logging.handlers.QueueHandler):
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
+            if self._on_dropped is not None:
+                self._on_dropped()
 
     def _dropped_line(self) -> logging.LogRecord:
         line = logging.LogRecord(
@@ -207,15 +212,21 @@ class StderrHandler(logging.handlers.QueueHandler):
 
 
 def install_handler(
-    *, setting: LogHandlerSetting, log_format: LogFormat, level: str
+    *,
+    setting: LogHandlerSetting,
+    log_format: LogFormat,
+    level: str,
+    on_dropped: Callable[[], None] | None = None,
 ) -> logging.Handler | None:
-    """Add the package's stderr handler if ``setting`` says so; the handler, or None."""
+    """Add the package's stderr handler if ``setting`` says so; the handler, or None.
+
+    ``on_dropped`` is called for each line dropped while stderr is not read."""
     package = logging.getLogger(PACKAGE_LOGGER)
     if setting == "never" or any(h.get_name() == HANDLER_NAME for h in package.handlers):
         return None
     if setting == "auto" and (package.handlers or logging.getLogger().handlers):
         return None  # the host configured logging: its handlers show the lines
-    handler = StderrHandler(formatter_for(log_format))
+    handler = StderrHandler(formatter_for(log_format), on_dropped=on_dropped)
     handler.set_name(HANDLER_NAME)
     handler.start()
     package.addHandler(handler)

@@ -92,6 +92,9 @@ class Metrics(Protocol):
     def loop_passed(self, loop: str) -> None:
         """A pass of a background loop (inbox, outbox) ended."""
 
+    def log_line_dropped(self) -> None:
+        """The package's stderr handler dropped a line: its queue was full (stderr not read)."""
+
 
 class NoMetrics:
     """Records nothing."""
@@ -116,6 +119,9 @@ class NoMetrics:
         return None
 
     def loop_passed(self, loop: str) -> None:
+        return None
+
+    def log_line_dropped(self) -> None:
         return None
 
 

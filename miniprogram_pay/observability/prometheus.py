@@ -143,6 +143,12 @@ class PrometheusMetrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._dropped_lines = Counter(
+            "log_lines_dropped",
+            "Log lines the package's stderr handler dropped while stderr was not being read.",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         # The oldest of the live processes' last passes: a stuck loop in any worker shows.
         self._loops = Gauge(
             "loop_last_pass_timestamp_seconds",
@@ -190,6 +196,9 @@ class PrometheusMetrics:
 
     def loop_passed(self, loop: str) -> None:
         self._loops.labels(loop).set_to_current_time()
+
+    def log_line_dropped(self) -> None:
+        self._dropped_lines.inc()
 
     # -- scraping ----------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from miniprogram_pay.observability.logs import (
 from miniprogram_pay.sandbox import DEFAULT_HMAC_KEY
 from tests.docs.snippets import sandbox_variables
 from tests.http.helpers import base_url, build_host, serving
+from tests.observability.helpers import scrape, value
 from tests.world import (
     basic_auth,
     connect,
@@ -316,6 +317,27 @@ def test_a_stalled_stderr_blocks_no_caller_and_the_dropped_lines_are_counted(
     [notice] = [line for line in written if "dropped" in line]
     assert notice == f"{lines - len(kept)} log lines were dropped: stderr was not being read"
     assert written[-1] == notice
+
+
+async def test_the_plugins_metrics_count_the_lines_a_stalled_stderr_dropped(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = StalledStream()
+    monkeypatch.setattr(sys, "stderr", stream)
+    lines = 10_050
+    async with world(db_url, log_handler="always") as w:
+        try:
+            assert (await w.client.get("/pay/health")).status_code == 200  # the plugin started
+            logger = logging.getLogger("miniprogram_pay.test.metric")
+            for i in range(lines):  # the writer holds one line, 10,000 queue, the rest drop
+                logger.warning("line %d", i)
+            samples = await scrape(w.client)
+        finally:
+            stream.flowing.set()  # else stopping the plugin waits for stderr
+    dropped = value(samples, "log_lines_dropped_total")
+    assert lines - 10_001 <= dropped <= lines - 10_000
+    [notice] = [line for line in stream.getvalue().splitlines() if "were dropped" in line]
+    assert f": {int(dropped)} log lines were dropped" in notice
 
 
 def test_a_line_keeps_its_request_and_its_traceback_on_the_way_to_stderr(
