@@ -132,8 +132,9 @@ class StderrHandler(logging.handlers.QueueHandler):
     """Formats and writes the package's lines to a stream in a thread of its own.
 
     ``formatter`` is what the lines look like; the calling thread only freezes a
-    record (its message with its arguments, its traceback as text, its request id,
-    a context variable the writer's thread cannot see) and queues it.
+    record (its message with its arguments, its traceback as text, and, by
+    ``RequestIdFilter``, its request id: a context variable the writer's thread
+    cannot see) and queues it.
     """
 
     def __init__(
@@ -147,7 +148,8 @@ class StderrHandler(logging.handlers.QueueHandler):
         self._lines: queue.Queue[Any] = queue.Queue(capacity)
         super().__init__(self._lines)
         self.setFormatter(formatter)
-        self._formatter = formatter
+        self._formatter = formatter  # ``self.formatter`` as typed: never None here
+        self.addFilter(RequestIdFilter())
         self.writer = logging.StreamHandler(sys.stderr if stream is None else stream)
         self.writer.setFormatter(formatter)
         self.dropped = 0
@@ -167,16 +169,15 @@ class StderrHandler(logging.handlers.QueueHandler):
         if record.exc_info:
             frozen.exc_text = record.exc_text or self._formatter.formatException(record.exc_info)
             frozen.exc_info = None
-        frozen.request_id = _request_id(record) or NO_REQUEST
         return frozen
 
     def enqueue(self, record: logging.LogRecord) -> None:
         # Called under the handler's lock: ``dropped`` needs no lock of its own.
         try:
             if self.dropped:
-                self.queue.put_nowait(self._dropped_line())
+                self._lines.put_nowait(self._dropped_line())
                 self.dropped = 0
-            self.queue.put_nowait(record)
+            self._lines.put_nowait(record)
         except queue.Full:
             self.dropped += 1
             if self._on_dropped is not None:

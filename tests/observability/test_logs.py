@@ -362,6 +362,22 @@ def test_a_line_keeps_its_request_and_its_traceback_on_the_way_to_stderr(
     assert outside["message"] == "outside" and "request_id" not in outside
 
 
+def test_lines_still_queued_are_written_when_the_interpreter_exits(tmp_path: Path) -> None:
+    """A host that never stops the plugin: ``logging.shutdown`` (at exit) writes them."""
+    script = (
+        "import logging\n"
+        "from miniprogram_pay.observability.logs import install_handler\n"
+        "install_handler(setting='always', log_format='text', level='info')\n"
+        "for i in range(500):\n"
+        "    logging.getLogger('miniprogram_pay.exit').info('line %d', i)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    written = [line.split(": ", 1)[1] for line in done.stderr.splitlines()]
+    assert written == [f"line {i}" for i in range(500)]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
